@@ -1,0 +1,109 @@
+"""Environment settings: the only module that reads environment variables.
+
+`STRATA_ENV` picks the environment (`local` default, `prod`). Every path, endpoint and credential
+reference is derived here so that assets never look at the process environment themselves.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DBT_PROJECT_DIR = REPO_ROOT / "dbt"
+DEFAULT_DEMO_DAYS = 30
+# Shared by every process that opens the Iceberg catalog: pyiceberg stores it in each catalog row.
+ICEBERG_CATALOG_NAME = "strata"
+
+
+def default_demo_end() -> date:
+    """The demo window ends at today's UTC midnight (exclusive), so its last day is yesterday."""
+    return datetime.now(UTC).date()
+
+
+def default_start_date() -> date:
+    return default_demo_end() - timedelta(days=DEFAULT_DEMO_DAYS)
+
+
+@dataclass(frozen=True)
+class StrataSettings:
+    """Resolved configuration for one environment."""
+
+    env: str = "local"
+    root: Path = field(default_factory=lambda: REPO_ROOT / ".strata")
+    start_date: date = field(default_factory=default_start_date)
+    source_url: str | None = None
+    landing_url: str | None = None
+    catalog_uri: str | None = None
+    warehouse_url: str | None = None
+    catalog_properties: dict[str, str] = field(default_factory=dict)
+    trino: dict[str, str] = field(default_factory=dict)
+    image: str = ""
+    git_sha: str = ""
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.root / "dagster_home"
+
+    @property
+    def landing_root(self) -> str:
+        return self.landing_url or str(self.root / "landing")
+
+    @property
+    def source_database_url(self) -> str:
+        return self.source_url or f"sqlite:///{self.root / 'source' / 'oltp.sqlite'}"
+
+    @property
+    def iceberg_catalog_uri(self) -> str:
+        return self.catalog_uri or f"sqlite:///{self.root / 'iceberg' / 'catalog.db'}"
+
+    @property
+    def iceberg_warehouse(self) -> str:
+        return self.warehouse_url or f"file://{self.root / 'iceberg' / 'warehouse'}"
+
+    @property
+    def duckdb_path(self) -> Path:
+        return self.root / "warehouse.duckdb"
+
+    @property
+    def duckdb_extension_dir(self) -> Path:
+        return self.root / "duckdb_extensions"
+
+    @property
+    def demo_dir(self) -> Path:
+        """Where the demo generator keeps its state and ground truth."""
+        return self.root / "demo"
+
+    @property
+    def dbt_target(self) -> str:
+        return "prod" if self.env == "prod" else "local"
+
+
+def _prefixed(environ: dict[str, str], prefix: str) -> dict[str, str]:
+    return {k[len(prefix) :].lower(): v for k, v in environ.items() if k.startswith(prefix)}
+
+
+def load_settings(environ: dict[str, str] | None = None) -> StrataSettings:
+    """Build settings from the environment (or a given mapping, for tests)."""
+    env = dict(os.environ if environ is None else environ)
+    strata_env = env.get("STRATA_ENV", "local")
+    if strata_env not in ("local", "prod"):
+        raise ValueError(f"STRATA_ENV must be 'local' or 'prod', got {strata_env!r}")
+    root = Path(env.get("STRATA_ROOT", REPO_ROOT / ".strata")).resolve()
+    start = env.get("STRATA_START_DATE")
+    return StrataSettings(
+        env=strata_env,
+        root=root,
+        start_date=date.fromisoformat(start) if start else default_start_date(),
+        source_url=env.get("STRATA_SOURCE_URL"),
+        landing_url=env.get("STRATA_LANDING_URL"),
+        catalog_uri=env.get("STRATA_CATALOG_URI"),
+        warehouse_url=env.get("STRATA_ICEBERG_WAREHOUSE"),
+        # e.g. STRATA_ICEBERG_S3__ENDPOINT -> s3.endpoint (double underscore stands for the dot)
+        catalog_properties={k.replace("__", "."): v for k, v in _prefixed(env, "STRATA_ICEBERG_PROP_").items()},
+        trino=_prefixed(env, "STRATA_TRINO_"),
+        image=env.get("STRATA_IMAGE", ""),
+        git_sha=env.get("STRATA_GIT_SHA", ""),
+    )
