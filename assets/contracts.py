@@ -107,3 +107,72 @@ def oltp_contracts() -> dict[str, TableContract]:
 def file_drop_contracts() -> dict[str, TableContract]:
     """File-drop feeds loaded from the landing zone, keyed by dataset name."""
     return _load()[1]
+
+
+class ContractViolation(ValueError):
+    """Data that does not match its contract; the message names the dataset, column and problem."""
+
+
+def conform_to_contract(table: pa.Table, contract: TableContract, where: str, *, exact: bool = True) -> pa.Table:
+    """Return `table` with the contract's column order and types, or raise `ContractViolation`.
+
+    Only lossless conversions are accepted: text timestamps (SQLite) become timestamps, integers and
+    floats must already be what the contract says. With `exact`, unlisted columns are an error
+    (file drops); without it they are dropped (a source table may carry more than we extract).
+    """
+    present = set(table.column_names)
+    missing = [c for c in contract.column_names if c not in present]
+    if missing:
+        raise ContractViolation(f"{where}: missing column(s) {missing} required by contract '{contract.name}'")
+    extra = [c for c in table.column_names if c not in set(contract.column_names)]
+    if extra and exact:
+        raise ContractViolation(f"{where}: unexpected column(s) {extra} not in contract '{contract.name}'")
+    arrays = []
+    for column in contract.columns:
+        values = table.column(column.name)
+        if values.type != column.arrow_type:
+            values = _cast_column(values, column, where)
+        if not column.nullable and values.null_count:
+            raise ContractViolation(
+                f"{where}: column '{column.name}' has {values.null_count} null value(s) but is 'not null'"
+            )
+        arrays.append(values)
+    return pa.Table.from_arrays(arrays, schema=contract.arrow_schema())
+
+
+# Conversions that cannot lose information; anything else is a contract violation, never a silent cast.
+_LOSSLESS = {
+    ("string", "timestamp"),
+    ("large_string", "timestamp"),
+    ("string", "date"),
+    ("int32", "int64"),
+    ("int16", "int64"),
+    ("int8", "int64"),
+    ("float", "float64"),
+    ("double", "float64"),
+    ("large_string", "string"),
+    ("timestamp[ns]", "timestamp"),
+    ("timestamp[ms]", "timestamp"),
+    ("timestamp[s]", "timestamp"),
+    ("null", "int64"),
+    ("null", "float64"),
+    ("null", "string"),
+    ("null", "timestamp"),
+}
+
+
+def _cast_column(values: pa.ChunkedArray, column: ColumnContract, where: str) -> pa.ChunkedArray:
+    actual = str(values.type)
+    if values.null_count == len(values):
+        # Readers that infer types (ADBC on SQLite) type an all-null column arbitrarily; nulls carry no type.
+        return pa.chunked_array([pa.nulls(len(values), column.arrow_type)])
+    if (actual, column.type_name) not in _LOSSLESS:
+        raise ContractViolation(
+            f"{where}: column '{column.name}' has type {actual}, contract says {column.type_name}"
+        )
+    try:
+        return values.cast(column.arrow_type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise ContractViolation(
+            f"{where}: column '{column.name}' cannot be read as {column.type_name}: {exc}"
+        ) from exc

@@ -1,0 +1,33 @@
+"""Asset jobs, one per partitioning: a run (and a single-run backfill) spans one partition set."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import dagster as dg
+
+JOB_BY_PARTITIONING = {
+    None: ("refresh_unpartitioned", "OLTP extraction into Bronze and the unpartitioned Silver/Gold models."),
+    "hourly": ("load_hourly", "Hourly partitions: Bronze telemetry from landing-zone drops."),
+    "daily": ("build_daily", "Daily partitions: incremental Silver/Gold models for a date window."),
+}
+
+
+def partitioning_of(asset: dg.AssetsDefinition) -> str | None:
+    pdef = asset.partitions_def
+    if pdef is None:
+        return None
+    if isinstance(pdef, dg.TimeWindowPartitionsDefinition):
+        return "hourly" if pdef.cron_schedule.startswith("0 * ") else "daily"
+    raise ValueError(f"asset {asset.key.to_user_string()} has unsupported partitions {pdef}")
+
+
+def build_jobs(assets: Sequence[dg.AssetsDefinition]) -> list[dg.UnresolvedAssetJobDefinition]:
+    by_partitioning: dict[str | None, list[dg.AssetKey]] = {}
+    for asset in assets:
+        by_partitioning.setdefault(partitioning_of(asset), []).extend(asset.keys)
+    return [
+        dg.define_asset_job(name, selection=dg.AssetSelection.assets(*by_partitioning[kind]), description=text)
+        for kind, (name, text) in JOB_BY_PARTITIONING.items()
+        if kind in by_partitioning
+    ]

@@ -1,0 +1,101 @@
+"""The one builder of audit metadata (DESIGN.md section 6).
+
+Assets call `audit_metadata(...)` instead of assembling dictionaries by hand, so every materialization
+carries the same keys: Dagster's standard ones where they exist and `strata/` ones for the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from collections.abc import Iterable, Mapping, Sequence
+from functools import cache
+
+import dagster as dg
+import pyarrow as pa
+
+from resources.settings import REPO_ROOT, load_settings
+
+
+@cache
+def code_identity() -> tuple[str, str]:
+    """(git sha, image) of the running code: from the environment in images, from git in a checkout."""
+    settings = load_settings()
+    git_sha = settings.git_sha
+    if not git_sha:
+        try:
+            git_sha = subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5, check=True
+            ).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            git_sha = "unknown"
+    return git_sha, settings.image or "local"
+
+
+def table_checksum(table: pa.Table, sort_by: Sequence[str]) -> str:
+    """Order-independent content checksum: sha256 of the table sorted by `sort_by`, in Arrow IPC.
+
+    Sorting first makes the value depend on the rows only, not on how a reader chunked or ordered
+    them, so two loads of the same data give the same checksum.
+    """
+    ordered = table.sort_by([(c, "ascending") for c in sort_by]).combine_chunks()
+    digest = hashlib.sha256()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, ordered.schema) as writer:
+        writer.write_table(ordered)
+    digest.update(sink.getvalue())
+    return digest.hexdigest()
+
+
+def combine_checksums(checksums: Iterable[str]) -> str:
+    """One checksum standing for several (e.g. the files of a drop), independent of their order."""
+    return hashlib.sha256("\n".join(sorted(checksums)).encode()).hexdigest()
+
+
+def column_schema(schema: pa.Schema) -> dg.TableSchema:
+    return dg.TableSchema(
+        columns=[
+            dg.TableColumn(f.name, str(f.type), constraints=dg.TableColumnConstraints(nullable=f.nullable))
+            for f in schema
+        ]
+    )
+
+
+def audit_metadata(
+    *,
+    table_name: str,
+    uri: str,
+    rows_in: int,
+    rows_out: int,
+    table_row_count: int,
+    checksum: str,
+    data_window: tuple[str, str],
+    input_partitions: Sequence[str],
+    snapshot_id: int | None,
+    schema: pa.Schema | None = None,
+    rows_quarantined: int = 0,
+    partition_row_count: int | None = None,
+    extra: Mapping[str, object] | None = None,
+) -> dict[str, object]:
+    """Metadata for one Bronze materialization; `extra` adds asset-specific `strata/` entries."""
+    git_sha, image = code_identity()
+    metadata: dict[str, object] = {
+        "dagster/table_name": table_name,
+        "dagster/uri": dg.MetadataValue.url(uri) if "://" in uri else dg.MetadataValue.path(uri),
+        "dagster/row_count": table_row_count,
+        "strata/rows_in": rows_in,
+        "strata/rows_out": rows_out,
+        "strata/rows_quarantined": rows_quarantined,
+        "strata/checksum": checksum,
+        "strata/data_window": f"[{data_window[0]}, {data_window[1]})",
+        "strata/input_partitions": dg.MetadataValue.json(list(input_partitions)),
+        "strata/snapshot_id": str(snapshot_id) if snapshot_id is not None else "none",
+        "strata/git_sha": git_sha,
+        "strata/image": image,
+    }
+    if partition_row_count is not None:
+        metadata["dagster/partition_row_count"] = partition_row_count
+    if schema is not None:
+        metadata["dagster/column_schema"] = column_schema(schema)
+    metadata.update({f"strata/{k}": v for k, v in (extra or {}).items()})
+    return metadata

@@ -1,0 +1,104 @@
+"""dbt models (Silver and Gold) as Dagster assets, wired to the Bronze tables they read.
+
+The translator keys every model as `[layer, model]` (staging/intermediate -> silver, marts -> gold)
+and every dbt source as its Bronze asset, so Python and dbt assets form one graph. Models tagged
+`daily` run as one daily-partitioned multi-asset with a single-run backfill policy: a 30-day backfill
+is one `dbt build` with a 30-day window, not 30 runs.
+"""
+
+
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
+
+from assets.audit_metadata import code_identity
+from resources.iceberg import IcebergCatalog
+from resources.warehouse import Warehouse
+
+DAILY_TAG = "daily"
+WAREHOUSE_POOL = "warehouse"
+
+
+class StrataDbtTranslator(DagsterDbtTranslator):
+    """Maps dbt nodes onto the platform's `[layer, table]` asset keys and layer groups."""
+
+    def get_asset_spec(self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None) -> dg.AssetSpec:
+        spec = super().get_asset_spec(manifest, unique_id, project)
+        props = self.get_resource_props(manifest, unique_id)
+        if props["resource_type"] == "source":
+            return spec.replace_attributes(key=dg.AssetKey(["bronze", props["name"]]))
+        layer = layer_of(props)
+        return spec.replace_attributes(key=dg.AssetKey([layer, props["name"]]), group_name=layer)
+
+
+def layer_of(props: Mapping[str, Any]) -> str:
+    """Marts are Gold; staging and intermediate models are Silver."""
+    return "gold" if "marts" in props.get("fqn", []) else "silver"
+
+
+def dbt_build_args(window: dg.TimeWindow | None) -> list[str]:
+    """`dbt build` arguments; a partition window becomes the models' `window_start`/`window_end` vars."""
+    args = ["build"]
+    if window is not None:
+        window_vars = {"window_start": f"{window.start:%Y-%m-%d}", "window_end": f"{window.end:%Y-%m-%d}"}
+        args += ["--vars", json.dumps(window_vars)]
+    return args
+
+
+def run_dbt(
+    context: dg.AssetExecutionContext,
+    dbt: DbtCliResource,
+    warehouse: Warehouse,
+    iceberg: IcebergCatalog,
+    window: dg.TimeWindow | None,
+) -> Iterator[Any]:
+    """Pin Bronze snapshots for this run, then stream `dbt build` events with run-level metadata."""
+    snapshots = warehouse.publish_bronze_views(iceberg)
+    context.log.info(f"dbt reads Bronze snapshots {snapshots}")
+    git_sha, image = code_identity()
+    extra = {
+        "strata/input_snapshots": dg.MetadataValue.json(snapshots),
+        "strata/git_sha": git_sha,
+        "strata/image": image,
+    }
+    if window is not None:
+        extra["strata/data_window"] = f"[{window.start:%Y-%m-%d}, {window.end:%Y-%m-%d})"
+    for event in dbt.cli(dbt_build_args(window), context=context).stream():
+        yield event.with_metadata({**event.metadata, **extra}) if isinstance(event, dg.Output) else event
+
+
+def build_dbt_assets(project: DbtProject, daily: dg.DailyPartitionsDefinition) -> list[dg.AssetsDefinition]:
+    translator = StrataDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
+
+    @dbt_assets(
+        manifest=project.manifest_path,
+        project=project,
+        exclude=f"tag:{DAILY_TAG}",
+        dagster_dbt_translator=translator,
+        name="dbt_models",
+        pool=WAREHOUSE_POOL,
+    )
+    def dbt_models(
+        context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: Warehouse, iceberg: IcebergCatalog
+    ):
+        yield from run_dbt(context, dbt, warehouse, iceberg, window=None)
+
+    @dbt_assets(
+        manifest=project.manifest_path,
+        project=project,
+        select=f"tag:{DAILY_TAG}",
+        dagster_dbt_translator=translator,
+        name="dbt_daily_models",
+        partitions_def=daily,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        pool=WAREHOUSE_POOL,
+    )
+    def dbt_daily_models(
+        context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: Warehouse, iceberg: IcebergCatalog
+    ):
+        yield from run_dbt(context, dbt, warehouse, iceberg, window=context.partition_time_window)
+
+    return [dbt_models, dbt_daily_models]

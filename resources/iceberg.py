@@ -1,0 +1,72 @@
+"""The Iceberg catalog resource and the write primitives every Bronze asset uses.
+
+Writes go through `commit_with_retry` because several runs may commit to the same table at once
+(hourly telemetry partitions loaded in parallel): Iceberg's optimistic concurrency rejects the loser,
+which then reloads the table and tries again instead of failing the run.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from pathlib import Path
+from collections.abc import Callable
+from typing import TYPE_CHECKING, TypeVar
+
+import dagster as dg
+
+from resources.settings import ICEBERG_CATALOG_NAME
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
+    from pyiceberg.table import Table
+
+T = TypeVar("T")
+COMMIT_ATTEMPTS = 8
+
+
+class IcebergCatalog(dg.ConfigurableResource):
+    """A pyiceberg catalog: SqlCatalog (SQLite/PostgreSQL) locally, REST/Glue/JDBC-style in prod."""
+
+    uri: str
+    warehouse: str
+    catalog_type: str = "sql"
+    properties: dict[str, str] = {}
+
+    def load(self) -> Catalog:
+        from pyiceberg.catalog import load_catalog
+
+        props = {"uri": self.uri, "warehouse": self.warehouse, **self.properties}
+        if self.uri.startswith("sqlite:///"):
+            Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        return load_catalog(ICEBERG_CATALOG_NAME, type=self.catalog_type, **props)
+
+    def load_or_create_table(self, identifier: str, schema, partition_spec=None) -> Table:
+        catalog = self.load()
+        namespace = identifier.split(".")[0]
+        catalog.create_namespace_if_not_exists(namespace)
+        kwargs = {"partition_spec": partition_spec} if partition_spec is not None else {}
+        return catalog.create_table_if_not_exists(identifier, schema=schema, **kwargs)
+
+    def table_or_none(self, identifier: str) -> Table | None:
+        from pyiceberg.exceptions import NoSuchTableError
+
+        try:
+            return self.load().load_table(identifier)
+        except NoSuchTableError:
+            return None
+
+
+def commit_with_retry(table: Table, write: Callable[[Table], T], *, attempts: int = COMMIT_ATTEMPTS) -> T:
+    """Run `write(table)`; on a concurrent-commit conflict reload the table and run it again."""
+    from pyiceberg.exceptions import CommitFailedException
+
+    for attempt in range(1, attempts + 1):
+        try:
+            return write(table)
+        except CommitFailedException:
+            if attempt == attempts:
+                raise
+            time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))
+            table = table.refresh()
+    raise AssertionError("unreachable")

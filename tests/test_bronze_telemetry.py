@@ -1,0 +1,127 @@
+"""Bronze telemetry: verified hourly drops, partition overwrite, corrupted drops leave the table as it was."""
+
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+import pytest
+
+from assets.bronze_telemetry import build_telemetry_asset
+from assets.contracts import file_drop_contracts
+from assets.drop_protocol import partition_key
+from assets.partitions import hourly_partitions
+from demo.drop_protocol import write_drop
+from resources.iceberg import IcebergCatalog
+from resources.landing import LandingZone
+
+CONTRACT = file_drop_contracts()["telemetry"]
+FIRST_HOUR = datetime(2026, 10, 1, 0)
+
+
+def hour_rows(hour_start: datetime, vehicles: int = 3, per_vehicle: int = 4) -> pa.Table:
+    ids, ts = [], []
+    for v in range(1, vehicles + 1):
+        for i in range(per_vehicle):
+            ids.append(v)
+            ts.append(hour_start + timedelta(minutes=10 * i, seconds=v))
+    n = len(ids)
+    return pa.table(
+        {
+            "vehicle_id": ids,
+            "ts": pa.array(ts, pa.timestamp("us")),
+            "lat": [45.0] * n,
+            "lon": [4.0] * n,
+            "speed_kmh": [float(i % 30) for i in range(n)],
+            "battery_pct": [80.0] * n,
+            "odometer_km": [100.0 + i for i in range(n)],
+            "fault_code": pa.array([None] * n, pa.string()),
+        },
+        schema=CONTRACT.arrow_schema(),
+    )
+
+
+def land(landing: Path, hour_start: datetime, table: pa.Table) -> Path:
+    return write_drop(landing, "telemetry", hour_start.date(), hour_start.hour, [table])
+
+
+def resources(root: Path) -> dict:
+    return {
+        "landing": LandingZone(root=str(root / "landing")),
+        "iceberg": IcebergCatalog(uri=f"sqlite:///{root / 'cat.db'}", warehouse=f"file://{root / 'wh'}"),
+    }
+
+
+def run_hours(root: Path, first: datetime, last: datetime, raise_on_error: bool = True):
+    asset = build_telemetry_asset(hourly_partitions(FIRST_HOUR.date()))
+    return dg.materialize(
+        [asset],
+        resources=resources(root),
+        tags={
+            "dagster/asset_partition_range_start": partition_key(first),
+            "dagster/asset_partition_range_end": partition_key(last),
+        },
+        raise_on_error=raise_on_error,
+    )
+
+
+def table_state(root: Path) -> tuple[int, int]:
+    table = resources(root)["iceberg"].load().load_table("bronze.telemetry")
+    return table.current_snapshot().snapshot_id, table.scan().to_arrow().num_rows
+
+
+def test_a_range_run_loads_every_hour_and_a_rerun_replaces_instead_of_duplicating(tmp_path):
+    hours = [FIRST_HOUR + timedelta(hours=h) for h in range(3)]
+    for h in hours:
+        land(tmp_path / "landing", h, hour_rows(h))
+    first = run_hours(tmp_path, hours[0], hours[-1])
+    meta = first.get_asset_materialization_events()[0].materialization.metadata
+    assert meta["strata/rows_in"].value == 36
+    assert meta["dagster/partition_row_count"].value == 36
+    assert meta["strata/input_partitions"].value == [partition_key(h) for h in hours]
+
+    # A corrected re-delivery of hour 1 with fewer rows replaces exactly that hour.
+    land(tmp_path / "landing", hours[1], hour_rows(hours[1], vehicles=2))
+    run_hours(tmp_path, hours[1], hours[1])
+    table = resources(tmp_path)["iceberg"].load().load_table("bronze.telemetry").scan().to_arrow()
+    per_hour = {h: 0 for h in hours}
+    for ts in table.column("ts").to_pylist():
+        per_hour[ts.replace(minute=0, second=0, microsecond=0)] += 1
+    assert per_hour == {hours[0]: 12, hours[1]: 8, hours[2]: 12}
+
+    again = run_hours(tmp_path, hours[0], hours[-1])
+    meta_again = again.get_asset_materialization_events()[0].materialization.metadata
+    assert meta_again["dagster/row_count"].value == 32
+    rerun = run_hours(tmp_path, hours[0], hours[-1])
+    assert (
+        rerun.get_asset_materialization_events()[0].materialization.metadata["strata/checksum"].value
+        == meta_again["strata/checksum"].value
+    )
+
+
+def test_a_corrupted_drop_fails_naming_the_file_and_leaves_the_table_unchanged(tmp_path):
+    hours = [FIRST_HOUR + timedelta(hours=h) for h in range(2)]
+    for h in hours:
+        land(tmp_path / "landing", h, hour_rows(h))
+    run_hours(tmp_path, hours[0], hours[-1])
+    before = table_state(tmp_path)
+
+    drop = land(tmp_path / "landing", hours[1], hour_rows(hours[1]))
+    data_file = drop / "part-00000.parquet"
+    corrupted = bytearray(data_file.read_bytes())
+    corrupted[len(corrupted) // 2] ^= 0xFF  # same size, different content
+    data_file.write_bytes(bytes(corrupted))
+
+    result = run_hours(tmp_path, hours[0], hours[-1], raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+    message = failure.step_failure_data.error.cause.message
+    assert "telemetry/dt=2026-10-01/hour=01/part-00000.parquet" in message
+    assert "sha256 check failed" in message
+    assert table_state(tmp_path) == before
+
+
+def test_a_missing_drop_fails_the_partition(tmp_path):
+    land(tmp_path / "landing", FIRST_HOUR, hour_rows(FIRST_HOUR))
+    with pytest.raises(Exception, match=r"hour=01/: ready check failed: no _READY marker"):
+        run_hours(tmp_path, FIRST_HOUR, FIRST_HOUR + timedelta(hours=1))
