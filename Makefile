@@ -20,7 +20,7 @@ help:
 
 env:
 	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)

@@ -9,7 +9,7 @@ from assets.bronze_telemetry import build_telemetry_asset
 from assets.dbt_models import build_dbt_assets
 from assets.partitions import daily_partitions, hourly_partitions
 from jobs import build_jobs
-from resources import build_dbt_project, build_resources
+from resources.environment import build_dbt_project, build_resources
 from resources.settings import StrataSettings, load_settings
 
 

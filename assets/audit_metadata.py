@@ -25,7 +25,12 @@ def code_identity() -> tuple[str, str]:
     if not git_sha:
         try:
             git_sha = subprocess.run(
-                ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=5, check=True
+                ["git", "rev-parse", "HEAD"],
+                cwd=REPO_ROOT,
+                capture_output=True,
+                text=True,
+                timeout=5,
+                check=True,
             ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             git_sha = "unknown"

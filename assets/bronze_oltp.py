@@ -7,7 +7,6 @@ Rows are read with `updated_at >= watermark` (not `>`), because rows committed l
 timestamp would otherwise be skipped; the upsert makes re-reading them harmless.
 """
 
-
 from datetime import datetime
 
 import dagster as dg

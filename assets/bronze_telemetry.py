@@ -6,7 +6,6 @@ overwrites exactly the range: a bad drop anywhere fails the run naming the file 
 unchanged, and re-running a range replaces it instead of appending duplicates.
 """
 
-
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 
@@ -74,8 +73,7 @@ def load_hour_range(
         with target.transaction() as tx:
             for group in chunks(hours, HOURS_PER_WRITE):
                 drops = [
-                    verify_drop(landing, drop_prefix(contract.name, h), contract, manifest_partition(h))
-                    for h in group
+                    verify_drop(landing, drop_prefix(contract.name, h), contract, manifest_partition(h)) for h in group
                 ]
                 rows = pa.concat_tables([d.rows for d in drops])
                 tx.overwrite(

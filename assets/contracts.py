@@ -62,8 +62,7 @@ def _parse_column(name: str, spec: str, primary_key: str | None, where: str) -> 
     type_name = words[0]
     if type_name not in ARROW_TYPES:
         raise ValueError(
-            f"{CONTRACTS_FILE.name}: {where}.{name} has unknown type {type_name!r}; "
-            f"use one of {sorted(ARROW_TYPES)}"
+            f"{CONTRACTS_FILE.name}: {where}.{name} has unknown type {type_name!r}; use one of {sorted(ARROW_TYPES)}"
         )
     modifiers = " ".join(words[1:])
     if modifiers not in ("", "not null"):
@@ -167,12 +166,8 @@ def _cast_column(values: pa.ChunkedArray, column: ColumnContract, where: str) ->
         # Readers that infer types (ADBC on SQLite) type an all-null column arbitrarily; nulls carry no type.
         return pa.chunked_array([pa.nulls(len(values), column.arrow_type)])
     if (actual, column.type_name) not in _LOSSLESS:
-        raise ContractViolation(
-            f"{where}: column '{column.name}' has type {actual}, contract says {column.type_name}"
-        )
+        raise ContractViolation(f"{where}: column '{column.name}' has type {actual}, contract says {column.type_name}")
     try:
         return values.cast(column.arrow_type)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-        raise ContractViolation(
-            f"{where}: column '{column.name}' cannot be read as {column.type_name}: {exc}"
-        ) from exc
+        raise ContractViolation(f"{where}: column '{column.name}' cannot be read as {column.type_name}: {exc}") from exc

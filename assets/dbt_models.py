@@ -6,13 +6,18 @@ and every dbt source as its Bronze asset, so Python and dbt assets form one grap
 is one `dbt build` with a 30-day window, not 30 runs.
 """
 
-
 import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DagsterDbtTranslatorSettings, DbtCliResource, DbtProject, dbt_assets
+from dagster_dbt import (
+    DagsterDbtTranslator,
+    DagsterDbtTranslatorSettings,
+    DbtCliResource,
+    DbtProject,
+    dbt_assets,
+)
 
 from assets.audit_metadata import code_identity
 from resources.iceberg import IcebergCatalog

@@ -91,7 +91,10 @@ def verify_drop(
 def _check_header(prefix: str, manifest: dict, contract: TableContract, expected: dict[str, str]) -> None:
     if manifest["dataset"] != contract.name:
         raise DropVerificationError(
-            prefix, "dataset", f"manifest says {manifest['dataset']!r}, expected {contract.name!r}", MANIFEST_NAME
+            prefix,
+            "dataset",
+            f"manifest says {manifest['dataset']!r}, expected {contract.name!r}",
+            MANIFEST_NAME,
         )
     if manifest["schema_version"] != contract.schema_version:
         raise DropVerificationError(
@@ -102,7 +105,10 @@ def _check_header(prefix: str, manifest: dict, contract: TableContract, expected
         )
     if manifest["partition"] != expected:
         raise DropVerificationError(
-            prefix, "partition", f"manifest says {manifest['partition']}, the path says {expected}", MANIFEST_NAME
+            prefix,
+            "partition",
+            f"manifest says {manifest['partition']}, the path says {expected}",
+            MANIFEST_NAME,
         )
 
 

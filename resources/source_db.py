@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -13,7 +14,11 @@ def connect_adbc(url: str) -> Any:
     if url.startswith("sqlite:///"):
         import adbc_driver_sqlite.dbapi
 
-        return adbc_driver_sqlite.dbapi.connect(url.removeprefix("sqlite:///"))
+        path = Path(url.removeprefix("sqlite:///"))
+        if not path.parent.is_dir():
+            # SQLite would only say 'failed to allocate memory' here.
+            raise FileNotFoundError(f"source database folder {path.parent} does not exist (for {path.name})")
+        return adbc_driver_sqlite.dbapi.connect(str(path))
     if url.startswith(("postgresql://", "postgres://")):
         import adbc_driver_postgresql.dbapi
 

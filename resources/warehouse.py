@@ -67,7 +67,6 @@ class Warehouse(dg.ConfigurableResource):
                 for name, table in tables.items():
                     location = table.metadata_location.replace("'", "''")
                     con.execute(
-                        f"CREATE OR REPLACE VIEW {BRONZE_NAMESPACE}.{name} AS "
-                        f"SELECT * FROM iceberg_scan('{location}')"
+                        f"CREATE OR REPLACE VIEW {BRONZE_NAMESPACE}.{name} AS SELECT * FROM iceberg_scan('{location}')"
                     )
         return {name: table.current_snapshot().snapshot_id for name, table in sorted(tables.items())}

@@ -17,7 +17,13 @@ TEST_START = date(2026, 10, 1)
 def strata_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point every Strata path (and the dbt subprocess, which reads the same variables) at tmp_path."""
     root = tmp_path / "strata"
-    for name in ("STRATA_ENV", "STRATA_SOURCE_URL", "STRATA_LANDING_URL", "STRATA_CATALOG_URI", "STRATA_DUCKDB_PATH"):
+    for name in (
+        "STRATA_ENV",
+        "STRATA_SOURCE_URL",
+        "STRATA_LANDING_URL",
+        "STRATA_CATALOG_URI",
+        "STRATA_DUCKDB_PATH",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("STRATA_ROOT", str(root))
     monkeypatch.setenv("STRATA_START_DATE", TEST_START.isoformat())

@@ -122,9 +122,7 @@ def test_extraction_query_uses_the_watermark_inclusively():
 
 
 def test_latest_version_per_key_keeps_the_newest_row():
-    rows = pa.table(
-        {"station_id": [5, 5, 6], "updated_at": pa.array([1, 3, 2], pa.int64()).cast(pa.timestamp("us"))}
-    )
+    rows = pa.table({"station_id": [5, 5, 6], "updated_at": pa.array([1, 3, 2], pa.int64()).cast(pa.timestamp("us"))})
     kept = latest_version_per_key(rows, STATIONS)
     assert kept.column("station_id").to_pylist() == [5, 6]
     assert [t.value for t in kept.column("updated_at")] == [3, 2]

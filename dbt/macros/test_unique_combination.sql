@@ -1,0 +1,10 @@
+{#- Generic test: the combination of `columns` is unique (a composite key). Fails with one row per
+    duplicated key. -#}
+{% test unique_combination(model, columns) %}
+select
+    {{ columns | join(', ') }},
+    count(*) as n_rows
+from {{ model }}
+group by {{ columns | join(', ') }}
+having count(*) > 1
+{% endtest %}

@@ -1,0 +1,38 @@
+-- One row per booking with its payment. A booking has at most one payment in the demo domain; should
+-- a source ever send several, the latest (by updated_at, then payment_id) wins so the grain holds.
+with ranked_payments as (
+    select
+        booking_id,
+        amount_cents,
+        status as payment_status,
+        row_number() over (
+            partition by booking_id
+            order by updated_at desc, payment_id desc
+        ) as payment_rank
+    from {{ ref('stg_payments') }}
+)
+
+select
+    b.booking_id,
+    b.customer_id,
+    b.vehicle_id,
+    b.start_station_id,
+    b.end_station_id,
+    b.status,
+    b.booked_at,
+    b.started_at,
+    b.ended_at,
+    b.distance_km,
+    b.created_at,
+    b.updated_at,
+    cast(b.booked_at as date) as booking_date,
+    case
+        when b.started_at is not null and b.ended_at is not null
+            then {{ minutes_between('b.started_at', 'b.ended_at') }}
+    end as duration_min,
+    p.amount_cents,
+    p.payment_status
+from {{ ref('stg_bookings') }} as b
+left join ranked_payments as p
+    on p.booking_id = b.booking_id
+    and p.payment_rank = 1

@@ -1,0 +1,47 @@
+"""Resources per environment, chosen in one place (`build_resources`) from `StrataSettings`."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from dagster_dbt import DbtCliResource, DbtProject
+
+from resources.iceberg import IcebergCatalog
+from resources.landing import LandingZone
+from resources.settings import DBT_PROJECT_DIR, StrataSettings
+from resources.source_db import SourceDatabase
+from resources.warehouse import Warehouse
+
+
+def build_dbt_project(settings: StrataSettings) -> DbtProject:
+    """The dbt project for this environment; parses it when no manifest exists yet (fresh clone)."""
+    project = DbtProject(project_dir=DBT_PROJECT_DIR, target=settings.dbt_target)
+    project.prepare_if_dev()
+    if not project.manifest_path.exists():
+        project.preparer.prepare(project)
+    return project
+
+
+def dbt_executable() -> str:
+    """dbt from PATH, else the one installed next to this interpreter (a venv that is not activated)."""
+    return shutil.which("dbt") or str(Path(sys.executable).with_name("dbt"))
+
+
+def build_resources(settings: StrataSettings, dbt_project: DbtProject) -> dict[str, object]:
+    return {
+        "iceberg": IcebergCatalog(
+            uri=settings.iceberg_catalog_uri,
+            warehouse=settings.iceberg_warehouse,
+            properties=settings.catalog_properties,
+        ),
+        "source_db": SourceDatabase(url=settings.source_database_url),
+        "landing": LandingZone(root=settings.landing_root),
+        "warehouse": Warehouse(
+            engine="trino" if settings.env == "prod" else "duckdb",
+            duckdb_path=str(settings.duckdb_path),
+            extension_dir=str(settings.duckdb_extension_dir),
+        ),
+        "dbt": DbtCliResource(project_dir=dbt_project, target=settings.dbt_target, dbt_executable=dbt_executable()),
+    }

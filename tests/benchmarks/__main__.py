@@ -1,0 +1,18 @@
+"""`make bench`: every benchmark prints its figure and the ratio against its floor."""
+
+from __future__ import annotations
+
+import sys
+
+from tests.benchmarks import bench_pipeline
+
+
+def main() -> int:
+    scale = float(sys.argv[1]) if len(sys.argv) > 1 else 1.0
+    for line in bench_pipeline.main(scale):
+        print(line, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

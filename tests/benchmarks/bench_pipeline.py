@@ -1,0 +1,148 @@
+"""Whole graph on one day at scale 1 (~1M telemetry rows) versus the same SQL in plain DuckDB.
+
+Platform: `run_backfill` (hourly Bronze load with drop verification into Iceberg, OLTP extraction,
+dbt build of every model with its tests as asset checks). Floor: the same compiled dbt model SQL run
+in order in one DuckDB connection over the raw drop files and the source tables, with no Dagster, no
+Iceberg, no verification and no tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from datetime import date, timedelta
+from pathlib import Path
+
+import dagster as dg
+
+from tests.benchmarks.measure import Measurement, measured, report
+
+BENCH_START = date(2026, 10, 1)
+
+
+def generate(root: Path, scale: float) -> None:
+    env = {**os.environ, "STRATA_ROOT": str(root), "STRATA_START_DATE": BENCH_START.isoformat()}
+    subprocess.run(
+        [
+            "python",
+            "-m",
+            "demo",
+            "generate",
+            "--days",
+            "1",
+            "--scale",
+            str(scale),
+            "--start",
+            str(BENCH_START),
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+
+
+def run_platform(root: Path) -> Measurement:
+    from definitions import build_definitions
+    from jobs.backfill import run_backfill
+    from resources.settings import load_settings
+
+    os.environ["STRATA_ROOT"] = str(root)
+    os.environ["STRATA_START_DATE"] = BENCH_START.isoformat()
+    defs = build_definitions(load_settings())
+    with measured() as m:
+        summary = run_backfill(defs, dg.DagsterInstance.ephemeral(), BENCH_START, BENCH_START + timedelta(days=1))
+    if not summary.success:
+        raise RuntimeError(f"platform run failed: {summary}")
+    return m
+
+
+def compiled_models(floor_root: Path) -> list[tuple[str, str, str]]:
+    """(relation, materialization, compiled SQL) of every model in dependency order."""
+    from resources.settings import DBT_PROJECT_DIR
+
+    target = floor_root / "dbt_target"
+    env = {**os.environ, "STRATA_ROOT": str(floor_root)}
+    subprocess.run(
+        [
+            "dbt",
+            "compile",
+            "--quiet",
+            "--profiles-dir",
+            ".",
+            "--target-path",
+            str(target),
+            "--target",
+            "local",
+        ],
+        cwd=DBT_PROJECT_DIR,
+        env=env,
+        check=True,
+    )
+    manifest = json.loads((target / "manifest.json").read_text())
+    models = {uid: n for uid, n in manifest["nodes"].items() if n["resource_type"] == "model"}
+    ordered, done = [], set()
+
+    def visit(uid: str) -> None:
+        if uid in done or uid not in models:
+            return
+        for dep in models[uid]["depends_on"]["nodes"]:
+            visit(dep)
+        done.add(uid)
+        node = models[uid]
+        ordered.append((f'{node["schema"]}."{node["alias"]}"', node["config"]["materialized"], node["compiled_code"]))
+
+    for uid in sorted(models):
+        visit(uid)
+    return ordered
+
+
+def run_floor(root: Path, floor_root: Path) -> Measurement:
+    import duckdb
+
+    from assets.contracts import oltp_contracts
+    from resources.source_db import SourceDatabase
+
+    floor_root.mkdir(parents=True, exist_ok=True)
+    # The floor database must be named like the warehouse: compiled SQL says "warehouse"."silver"."x".
+    db_path = floor_root / "warehouse.duckdb"
+    con = duckdb.connect(str(db_path))
+    con.execute("CREATE SCHEMA IF NOT EXISTS bronze")
+    for name in oltp_contracts():
+        con.execute(f"CREATE TABLE bronze.{name} AS SELECT * FROM range(0) WHERE false")  # placeholder for compile
+    con.execute(
+        f"CREATE VIEW bronze.telemetry AS SELECT * FROM read_parquet('{root / 'landing' / 'telemetry'}/*/*/*.parquet')"
+    )
+    con.close()
+    models = compiled_models(floor_root)  # compiling is not part of the measured work
+    source = SourceDatabase(url=f"sqlite:///{root / 'source' / 'oltp.sqlite'}")
+    with measured() as m:
+        con = duckdb.connect(str(db_path))
+        con.execute("SET TimeZone = 'UTC'")
+        for name, contract in oltp_contracts().items():
+            rows = source.read_arrow(f"SELECT * FROM {name}")
+            from assets.contracts import conform_to_contract
+
+            rows = conform_to_contract(rows, contract, name, exact=False)
+            con.execute(f"CREATE OR REPLACE TABLE bronze.{name} AS SELECT * FROM rows")
+        for schema in ("silver", "gold"):
+            con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+        for relation, materialized, sql in models:
+            kind = "VIEW" if materialized == "view" else "TABLE"
+            con.execute(f"CREATE OR REPLACE {kind} {relation} AS {sql}")
+        con.close()
+    return m
+
+
+def main(scale: float = 1.0) -> list[str]:
+    with tempfile.TemporaryDirectory(prefix="strata-bench-") as tmp:
+        root = Path(tmp) / "strata"
+        with measured() as gen:
+            generate(root, scale)
+        platform = run_platform(root)
+        floor = run_floor(root, Path(tmp) / "floor")
+        return [
+            f"demo generate (1 day, scale {scale}): {gen.seconds:.1f} s",
+            report("whole graph, 1 day", platform, floor, "compiled dbt SQL in plain DuckDB"),
+        ]
