@@ -45,3 +45,6 @@ def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield server.get_uri("postgres")
     finally:
         server.cleanup()
+
+
+from tests.s3_server import s3_bucket, s3_endpoint  # noqa: E402, F401  (fixtures shared by S3 tests)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import sys
 import tempfile
 from datetime import date, timedelta
 from pathlib import Path
@@ -26,7 +27,7 @@ def generate(root: Path, scale: float) -> None:
     env = {**os.environ, "STRATA_ROOT": str(root), "STRATA_START_DATE": BENCH_START.isoformat()}
     subprocess.run(
         [
-            "python",
+            sys.executable,
             "-m",
             "demo",
             "generate",
@@ -60,13 +61,14 @@ def run_platform(root: Path) -> Measurement:
 
 def compiled_models(floor_root: Path) -> list[tuple[str, str, str]]:
     """(relation, materialization, compiled SQL) of every model in dependency order."""
+    from resources.environment import dbt_executable
     from resources.settings import DBT_PROJECT_DIR
 
     target = floor_root / "dbt_target"
     env = {**os.environ, "STRATA_ROOT": str(floor_root)}
     subprocess.run(
         [
-            "dbt",
+            dbt_executable(),
             "compile",
             "--quiet",
             "--profiles-dir",
