@@ -5,24 +5,27 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.bronze_oltp import build_oltp_assets
-from assets.bronze_telemetry import build_telemetry_asset
+from assets.bronze_telemetry import TELEMETRY, build_telemetry_asset
 from assets.dbt_models import build_dbt_assets
 from assets.partitions import daily_partitions, hourly_partitions
 from jobs import build_jobs
 from resources.environment import build_dbt_project, build_resources
 from resources.settings import StrataSettings, load_settings
+from sensors.telemetry_drop_sensor import build_telemetry_drop_sensor
 
 
 def build_definitions(settings: StrataSettings) -> dg.Definitions:
     dbt_project = build_dbt_project(settings)
+    telemetry = build_telemetry_asset(hourly_partitions(settings.start_date))
     assets = [
         *build_oltp_assets(),
-        build_telemetry_asset(hourly_partitions(settings.start_date)),
+        telemetry,
         *build_dbt_assets(dbt_project, daily_partitions(settings.start_date)),
     ]
     return dg.Definitions(
         assets=assets,
         jobs=build_jobs(assets),
+        sensors=[build_telemetry_drop_sensor(TELEMETRY, telemetry)],
         resources=build_resources(settings, dbt_project),
     )
 

@@ -14,8 +14,10 @@ import pyarrow as pa
 
 from assets.audit_metadata import audit_metadata, combine_checksums, table_checksum
 from assets.contracts import TableContract, file_drop_contracts
+from assets.drop_ledger import LoadedDrop, record_loaded_drops
 from assets.drop_protocol import drop_prefix, manifest_partition, partition_key
-from assets.drop_verification import verify_drop
+from assets.drop_quarantine import quarantine_drop
+from assets.drop_verification import DropVerificationError, verify_drop
 from resources.iceberg import IcebergCatalog, commit_with_retry
 from resources.landing import LandingZone
 
@@ -64,12 +66,10 @@ def load_hour_range(
 ) -> dict:
     """Verify and load the drops of `hours` in one transaction; return what the audit needs."""
     table = load_or_create_hourly_table(catalog, contract)
-    stats = {"rows_in": 0, "rows_out": 0, "checksums": [], "drops": [], "file_sha256": {}}
+    stats = {}
 
     def write(target):
-        for k in ("rows_in", "rows_out"):
-            stats[k] = 0
-        stats["checksums"], stats["drops"], stats["file_sha256"] = [], [], {}
+        stats.update(rows_in=0, rows_out=0, checksums=[], drops=[], loaded=[])
         with target.transaction() as tx:
             for group in chunks(hours, HOURS_PER_WRITE):
                 drops = [
@@ -85,13 +85,37 @@ def load_hour_range(
                 stats["rows_out"] += rows.num_rows
                 stats["checksums"].append(table_checksum(rows, ["vehicle_id", contract.time_column]))
                 stats["drops"] += [d.prefix for d in drops]
-                for d in drops:
-                    stats["file_sha256"].update({d.prefix + n: s for n, s in d.file_sha256.items()})
+                stats["loaded"] += [
+                    LoadedDrop(contract.name, d.prefix, d.manifest_md5, partition_key(h), d.rows.num_rows)
+                    for d, h in zip(drops, group, strict=True)
+                ]
         return tx
 
     commit_with_retry(table, write)
     stats["table"] = table.refresh()
+    record_loaded_drops(catalog, stats["loaded"], run_id, stats["table"].current_snapshot().snapshot_id)
     return stats
+
+
+def quarantine_and_fail(
+    context: dg.AssetExecutionContext, landing: LandingZone, error: DropVerificationError
+) -> dg.Failure:
+    """Quarantine the drop that failed (unless it is simply not complete yet) and describe the failure.
+
+    The observation puts the reason on the asset's page; the failure is not retried, since the same
+    bytes would fail the same check again.
+    """
+    metadata = {
+        "strata/drop": error.prefix,
+        "strata/check": error.check,
+        "strata/file": error.file or "",
+        "strata/reason": str(error),
+    }
+    if error.check != "ready":
+        metadata["strata/quarantined_to"] = quarantine_drop(landing, error, context.run.run_id)
+        context.log_event(dg.AssetObservation(asset_key=context.asset_key, metadata=metadata))
+        context.log.error(f"quarantined {error.prefix} -> {metadata['strata/quarantined_to']}: {error}")
+    return dg.Failure(description=str(error), metadata=metadata, allow_retries=False)
 
 
 def build_telemetry_asset(partitions_def: dg.HourlyPartitionsDefinition) -> dg.AssetsDefinition:
@@ -113,7 +137,10 @@ def build_telemetry_asset(partitions_def: dg.HourlyPartitionsDefinition) -> dg.A
     ) -> dg.MaterializeResult:
         hours = hours_in(context.partition_time_window)
         context.log.info(f"loading {len(hours)} hourly drop(s) from {hours[0]:%Y-%m-%d %H:00} on")
-        stats = load_hour_range(contract, landing, iceberg, hours, context.run.run_id)
+        try:
+            stats = load_hour_range(contract, landing, iceberg, hours, context.run.run_id)
+        except DropVerificationError as error:
+            raise quarantine_and_fail(context, landing, error) from error
         table = stats["table"]
         snapshot = table.current_snapshot()
         start, end = hours[0], hours[-1] + timedelta(hours=1)

@@ -20,7 +20,8 @@ from resources.landing import LandingZone
 # Files the protocol itself writes next to the data (the error marker is written on quarantine).
 PROTOCOL_FILES = {MANIFEST_NAME, READY_NAME, ERROR_NAME}
 MANIFEST_FIELDS = ("dataset", "schema_version", "partition", "files")
-FILE_FIELDS = ("name", "rows", "bytes", "sha256")
+FILE_FIELD_TYPES = {"name": str, "rows": int, "bytes": int, "sha256": str}
+FILE_FIELDS = tuple(FILE_FIELD_TYPES)
 
 
 class DropVerificationError(Exception):
@@ -36,6 +37,7 @@ class DropVerificationError(Exception):
 class VerifiedDrop:
     prefix: str
     manifest: dict
+    manifest_md5: str  # the drop's identity: equal to the S3 ETag / local etag of its manifest
     rows: pa.Table
     file_sha256: dict[str, str] = field(default_factory=dict)
 
@@ -44,12 +46,20 @@ class VerifiedDrop:
         return sum(int(f["rows"]) for f in self.manifest["files"])
 
 
-def read_manifest(landing: LandingZone, prefix: str) -> dict:
+def manifest_identity(raw: bytes) -> str:
+    """md5 of the manifest bytes: what S3 reports as the manifest's ETag, so the sensor can tell drop
+    versions apart from a listing alone, without reading any manifest."""
+    return hashlib.md5(raw, usedforsecurity=False).hexdigest()
+
+
+def read_manifest(landing: LandingZone, prefix: str) -> tuple[dict, str]:
+    """The parsed manifest of the drop and its identity (see `manifest_identity`)."""
     key = prefix + MANIFEST_NAME
     if not landing.exists(key):
         raise DropVerificationError(prefix, "manifest", f"{MANIFEST_NAME} is missing", MANIFEST_NAME)
+    raw = landing.read_bytes(key)
     try:
-        manifest = json.loads(landing.read_bytes(key))
+        manifest = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise DropVerificationError(prefix, "manifest", f"not valid JSON ({exc})", MANIFEST_NAME) from exc
     if not isinstance(manifest, dict):
@@ -63,7 +73,10 @@ def read_manifest(landing: LandingZone, prefix: str) -> dict:
         absent = [f for f in FILE_FIELDS if f not in entry]
         if absent:
             raise DropVerificationError(prefix, "manifest", f"file entry {entry} misses {absent}", MANIFEST_NAME)
-    return manifest
+        wrong = [f for f, kind in FILE_FIELD_TYPES.items() if not isinstance(entry[f], kind) or isinstance(entry[f], bool)]
+        if wrong:
+            raise DropVerificationError(prefix, "manifest", f"file entry {entry} has mistyped {wrong}", MANIFEST_NAME)
+    return manifest, manifest_identity(raw)
 
 
 def verify_drop(
@@ -72,7 +85,7 @@ def verify_drop(
     """Check the drop under `prefix` completely and return its rows conformed to the contract."""
     if not landing.exists(prefix + READY_NAME):
         raise DropVerificationError(prefix, "ready", f"no {READY_NAME} marker: the drop is not complete")
-    manifest = read_manifest(landing, prefix)
+    manifest, identity = read_manifest(landing, prefix)
     _check_header(prefix, manifest, contract, expected_partition)
     listed = [f["name"] for f in manifest["files"]]
     if not listed:
@@ -85,7 +98,7 @@ def verify_drop(
     for entry in manifest["files"]:
         tables.append(_verify_file(landing, prefix, entry, contract, present))
         digests[entry["name"]] = entry["sha256"]
-    return VerifiedDrop(prefix, manifest, pa.concat_tables(tables), digests)
+    return VerifiedDrop(prefix, manifest, identity, pa.concat_tables(tables), digests)
 
 
 def _check_header(prefix: str, manifest: dict, contract: TableContract, expected: dict[str, str]) -> None:

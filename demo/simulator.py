@@ -20,7 +20,8 @@ import polars as pl
 import pyarrow as pa
 
 from assets.contracts import file_drop_contracts
-from demo.drop_protocol import READY_NAME, drop_prefix, write_drop
+from assets.drop_protocol import READY_NAME, drop_prefix
+from demo.drop_producer import write_drop
 from demo.oltp_state import changed_since, oltp_tables_at
 from demo.oltp_store import replace_tables, upsert_rows
 from demo.telemetry import DATASET as TELEMETRY
@@ -117,22 +118,17 @@ def _write_truth(truth_dir: Path, truth: dict) -> None:
     os.replace(temp, truth_dir / TRUTH_FILE)
 
 
-def _drop_location(hour: int) -> tuple[str, str]:
-    start = from_us(hour * HOUR_US)
-    return start.date().isoformat(), f"{start.hour:02d}"
-
-
 def _telemetry(world: World, landing_root: Path, hours: range, already_written: range, tally: TelemetryTally) -> int:
     """Write a drop for each hour not written before (never rewriting a ready drop); tally every hour."""
     schema_version = file_drop_contracts()[TELEMETRY].schema_version
     written = 0
     for hour in hours:
-        dt, hh = _drop_location(hour)
-        if hour in already_written or (Path(landing_root) / drop_prefix(TELEMETRY, dt, hh) / READY_NAME).exists():
+        hour_start = from_us(hour * HOUR_US)
+        if hour in already_written or (Path(landing_root) / drop_prefix(TELEMETRY, hour_start) / READY_NAME).exists():
             tally.add(hour, hour_positions(world, hour))
             continue
         table, positions = hour_table(world, hour)
-        write_drop(Path(landing_root), TELEMETRY, dt, hh, [table], schema_version=schema_version)
+        write_drop(Path(landing_root), TELEMETRY, hour_start, [table], schema_version=schema_version)
         tally.add(hour, positions)
         written += 1
     return written

@@ -22,14 +22,14 @@ RANGE_END_TAG = "dagster/asset_partition_range_end"
 
 @dataclass
 class BackfillSummary:
-    runs: list[tuple[str, str, bool]] = field(default_factory=list)  # (job, run id, success)
+    runs: list[tuple[str, str, bool, float]] = field(default_factory=list)  # (job, run id, success, seconds)
     checks_passed: int = 0
     checks_failed: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
     def success(self) -> bool:
-        return all(ok for _, _, ok in self.runs) and not self.checks_failed
+        return all(run[2] for run in self.runs) and not self.checks_failed
 
 
 def range_tags(first: str, last: str) -> dict[str, str]:
@@ -51,10 +51,11 @@ def run_backfill(defs: dg.Definitions, instance: dg.DagsterInstance, start: date
     summary = BackfillSummary()
     began = time.monotonic()
     for job_name, tags in planned_runs(start, end):
+        run_began = time.monotonic()
         result = defs.resolve_job_def(job_name).execute_in_process(
             instance=instance, tags={**tags, "strata/trigger": "backfill-cli"}, raise_on_error=False
         )
-        summary.runs.append((job_name, result.run_id, result.success))
+        summary.runs.append((job_name, result.run_id, result.success, time.monotonic() - run_began))
         for evaluation in result.get_asset_check_evaluations():
             if evaluation.passed:
                 summary.checks_passed += 1
@@ -113,8 +114,8 @@ def main() -> None:
 
     summary = run_backfill(defs, dg.DagsterInstance.get(), start, end)
     print(f"Strata backfill {start} .. {end} (end exclusive)")
-    for job_name, run_id, ok in summary.runs:
-        print(f"  run {job_name:<22} {run_id}  {'SUCCESS' if ok else 'FAILURE'}")
+    for job_name, run_id, ok, seconds in summary.runs:
+        print(f"  run {job_name:<22} {run_id}  {'SUCCESS' if ok else 'FAILURE'}  {seconds:6.1f} s")
     print("  tables:")
     for name, rows in table_row_counts(defs).items():
         print(f"    {name:<34} {rows:>12,} rows")

@@ -37,7 +37,9 @@ def build_resources(settings: StrataSettings, dbt_project: DbtProject) -> dict[s
             properties=settings.catalog_properties,
         ),
         "source_db": SourceDatabase(url=settings.source_database_url),
-        "landing": LandingZone(root=settings.landing_root),
+        "landing": LandingZone(
+            root=settings.landing_root, s3_endpoint_url=settings.s3_endpoint_url, s3_region=settings.s3_region
+        ),
         "warehouse": Warehouse(
             engine="trino" if settings.env == "prod" else "duckdb",
             duckdb_path=str(settings.duckdb_path),

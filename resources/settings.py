@@ -36,6 +36,8 @@ class StrataSettings:
     start_date: date = field(default_factory=default_start_date)
     source_url: str | None = None
     landing_url: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
     catalog_uri: str | None = None
     warehouse_url: str | None = None
     catalog_properties: dict[str, str] = field(default_factory=dict)
@@ -99,6 +101,8 @@ def load_settings(environ: dict[str, str] | None = None) -> StrataSettings:
         start_date=date.fromisoformat(start) if start else default_start_date(),
         source_url=env.get("STRATA_SOURCE_URL"),
         landing_url=env.get("STRATA_LANDING_URL"),
+        s3_endpoint_url=env.get("STRATA_S3_ENDPOINT_URL"),
+        s3_region=env.get("STRATA_S3_REGION", "us-east-1"),
         catalog_uri=env.get("STRATA_CATALOG_URI"),
         warehouse_url=env.get("STRATA_ICEBERG_WAREHOUSE"),
         # e.g. STRATA_ICEBERG_S3__ENDPOINT -> s3.endpoint (double underscore stands for the dot)

@@ -11,7 +11,7 @@ from assets.bronze_telemetry import build_telemetry_asset
 from assets.contracts import file_drop_contracts
 from assets.drop_protocol import partition_key
 from assets.partitions import hourly_partitions
-from demo.drop_protocol import write_drop
+from demo.drop_producer import write_drop
 from resources.iceberg import IcebergCatalog
 from resources.landing import LandingZone
 
@@ -42,7 +42,7 @@ def hour_rows(hour_start: datetime, vehicles: int = 3, per_vehicle: int = 4) -> 
 
 
 def land(landing: Path, hour_start: datetime, table: pa.Table) -> Path:
-    return write_drop(landing, "telemetry", hour_start.date(), hour_start.hour, [table])
+    return landing / write_drop(landing, "telemetry", hour_start, [table])
 
 
 def resources(root: Path) -> dict:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import sqlite3
@@ -13,7 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from assets.contracts import file_drop_contracts, oltp_contracts
-from demo.drop_protocol import MANIFEST_NAME, READY_NAME, drop_prefix, sha256_file
+from assets.drop_protocol import MANIFEST_NAME, READY_NAME, drop_prefix
 from demo.simulator import TRUTH_FILE, DemoConfig, advance, generate
 
 CFG = DemoConfig(start=date(2026, 10, 1), days=2, scale=0.01, seed=7)
@@ -129,8 +130,7 @@ def test_every_hour_is_a_complete_verified_drop(full):
     root, truth = full
     drops = _drop_dirs(root)
     expected = [
-        root / "landing" / drop_prefix("telemetry", (CFG.start_dt + timedelta(hours=h)).date(), h % 24)
-        for h in range(CFG.days * 24)
+        root / "landing" / drop_prefix("telemetry", CFG.start_dt + timedelta(hours=h)) for h in range(CFG.days * 24)
     ]
     assert drops == expected
     schema = file_drop_contracts()["telemetry"].arrow_schema()
@@ -151,7 +151,7 @@ def test_every_hour_is_a_complete_verified_drop(full):
                 "name": part.name,
                 "rows": table.num_rows,
                 "bytes": part.stat().st_size,
-                "sha256": sha256_file(part),
+                "sha256": hashlib.sha256(part.read_bytes()).hexdigest(),
             }
         ]
         assert table.schema.equals(schema)

@@ -19,7 +19,7 @@ import pytest
 from assets.contracts import file_drop_contracts
 from assets.drop_protocol import drop_prefix, manifest_partition
 from assets.drop_verification import DropVerificationError, verify_drop
-from demo.drop_protocol import write_drop
+from demo.drop_producer import write_drop
 from resources.landing import LandedObject, LandingZone, _s3_client
 
 MANY = 1205  # more than one ListObjectsV2 page and one DeleteObjects batch
@@ -181,7 +181,7 @@ def upload_folder(folder: Path, landing: LandingZone) -> None:
 
 def test_verify_drop_runs_unchanged_on_both_backends(landing: LandingZone, tmp_path: Path) -> None:
     produced = tmp_path / "produced"
-    write_drop(produced, "telemetry", HOUR.date(), HOUR.hour, [telemetry_rows(HOUR), telemetry_rows(HOUR, 2)])
+    write_drop(produced, "telemetry", HOUR, [telemetry_rows(HOUR), telemetry_rows(HOUR, 2)])
     upload_folder(produced, landing)
     prefix = drop_prefix("telemetry", HOUR)
     verified = verify_drop(landing, prefix, TELEMETRY, manifest_partition(HOUR))

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psutil
 
@@ -16,6 +16,7 @@ import psutil
 class Measurement:
     seconds: float = 0.0
     peak_rss_bytes: int = 0
+    parts: dict[str, float] = field(default_factory=dict)
 
     @property
     def peak_gib(self) -> float:

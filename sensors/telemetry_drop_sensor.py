@@ -1,0 +1,174 @@
+"""The READY-marker sensor: completed drops in the landing zone start `bronze/telemetry` runs.
+
+Each tick lists the landing zone incrementally: keys sort by date (`telemetry/dt=YYYY-MM-DD/...`), so
+the listing starts after the date `LOOKBACK_DAYS` before the newest drop seen, never at the top of
+the bucket. The lookback lets a producer re-deliver a recent hour. A drop version is identified by
+its prefix and its manifest's etag (md5), read from the listing itself: no manifest is fetched here.
+Every version is requested once: the cursor remembers what this sensor requested inside the
+lookback, the ledger says what was loaded, and the run key (prefix@etag) lets Dagster drop anything
+requested twice.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+
+import dagster as dg
+
+from assets.drop_ledger import loaded_drop_versions
+from assets.drop_protocol import MANIFEST_NAME, READY_NAME, partition_key
+from resources.iceberg import IcebergCatalog
+from resources.landing import LandedObject, LandingZone
+
+LOOKBACK_DAYS = 3
+DROP_PATH = re.compile(r"^(?P<dataset>[^/]+)/dt=(?P<dt>\d{4}-\d{2}-\d{2})/hour=(?P<hour>\d{2})/$")
+
+
+@dataclass(frozen=True)
+class ReadyDrop:
+    prefix: str
+    manifest_etag: str  # "" when the manifest is missing: verification will quarantine the drop
+    hour_start: datetime
+
+    @property
+    def version(self) -> str:
+        return f"{self.prefix}@{self.manifest_etag or 'no-manifest'}"
+
+
+@dataclass
+class Listing:
+    objects: int = 0
+    ready: list[ReadyDrop] = field(default_factory=list)
+    incomplete: list[str] = field(default_factory=list)  # drop prefixes without _READY yet
+    unrecognised: list[str] = field(default_factory=list)  # keys outside the drop layout
+
+
+def group_drops(objects: Iterable[LandedObject]) -> Listing:
+    """Group a sorted listing into drops: READY ones (with their manifest etag) and incomplete ones."""
+    listing = Listing()
+    seen: dict[str, dict[str, str]] = {}
+    for obj in objects:
+        listing.objects += 1
+        prefix, _, name = obj.key.rpartition("/")
+        prefix += "/"
+        if not DROP_PATH.match(prefix):
+            listing.unrecognised.append(obj.key)
+            continue
+        seen.setdefault(prefix, {})[name] = obj.etag
+    for prefix, names in seen.items():
+        match = DROP_PATH.match(prefix)
+        hour_start = datetime.fromisoformat(f"{match['dt']}T{match['hour']}:00:00")
+        if READY_NAME in names:
+            listing.ready.append(ReadyDrop(prefix, names.get(MANIFEST_NAME, ""), hour_start))
+        else:
+            listing.incomplete.append(prefix)
+    return listing
+
+
+@dataclass(frozen=True)
+class SensorCursor:
+    """Where the next listing starts, and the drop versions requested inside the lookback window."""
+
+    list_after: str = ""
+    requested: dict[str, str] = field(default_factory=dict)  # drop prefix -> manifest etag
+
+    @classmethod
+    def parse(cls, raw: str | None) -> SensorCursor:
+        if not raw:
+            return cls()
+        data = json.loads(raw)
+        return cls(data.get("list_after", ""), dict(data.get("requested", {})))
+
+    def serialize(self) -> str:
+        return json.dumps({"list_after": self.list_after, "requested": self.requested}, sort_keys=True)
+
+
+def list_after_for(dataset: str, newest: date) -> str:
+    """The `start_after` key that makes a listing begin at the lookback window's first date."""
+    return f"{dataset}/dt={newest - timedelta(days=LOOKBACK_DAYS)}"
+
+
+@dataclass
+class TickPlan:
+    requests: list[dg.RunRequest]
+    cursor: SensorCursor
+    summary: str
+
+
+def plan_tick(
+    dataset: str,
+    listing: Listing,
+    cursor: SensorCursor,
+    loaded: set[tuple[str, str]],
+    partitions: dg.PartitionsDefinition,
+    asset_key: dg.AssetKey,
+) -> TickPlan:
+    """Decide which drops to request; pure, so tests can check every branch without a sensor."""
+    valid_keys = set(partitions.get_partition_keys())
+    requests, already_loaded, already_requested, outside = [], [], [], []
+    requested = dict(cursor.requested)
+    for drop in listing.ready:
+        key = partition_key(drop.hour_start)
+        if (drop.prefix, drop.manifest_etag) in loaded:
+            already_loaded.append(drop.prefix)
+        elif requested.get(drop.prefix) == drop.manifest_etag:
+            already_requested.append(drop.prefix)
+        elif key not in valid_keys:
+            outside.append(drop.prefix)
+        else:
+            requested[drop.prefix] = drop.manifest_etag
+            requests.append(
+                dg.RunRequest(
+                    run_key=drop.version,
+                    partition_key=key,
+                    asset_selection=[asset_key],
+                    tags={"strata/drop": drop.prefix, "strata/drop_version": drop.manifest_etag or "none"},
+                )
+            )
+    newest = max((d.hour_start.date() for d in listing.ready), default=None)
+    list_after = list_after_for(dataset, newest) if newest else cursor.list_after
+    list_after = max(list_after, cursor.list_after)
+    window_start = list_after + "/"
+    kept = {p: e for p, e in requested.items() if p > window_start}
+    summary = (
+        f"listed {listing.objects} object(s) after '{cursor.list_after or dataset + '/'}': "
+        f"{len(listing.ready)} READY drop(s) -> {len(requests)} requested, {len(already_loaded)} already loaded, "
+        f"{len(already_requested)} already requested, {len(outside)} outside the partitions; "
+        f"{len(listing.incomplete)} incomplete drop(s) without {READY_NAME}"
+    )
+    if listing.incomplete:
+        summary += f" (e.g. {listing.incomplete[0]})"
+    if outside:
+        summary += f"; outside the partitions: {outside[:3]}"
+    return TickPlan(requests, SensorCursor(list_after, kept), summary)
+
+
+def build_telemetry_drop_sensor(dataset: str, asset: dg.AssetsDefinition) -> dg.SensorDefinition:
+    partitions = asset.partitions_def
+    asset_key = asset.key
+
+    @dg.sensor(
+        name=f"{dataset}_drop_sensor",
+        asset_selection=[asset_key],
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Starts a {asset_key.to_user_string()} run for every new READY drop under {dataset}/.",
+    )
+    def telemetry_drop_sensor(
+        context: dg.SensorEvaluationContext, landing: LandingZone, iceberg: IcebergCatalog
+    ) -> dg.SensorResult:
+        cursor = SensorCursor.parse(context.cursor)
+        listing = group_drops(landing.list_objects(f"{dataset}/", start_after=cursor.list_after or None))
+        plan = plan_tick(dataset, listing, cursor, loaded_drop_versions(iceberg, dataset), partitions, asset_key)
+        context.log.info(plan.summary)
+        return dg.SensorResult(
+            run_requests=plan.requests,
+            cursor=plan.cursor.serialize(),
+            skip_reason=None if plan.requests else dg.SkipReason(plan.summary),
+        )
+
+    return telemetry_drop_sensor
