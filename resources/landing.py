@@ -43,6 +43,9 @@ class LandedObject:
     key: str
     size: int
     etag: str
+    # When this copy was written (local: mtime in ns; S3: LastModified). Tells deliveries of
+    # identical bytes apart, e.g. a drop re-delivered after its first copy was quarantined.
+    modified: str = ""
 
 
 class LandingZone(dg.ConfigurableResource):
@@ -194,7 +197,8 @@ class _LocalBackend:
     def list_objects(self, prefix: str, start_after: str) -> Iterator[LandedObject]:
         for key, entry in self._walk(prefix, start_after):
             stat = entry.stat()
-            yield LandedObject(key, stat.st_size, _file_md5(entry.path, stat.st_size, stat.st_mtime_ns, stat.st_ino))
+            etag = _file_md5(entry.path, stat.st_size, stat.st_mtime_ns, stat.st_ino)
+            yield LandedObject(key, stat.st_size, etag, str(stat.st_mtime_ns))
 
     def _walk(self, prefix: str, start_after: str) -> Iterator[tuple[str, os.DirEntry]]:
         """(key, entry) of matching files in key order, starting at the deepest folder the prefix names."""
@@ -356,4 +360,4 @@ class _S3Backend:
                 if item["Key"].endswith("/"):  # a console "folder" marker, not a file
                     continue
                 key = item["Key"].removeprefix(self.root_prefix)
-                yield LandedObject(key, int(item["Size"]), item["ETag"].strip('"'))
+                yield LandedObject(key, int(item["Size"]), item["ETag"].strip('"'), item["LastModified"].isoformat())

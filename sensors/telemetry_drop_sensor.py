@@ -4,9 +4,10 @@ Each tick lists the landing zone incrementally: keys sort by date (`telemetry/dt
 the listing starts after the date `LOOKBACK_DAYS` before the newest drop seen, never at the top of
 the bucket. The lookback lets a producer re-deliver a recent hour. A drop version is identified by
 its prefix and its manifest's etag (md5), read from the listing itself: no manifest is fetched here.
-Every version is requested once: the cursor remembers what this sensor requested inside the
-lookback, the ledger says what was loaded, and the run key (prefix@etag) lets Dagster drop anything
-requested twice.
+A version already in the ledger of loaded drops is never requested again (an identical re-delivery).
+Any other delivery (a new version, or the same bytes re-delivered after a quarantine) is requested
+once: the cursor remembers the deliveries requested inside the lookback, and the run key
+(prefix@etag@_READY time) lets Dagster drop a request made twice.
 """
 
 from __future__ import annotations
@@ -32,11 +33,13 @@ DROP_PATH = re.compile(r"^(?P<dataset>[^/]+)/dt=(?P<dt>\d{4}-\d{2}-\d{2})/hour=(
 class ReadyDrop:
     prefix: str
     manifest_etag: str  # "" when the manifest is missing: verification will quarantine the drop
+    ready_modified: str  # when _READY was written: one delivery of this drop version
     hour_start: datetime
 
     @property
-    def version(self) -> str:
-        return f"{self.prefix}@{self.manifest_etag or 'no-manifest'}"
+    def delivery(self) -> str:
+        """The drop version plus its delivery: the run key, so each delivery is requested once."""
+        return f"{self.prefix}@{self.manifest_etag or 'no-manifest'}@{self.ready_modified}"
 
 
 @dataclass
@@ -50,7 +53,7 @@ class Listing:
 def group_drops(objects: Iterable[LandedObject]) -> Listing:
     """Group a sorted listing into drops: READY ones (with their manifest etag) and incomplete ones."""
     listing = Listing()
-    seen: dict[str, dict[str, str]] = {}
+    seen: dict[str, dict[str, LandedObject]] = {}
     for obj in objects:
         listing.objects += 1
         prefix, _, name = obj.key.rpartition("/")
@@ -58,12 +61,14 @@ def group_drops(objects: Iterable[LandedObject]) -> Listing:
         if not DROP_PATH.match(prefix):
             listing.unrecognised.append(obj.key)
             continue
-        seen.setdefault(prefix, {})[name] = obj.etag
+        seen.setdefault(prefix, {})[name] = obj
     for prefix, names in seen.items():
         match = DROP_PATH.match(prefix)
         hour_start = datetime.fromisoformat(f"{match['dt']}T{match['hour']}:00:00")
         if READY_NAME in names:
-            listing.ready.append(ReadyDrop(prefix, names.get(MANIFEST_NAME, ""), hour_start))
+            manifest = names.get(MANIFEST_NAME)
+            etag = manifest.etag if manifest else ""
+            listing.ready.append(ReadyDrop(prefix, etag, names[READY_NAME].modified, hour_start))
         else:
             listing.incomplete.append(prefix)
     return listing
@@ -74,7 +79,7 @@ class SensorCursor:
     """Where the next listing starts, and the drop versions requested inside the lookback window."""
 
     list_after: str = ""
-    requested: dict[str, str] = field(default_factory=dict)  # drop prefix -> manifest etag
+    requested: dict[str, str] = field(default_factory=dict)  # drop prefix -> delivery requested
 
     @classmethod
     def parse(cls, raw: str | None) -> SensorCursor:
@@ -115,15 +120,15 @@ def plan_tick(
         key = partition_key(drop.hour_start)
         if (drop.prefix, drop.manifest_etag) in loaded:
             already_loaded.append(drop.prefix)
-        elif requested.get(drop.prefix) == drop.manifest_etag:
+        elif requested.get(drop.prefix) == drop.delivery:
             already_requested.append(drop.prefix)
         elif key not in valid_keys:
             outside.append(drop.prefix)
         else:
-            requested[drop.prefix] = drop.manifest_etag
+            requested[drop.prefix] = drop.delivery
             requests.append(
                 dg.RunRequest(
-                    run_key=drop.version,
+                    run_key=drop.delivery,
                     partition_key=key,
                     asset_selection=[asset_key],
                     tags={"strata/drop": drop.prefix, "strata/drop_version": drop.manifest_etag or "none"},
