@@ -58,5 +58,6 @@ def loaded_drop_versions(catalog: IcebergCatalog, dataset: str) -> set[tuple[str
     table = catalog.table_or_none(LEDGER_TABLE)
     if table is None or table.current_snapshot() is None:
         return set()
-    rows = table.scan(row_filter=EqualTo("dataset", dataset), selected_fields=("drop_prefix", "manifest_md5")).to_arrow()
+    scan = table.scan(row_filter=EqualTo("dataset", dataset), selected_fields=("drop_prefix", "manifest_md5"))
+    rows = scan.to_arrow()
     return set(zip(rows.column("drop_prefix").to_pylist(), rows.column("manifest_md5").to_pylist(), strict=True))

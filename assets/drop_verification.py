@@ -73,7 +73,7 @@ def read_manifest(landing: LandingZone, prefix: str) -> tuple[dict, str]:
         absent = [f for f in FILE_FIELDS if f not in entry]
         if absent:
             raise DropVerificationError(prefix, "manifest", f"file entry {entry} misses {absent}", MANIFEST_NAME)
-        wrong = [f for f, kind in FILE_FIELD_TYPES.items() if not isinstance(entry[f], kind) or isinstance(entry[f], bool)]
+        wrong = [f for f, kind in FILE_FIELD_TYPES.items() if type(entry[f]) is not kind]
         if wrong:
             raise DropVerificationError(prefix, "manifest", f"file entry {entry} has mistyped {wrong}", MANIFEST_NAME)
     return manifest, manifest_identity(raw)
