@@ -70,3 +70,10 @@ def test_dbt_tests_are_asset_checks_on_the_tables_they_guard(settings):
 def test_jobs_split_by_partitioning(settings):
     defs = build_definitions(settings)
     assert {j.name for j in defs.jobs} == {"refresh_unpartitioned", "load_hourly", "build_daily"}
+
+
+def test_the_drop_sensor_targets_bronze_telemetry(settings):
+    defs = build_definitions(settings)
+    sensor = defs.resolve_sensor_def("telemetry_drop_sensor")
+    assert sensor.asset_selection.resolve(defs.resolve_asset_graph()) == {dg.AssetKey(["bronze", "telemetry"])}
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING

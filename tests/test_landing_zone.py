@@ -6,6 +6,7 @@ import hashlib
 import re
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -20,7 +21,7 @@ from assets.contracts import file_drop_contracts
 from assets.drop_protocol import drop_prefix, manifest_partition
 from assets.drop_verification import DropVerificationError, verify_drop
 from demo.drop_producer import write_drop
-from resources.landing import LandedObject, LandingZone, _s3_client
+from resources.landing import LandingZone, _s3_client
 
 MANY = 1205  # more than one ListObjectsV2 page and one DeleteObjects batch
 WRITERS = 8  # below botocore's default pool of 10 connections
@@ -110,10 +111,14 @@ def test_list_objects_is_sorted_and_filtered_like_s3(landing: LandingZone) -> No
 def test_etag_fingerprints_content(landing: LandingZone) -> None:
     write_all(landing, {"a/one": b"same bytes", "b/two": b"same bytes", "c/three": b"other bytes"})
     objects = {obj.key: obj for obj in landing.list_objects("")}
-    assert objects["a/one"] == LandedObject("a/one", 10, hashlib.md5(b"same bytes").hexdigest())
+    first = objects["a/one"]
+    assert (first.key, first.size, first.etag) == ("a/one", 10, hashlib.md5(b"same bytes").hexdigest())
     assert objects["a/one"].etag == objects["b/two"].etag != objects["c/three"].etag
+    time.sleep(1.1)  # S3's LastModified has whole seconds
     landing.write_bytes("a/one", b"new bytes!")
-    assert next(landing.list_objects("a/")).etag == hashlib.md5(b"new bytes!").hexdigest()
+    rewritten = next(landing.list_objects("a/"))
+    assert rewritten.etag == hashlib.md5(b"new bytes!").hexdigest()
+    assert rewritten.modified > first.modified  # a new delivery of a key is visible in the listing
 
 
 def test_many_objects_paginate_and_delete_in_batches(landing: LandingZone) -> None:
