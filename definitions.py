@@ -8,6 +8,7 @@ from assets.bronze_oltp import build_oltp_assets
 from assets.bronze_telemetry import TELEMETRY, build_telemetry_asset
 from assets.dbt_models import build_dbt_assets
 from assets.partitions import daily_partitions, hourly_partitions
+from assets.quality_checks import build_quality_checks
 from jobs import build_jobs
 from resources.environment import build_dbt_project, build_resources
 from resources.settings import StrataSettings, load_settings
@@ -22,8 +23,10 @@ def build_definitions(settings: StrataSettings) -> dg.Definitions:
         telemetry,
         *build_dbt_assets(dbt_project, daily_partitions(settings.start_date)),
     ]
+    partitions_by_asset = {key: asset.partitions_def for asset in assets for key in asset.keys}
     return dg.Definitions(
         assets=assets,
+        asset_checks=build_quality_checks(partitions_by_asset),
         jobs=build_jobs(assets),
         sensors=[build_telemetry_drop_sensor(TELEMETRY, telemetry)],
         resources=build_resources(settings, dbt_project),

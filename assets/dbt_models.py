@@ -7,7 +7,9 @@ is one `dbt build` with a 30-day window, not 30 runs.
 """
 
 import json
+import os
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import dagster as dg
@@ -25,6 +27,7 @@ from resources.warehouse import Warehouse
 
 DAILY_TAG = "daily"
 WAREHOUSE_POOL = "warehouse"
+RUN_ID_ENV = "STRATA_DAGSTER_RUN_ID"
 
 
 class StrataDbtTranslator(DagsterDbtTranslator):
@@ -71,8 +74,25 @@ def run_dbt(
     }
     if window is not None:
         extra["strata/data_window"] = f"[{window.start:%Y-%m-%d}, {window.end:%Y-%m-%d})"
-    for event in dbt.cli(dbt_build_args(window), context=context).stream():
-        yield event.with_metadata({**event.metadata, **extra}) if isinstance(event, dg.Output) else event
+    with dagster_run_id_for_dbt(context.run.run_id):
+        for event in dbt.cli(dbt_build_args(window), context=context).stream():
+            yield event.with_metadata({**event.metadata, **extra}) if isinstance(event, dg.Output) else event
+
+
+@contextmanager
+def dagster_run_id_for_dbt(run_id: str) -> Iterator[None]:
+    """Hand the Dagster run id to the dbt subprocess (quarantine rows record it). dagster-dbt passes
+    the process environment to dbt and offers no other channel; a `--vars` value that changes every
+    run would force dbt to re-parse the whole project each time."""
+    previous = os.environ.get(RUN_ID_ENV)
+    os.environ[RUN_ID_ENV] = run_id
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(RUN_ID_ENV, None)
+        else:
+            os.environ[RUN_ID_ENV] = previous
 
 
 def build_dbt_assets(project: DbtProject, daily: dg.DailyPartitionsDefinition) -> list[dg.AssetsDefinition]:

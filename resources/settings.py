@@ -44,6 +44,15 @@ class StrataSettings:
     trino: dict[str, str] = field(default_factory=dict)
     image: str = ""
     git_sha: str = ""
+    # Secrets: where `SecretsResource` reads them. Values never live here (the UI shows resource config).
+    secrets_backend: str = "env"
+    dotenv_path: Path = field(default_factory=lambda: REPO_ROOT / ".env")
+    vault: dict[str, str] = field(default_factory=dict)
+    # Alerting: channels and their non-secret settings; webhook URL and SMTP password are secret names.
+    alert_channels: tuple[str, ...] = ("log",)
+    alert_webhook_url_secret: str = "alerting/webhook_url"
+    smtp: dict[str, str] = field(default_factory=dict)
+    dagster_ui_url: str = ""
 
     @property
     def dagster_home(self) -> Path:
@@ -83,6 +92,31 @@ class StrataSettings:
         return "prod" if self.env == "prod" else "local"
 
 
+SECRET_ENV_PREFIX = "STRATA_SECRET_"
+
+
+def secret_env_var(name: str) -> str:
+    """The environment variable that holds secret `name` ("alerting/webhook_url" -> STRATA_SECRET_ALERTING__WEBHOOK_URL)."""
+    return SECRET_ENV_PREFIX + name.replace("/", "__").replace("-", "_").replace(".", "_").upper()
+
+
+def environment_secret(name: str, dotenv_path: Path | None = None, environ: dict[str, str] | None = None) -> str | None:
+    """A secret's value from the environment, else from the `.env` file, read at the moment it is needed.
+
+    Secrets are looked up on use rather than copied into settings or resource config, which Dagster
+    shows in the UI; `.env` is read here too so `make demo` and pytest see what `dagster dev` loads.
+    """
+    env = os.environ if environ is None else environ
+    var = secret_env_var(name)
+    if env.get(var):
+        return env[var]
+    if dotenv_path is not None and dotenv_path.is_file():
+        from dotenv import dotenv_values
+
+        return dotenv_values(dotenv_path).get(var) or None
+    return None
+
+
 def _prefixed(environ: dict[str, str], prefix: str) -> dict[str, str]:
     return {k[len(prefix) :].lower(): v for k, v in environ.items() if k.startswith(prefix)}
 
@@ -110,4 +144,13 @@ def load_settings(environ: dict[str, str] | None = None) -> StrataSettings:
         trino=_prefixed(env, "STRATA_TRINO_"),
         image=env.get("STRATA_IMAGE", ""),
         git_sha=env.get("STRATA_GIT_SHA", ""),
+        secrets_backend=env.get("STRATA_SECRETS_BACKEND", "vault" if strata_env == "prod" else "env"),
+        dotenv_path=Path(env.get("STRATA_DOTENV", REPO_ROOT / ".env")),
+        # e.g. STRATA_VAULT_URL, STRATA_VAULT_AUTH (kubernetes|approle), STRATA_VAULT_ROLE, STRATA_VAULT_ROLE_ID
+        vault=_prefixed(env, "STRATA_VAULT_"),
+        alert_channels=tuple(c.strip() for c in env.get("STRATA_ALERT_CHANNELS", "log").split(",") if c.strip()),
+        alert_webhook_url_secret=env.get("STRATA_ALERT_WEBHOOK_URL_SECRET", "alerting/webhook_url"),
+        # e.g. STRATA_SMTP_HOST, STRATA_SMTP_PORT, STRATA_SMTP_FROM, STRATA_SMTP_TO (comma list), STRATA_SMTP_USERNAME
+        smtp=_prefixed(env, "STRATA_SMTP_"),
+        dagster_ui_url=env.get("STRATA_DAGSTER_UI_URL", "http://localhost:3000" if strata_env == "local" else ""),
     )

@@ -25,6 +25,7 @@ DBT_DIR = Path(__file__).resolve().parent.parent / "dbt"
 STAGING = {f"stg_{name}" for name in ("customers", "stations", "vehicles", "bookings", "payments", "telemetry")}
 DAILY_MODELS = {
     "telemetry_clean",
+    "telemetry_quarantine",
     "fct_bookings",
     "fleet_health_daily",
     "kpi_daily",
@@ -34,6 +35,7 @@ MODEL_SCHEMAS = {
     **dict.fromkeys(STAGING, "silver"),
     "bookings": "silver",
     "telemetry_clean": "silver",
+    "telemetry_quarantine": "silver",
     **dict.fromkeys(
         ("dim_customers", "dim_stations", "dim_vehicles", "fct_bookings", "fleet_health_daily", "kpi_daily"),
         "gold",

@@ -5,7 +5,7 @@ import dagster as dg
 from definitions import build_definitions
 
 BRONZE = {"customers", "stations", "vehicles", "bookings", "payments", "telemetry"}
-SILVER = {f"stg_{t}" for t in BRONZE} | {"bookings", "telemetry_clean"}
+SILVER = {f"stg_{t}" for t in BRONZE} | {"bookings", "telemetry_clean", "telemetry_quarantine"}
 GOLD = {
     "dim_customers",
     "dim_vehicles",
@@ -17,6 +17,7 @@ GOLD = {
 }
 DAILY = {
     ("silver", "telemetry_clean"),
+    ("silver", "telemetry_quarantine"),
     ("gold", "fct_bookings"),
     ("gold", "fleet_health_daily"),
     ("gold", "kpi_daily"),

@@ -1,0 +1,540 @@
+"""The audit trail: one record per finished run, built from the Dagster instance alone.
+
+The event log is the source of truth. `build_audit_record` reads a run's record and the few event types
+the audit needs (materializations with their `strata/` metadata, asset check evaluations, step and run
+failures) and folds them into an `AuditRecord`. The Iceberg table `audit.run_log` written by the audit
+sensor is only a projection of these records: `rebuild_run_log` (sensors/audit_sensor.py) can recreate it
+from the instance at any time, and the `audit` CLI can read either.
+
+Error summaries are scrubbed before they are stored, because the audit table is read by people who must
+not see credentials: exception messages routinely echo connection strings or configuration values.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any
+
+import dagster as dg
+import pyarrow as pa
+
+from assets.audit_metadata import code_identity
+
+RUN_LOG_TABLE = "audit.run_log"
+TERMINAL_STATUSES = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
+
+# Only these event types are read: the rest of a run's log (engine events, log lines) is the bulk of it.
+AUDIT_EVENT_TYPES = frozenset(
+    {
+        dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
+        dg.DagsterEventType.ASSET_MATERIALIZATION,
+        dg.DagsterEventType.ASSET_OBSERVATION,
+        dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+        dg.DagsterEventType.STEP_FAILURE,
+        dg.DagsterEventType.RUN_FAILURE,
+        dg.DagsterEventType.RUN_CANCELED,
+    }
+)
+
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+PARTITION_TAG = "dagster/partition"
+CODE_VERSION_TAG = "dagster/code_version"
+TRIGGER_TAG = "strata/trigger"
+
+MAX_ERROR_CHARS = 1000
+MAX_ERROR_LINES = 2  # per error in a cause chain: the message, not the query or stack that follows
+MIN_SECRET_LENGTH = 4  # shorter "secrets" (flags like "1", "true") would mangle every message
+SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|KEY|CREDENTIAL", re.IGNORECASE)
+URL_CREDENTIALS = re.compile(r"(?P<prefix>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*):(?P<password>[^@\s]+)@")
+SECRET_ASSIGNMENT = re.compile(
+    r"(?P<name>\b(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|secret[_-]?key)\b)"
+    r"(?P<sep>\s*[=:]\s*)(?P<value>\"[^\"]*\"|'[^']*'|[^\s&;,]+)",
+    re.IGNORECASE,
+)
+BEARER = re.compile(r"\b(?P<scheme>bearer)\s+[A-Za-z0-9._~+/=\-]+", re.IGNORECASE)
+# Dagster wraps a user error in these; their own message ("Error occurred while executing op") says nothing.
+WRAPPER_ERRORS = frozenset(
+    {
+        "DagsterExecutionStepExecutionError",
+        "DagsterExecutionHandleOutputError",
+        "DagsterExecutionLoadInputError",
+        "DagsterResourceFunctionError",
+        "DagsterUserCodeExecutionError",
+    }
+)
+
+
+@dataclass
+class AuditRecord:
+    """What an auditor asks about one run. Lists and maps are sorted so equal runs give equal records."""
+
+    run_id: str
+    job_name: str
+    status: str  # SUCCESS / FAILURE / CANCELED
+    trigger: str  # schedule / sensor / backfill / manual
+    trigger_detail: str  # schedule or sensor name, backfill id, or the strata/trigger tag
+    asset_keys: list[str] = field(default_factory=list)  # "layer/table"
+    partitions: list[str] = field(default_factory=list)  # keys, or "start..end" for a range run
+    code_version: str = ""
+    git_sha: str = ""
+    image: str = ""
+    data_windows: dict[str, str] = field(default_factory=dict)  # asset key -> "[start, end)"
+    input_partitions: list[str] = field(default_factory=list)
+    rows_in: int = 0
+    rows_out: int = 0
+    rows_quarantined: int = 0
+    checksums: dict[str, str] = field(default_factory=dict)  # asset key -> content checksum
+    snapshot_ids: dict[str, str] = field(default_factory=dict)  # asset key -> Iceberg snapshot written
+    checks_passed: list[str] = field(default_factory=list)  # "asset/key:check_name"
+    checks_failed: list[str] = field(default_factory=list)
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    duration_s: float | None = None
+    error_summary: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), default=str, sort_keys=True)
+
+
+# --- secrets -----------------------------------------------------------------------------------------
+
+
+def secret_values(environ: Mapping[str, str] | None = None) -> frozenset[str]:
+    """Values of environment variables whose names look secret; a test passes its own mapping.
+
+    This reads the environment directly (the one exception to settings.py owning it) because the set
+    of secrets is open-ended: any credential a resource may have been given ends up in some variable.
+    """
+    env = os.environ if environ is None else environ
+    return frozenset(
+        value.strip()
+        for name, value in env.items()
+        if SECRET_NAME.search(name) and len(value.strip()) >= MIN_SECRET_LENGTH
+    )
+
+
+def scrub_secrets(text: str, secrets: Iterable[str] = ()) -> str:
+    """Remove URL passwords (any scheme), `password=...`-style assignments, bearer tokens and known values."""
+    text = URL_CREDENTIALS.sub(r"\g<prefix>:***@", text)
+    text = SECRET_ASSIGNMENT.sub(r"\g<name>\g<sep>***", text)
+    text = BEARER.sub(r"\g<scheme> ***", text)
+    # Longest first, so a secret containing another is removed whole.
+    for value in sorted(set(secrets), key=len, reverse=True):
+        text = text.replace(value, "***")
+    return text
+
+
+def truncate(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+# --- building a record -------------------------------------------------------------------------------
+
+
+def _user_key(key: dg.AssetKey) -> str:
+    return key.to_user_string()
+
+
+def _utc(timestamp: float | None) -> datetime | None:
+    return datetime.fromtimestamp(timestamp, UTC) if timestamp is not None else None
+
+
+def _meta(metadata: Mapping[str, dg.MetadataValue], key: str) -> Any:
+    value = metadata.get(key)
+    return None if value is None else value.value
+
+
+def classify_trigger(tags: Mapping[str, str]) -> tuple[str, str]:
+    """(trigger, detail) from the tags Dagster and Strata put on a run.
+
+    A backfill outranks the sensor/schedule that may have submitted it; Strata's own backfill CLI runs
+    in-process without a Dagster backfill, so it marks its runs with `strata/trigger` instead.
+    """
+    if "dagster/backfill" in tags:
+        return "backfill", tags["dagster/backfill"]
+    strata_trigger = tags.get(TRIGGER_TAG, "")
+    if strata_trigger.startswith("backfill"):
+        return "backfill", strata_trigger
+    if "dagster/schedule_name" in tags:
+        return "schedule", tags["dagster/schedule_name"]
+    if "dagster/sensor_name" in tags:
+        return "sensor", tags["dagster/sensor_name"]
+    if "dagster/auto_materialize" in tags or "dagster/asset_evaluation_id" in tags:
+        return "sensor", "automation"
+    if strata_trigger in ("schedule", "sensor"):
+        return strata_trigger, strata_trigger
+    if "dagster/parent_run_id" in tags:
+        return "manual", f"re-execution of {tags['dagster/parent_run_id']}"
+    return "manual", strata_trigger
+
+
+def _error_chain(error: Any) -> list[Any]:
+    chain, seen = [], set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        chain.append(error)
+        error = error.cause or getattr(error, "context", None)
+    return chain
+
+
+def describe_error(error: Any) -> str:
+    """The useful part of a SerializableErrorInfo: the messages of its cause chain, without stacks."""
+    chain = _error_chain(error)
+    useful = [e for e in chain if e.cls_name not in WRAPPER_ERRORS] or chain[:1]
+    parts: list[str] = []
+    for e in useful:
+        lines = [line.strip() for line in (e.message or e.cls_name or "").strip().splitlines() if line.strip()]
+        text = " / ".join(lines[:MAX_ERROR_LINES])
+        if text and text not in parts:
+            parts.append(text)
+    return " <- ".join(parts)
+
+
+def error_summary(
+    status: str,
+    step_failures: Sequence[tuple[str, Any]],
+    run_failure: tuple[str, Any] | None,
+    canceled_message: str | None,
+    failure_reason: str | None,
+    secrets: Iterable[str],
+) -> str | None:
+    """Which steps failed and why, scrubbed of secrets and cut to MAX_ERROR_CHARS; None for a success."""
+    if status == "SUCCESS":
+        return None
+    parts = [f"step {step}: {describe_error(error) if error else 'failed'}" for step, error in step_failures]
+    if not parts and run_failure is not None:
+        message, error = run_failure
+        parts.append(f"run: {describe_error(error) if error else message}")
+    if status == "CANCELED":
+        parts.insert(0, f"canceled: {canceled_message or 'run canceled'}")
+    if not parts:
+        parts.append("run failed without an error event")
+    prefix = f"[{failure_reason}] " if failure_reason and status == "FAILURE" else ""
+    # Scrub before cutting: a secret cut in half would no longer match its value.
+    return truncate(scrub_secrets(prefix + "; ".join(parts), secrets))
+
+
+@dataclass
+class _AssetValues:
+    """Per-asset values that may legitimately differ between the partitions of one run."""
+
+    values: dict[str, dict[str | None, str]] = field(default_factory=dict)
+
+    def add(self, asset: str, partition: str | None, value: Any) -> None:
+        if value is None or value == "" or value == "none":
+            return
+        self.values.setdefault(asset, {})[partition] = str(value)
+
+    def flatten(self) -> dict[str, str]:
+        """One entry per asset, or one per partition where the partitions' values differ."""
+        out: dict[str, str] = {}
+        for asset, by_partition in self.values.items():
+            if len(set(by_partition.values())) == 1:
+                out[asset] = next(iter(by_partition.values()))
+            else:
+                out.update({f"{asset}[{p}]": v for p, v in by_partition.items()})
+        return dict(sorted(out.items()))
+
+
+def _metadata_fingerprint(asset: str, step: str | None, metadata: Mapping[str, dg.MetadataValue]) -> tuple:
+    # A single-run range copies one MaterializeResult's metadata onto every partition's materialization.
+    return (asset, step, tuple(sorted((k, repr(v)) for k, v in metadata.items() if k.startswith("strata/"))))
+
+
+def record_from_events(
+    run_record: dg.RunRecord,
+    events: Iterable[dg.EventLogEntry],
+    *,
+    secrets: Iterable[str] = (),
+    identity: tuple[str, str] | None = None,
+) -> AuditRecord:
+    """Fold one run's record and audit events into an AuditRecord (pure: no instance access).
+
+    `identity` is the (git sha, image) fallback for runs that materialized nothing; by default the
+    running code's identity, which the audit sensor shares with the runs of its code location.
+    """
+    run = run_record.dagster_run
+    tags = run.tags
+    status = run.status.value
+    trigger, trigger_detail = classify_trigger(tags)
+
+    asset_keys: set[str] = set()
+    planned_partitions: set[str] = set()
+    materialized_partitions: set[str] = set()
+    code_versions: set[str] = set()
+    git_shas: set[str] = set()
+    images: set[str] = set()
+    inputs: set[str] = set()
+    windows, checksums, snapshots = _AssetValues(), _AssetValues(), _AssetValues()
+    counted: set[tuple] = set()
+    rows = {"strata/rows_in": 0, "strata/rows_out": 0, "strata/rows_quarantined": 0}
+    passed: set[str] = set()
+    failed: set[str] = set()
+    step_failures: list[tuple[str, Any]] = []
+    run_failure: tuple[str, Any] | None = None
+    canceled_message: str | None = None
+
+    for entry in events:
+        event = entry.dagster_event
+        if event is None:
+            continue
+        kind = event.event_type
+        data = event.event_specific_data
+        if kind == dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED:
+            asset_keys.add(_user_key(data.asset_key))
+            if data.partition:
+                planned_partitions.add(data.partition)
+        elif kind == dg.DagsterEventType.ASSET_MATERIALIZATION:
+            mat = data.materialization
+            asset = _user_key(mat.asset_key)
+            asset_keys.add(asset)
+            metadata = mat.metadata
+            if mat.partition:
+                materialized_partitions.add(mat.partition)
+            code_version = (mat.tags or {}).get(CODE_VERSION_TAG)
+            # Without an explicit code version Dagster uses the run id, which says nothing about the code.
+            if code_version and code_version != run.run_id:
+                code_versions.add(code_version)
+            for key, target in (("strata/git_sha", git_shas), ("strata/image", images)):
+                if value := _meta(metadata, key):
+                    target.add(str(value))
+            fingerprint = _metadata_fingerprint(asset, entry.step_key, metadata)
+            if fingerprint not in counted:
+                counted.add(fingerprint)
+                for key in rows:
+                    rows[key] += int(_meta(metadata, key) or 0)
+            windows.add(asset, mat.partition, _meta(metadata, "strata/data_window"))
+            checksums.add(asset, mat.partition, _meta(metadata, "strata/checksum"))
+            snapshots.add(asset, mat.partition, _meta(metadata, "strata/snapshot_id"))
+            inputs.update(str(p) for p in _meta(metadata, "strata/input_partitions") or [])
+            inputs.update(str(p) for p in _meta(metadata, "strata/drops") or [])
+            pinned = _meta(metadata, "strata/input_snapshots") or {}
+            inputs.update(f"bronze.{name}@{snapshot}" for name, snapshot in pinned.items())
+        elif kind == dg.DagsterEventType.ASSET_OBSERVATION:
+            # A quarantined drop is reported as an observation: it was this run's input even though
+            # nothing was materialized from it.
+            if drop := _meta(data.asset_observation.metadata, "strata/drop"):
+                inputs.add(str(drop))
+        elif kind == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            name = f"{_user_key(data.asset_key)}:{data.check_name}"
+            (passed if data.passed else failed).add(name)
+        elif kind == dg.DagsterEventType.STEP_FAILURE:
+            step_failures.append((entry.step_key or "?", data.error if data is not None else None))
+        elif kind == dg.DagsterEventType.RUN_FAILURE:
+            run_failure = (event.message or "", getattr(data, "error", None) if data is not None else None)
+        elif kind == dg.DagsterEventType.RUN_CANCELED:
+            canceled_message = event.message
+
+    if RANGE_START_TAG in tags and RANGE_END_TAG in tags:
+        partitions = [f"{tags[RANGE_START_TAG]}..{tags[RANGE_END_TAG]}"]
+    elif PARTITION_TAG in tags:
+        partitions = [tags[PARTITION_TAG]]
+    else:
+        partitions = sorted(materialized_partitions or planned_partitions)
+
+    fallback_sha, fallback_image = identity or code_identity()
+    git_sha = ",".join(sorted(git_shas)) or tags.get("strata/git_sha") or fallback_sha
+    image = ",".join(sorted(images)) or tags.get("strata/image") or fallback_image
+    start, end = _utc(run_record.start_time), _utc(run_record.end_time)
+    return AuditRecord(
+        run_id=run.run_id,
+        job_name=run.job_name,
+        status=status,
+        trigger=trigger,
+        trigger_detail=trigger_detail,
+        asset_keys=sorted(asset_keys),
+        partitions=partitions,
+        code_version=",".join(sorted(code_versions)) or git_sha,
+        git_sha=git_sha,
+        image=image,
+        data_windows=windows.flatten(),
+        input_partitions=sorted(inputs),
+        rows_in=rows["strata/rows_in"],
+        rows_out=rows["strata/rows_out"],
+        rows_quarantined=rows["strata/rows_quarantined"],
+        checksums=checksums.flatten(),
+        snapshot_ids=snapshots.flatten(),
+        checks_passed=sorted(passed),
+        checks_failed=sorted(failed),
+        start_time=start,
+        end_time=end,
+        duration_s=round(end.timestamp() - start.timestamp(), 6) if start and end else None,
+        error_summary=error_summary(
+            status, step_failures, run_failure, canceled_message, tags.get("dagster/failure_reason"), secrets
+        ),
+    )
+
+
+def audit_events(instance: dg.DagsterInstance, run_id: str) -> Sequence[dg.EventLogEntry]:
+    return instance.all_logs(run_id, of_type=set(AUDIT_EVENT_TYPES))
+
+
+def build_audit_record(
+    instance: dg.DagsterInstance, run_id: str, *, secrets: Iterable[str] | None = None
+) -> AuditRecord:
+    """The audit record of one finished run, from the instance's run record and event log only."""
+    run_record = instance.get_run_record_by_id(run_id)
+    if run_record is None:
+        raise ValueError(f"run {run_id} is not in the Dagster instance")
+    if run_record.dagster_run.status not in TERMINAL_STATUSES:
+        raise ValueError(f"run {run_id} has not finished (status {run_record.dagster_run.status.value})")
+    return record_from_events(
+        run_record,
+        audit_events(instance, run_id),
+        secrets=secret_values() if secrets is None else secrets,
+    )
+
+
+def finished_run_records(
+    instance: dg.DagsterInstance,
+    *,
+    updated_after: datetime | None = None,
+    run_ids: Sequence[str] | None = None,
+    statuses: Sequence[str] | None = None,
+    page_size: int = 1000,
+) -> Iterable[dg.RunRecord]:
+    """Every finished run (optionally narrowed), oldest first, read page by page.
+
+    Pages follow the storage id: Dagster's run cursor is an id, so it cannot page an update-time order.
+    """
+    wanted = [s for s in TERMINAL_STATUSES if statuses is None or s.value in statuses]
+    if not wanted:
+        return
+    cursor = None
+    while True:
+        page = instance.get_run_records(
+            dg.RunsFilter(statuses=wanted, updated_after=updated_after, run_ids=list(run_ids) if run_ids else None),
+            limit=page_size,
+            cursor=cursor,
+            ascending=True,
+        )
+        yield from page
+        if len(page) < page_size:
+            return
+        cursor = page[-1].dagster_run.run_id
+
+
+def build_audit_records(
+    instance: dg.DagsterInstance, run_records: Iterable[dg.RunRecord], *, secrets: Iterable[str] | None = None
+) -> list[AuditRecord]:
+    secrets = secret_values() if secrets is None else frozenset(secrets)
+    identity = code_identity()
+    return [
+        record_from_events(r, audit_events(instance, r.dagster_run.run_id), secrets=secrets, identity=identity)
+        for r in run_records
+    ]
+
+
+# --- one schema for Iceberg, CSV and Parquet ---------------------------------------------------------
+
+JSON_FIELDS = (
+    "asset_keys",
+    "partitions",
+    "data_windows",
+    "input_partitions",
+    "checksums",
+    "snapshot_ids",
+    "checks_passed",
+    "checks_failed",
+)
+TIMESTAMP = pa.timestamp("us", tz="UTC")
+RUN_LOG_SCHEMA = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("job_name", pa.string(), nullable=False),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("trigger", pa.string(), nullable=False),
+        pa.field("trigger_detail", pa.string(), nullable=False),
+        pa.field("asset_keys", pa.string(), nullable=False),  # JSON list
+        pa.field("partitions", pa.string(), nullable=False),  # JSON list
+        pa.field("code_version", pa.string(), nullable=False),
+        pa.field("git_sha", pa.string(), nullable=False),
+        pa.field("image", pa.string(), nullable=False),
+        pa.field("data_windows", pa.string(), nullable=False),  # JSON object
+        pa.field("input_partitions", pa.string(), nullable=False),  # JSON list
+        pa.field("rows_in", pa.int64(), nullable=False),
+        pa.field("rows_out", pa.int64(), nullable=False),
+        pa.field("rows_quarantined", pa.int64(), nullable=False),
+        pa.field("checksums", pa.string(), nullable=False),  # JSON object
+        pa.field("snapshot_ids", pa.string(), nullable=False),  # JSON object
+        pa.field("checks_passed", pa.string(), nullable=False),  # JSON list
+        pa.field("checks_failed", pa.string(), nullable=False),  # JSON list
+        pa.field("start_time", TIMESTAMP),
+        pa.field("end_time", TIMESTAMP),
+        pa.field("duration_s", pa.float64()),
+        pa.field("error_summary", pa.string()),
+    ]
+)
+assert [f.name for f in RUN_LOG_SCHEMA] == [f.name for f in fields(AuditRecord)]
+
+
+def record_to_row(record: AuditRecord) -> dict[str, Any]:
+    row = {f.name: getattr(record, f.name) for f in fields(AuditRecord)}
+    for name in JSON_FIELDS:
+        row[name] = json.dumps(row[name], sort_keys=True)
+    return row
+
+
+def records_to_arrow(records: Iterable[AuditRecord]) -> pa.Table:
+    """The records as one Arrow table with the fixed RUN_LOG_SCHEMA (lists and maps as JSON text)."""
+    return pa.Table.from_pylist([record_to_row(r) for r in records], schema=RUN_LOG_SCHEMA)
+
+
+def records_from_arrow(table: pa.Table) -> list[AuditRecord]:
+    """Inverse of records_to_arrow, for rows read back from Iceberg or Parquet."""
+    records = []
+    for row in table.select([f.name for f in RUN_LOG_SCHEMA]).to_pylist():
+        for name in JSON_FIELDS:
+            row[name] = json.loads(row[name])
+        for name in ("start_time", "end_time"):
+            if row[name] is not None and row[name].tzinfo is None:
+                row[name] = row[name].replace(tzinfo=UTC)
+        records.append(AuditRecord(**row))
+    return records
+
+
+# --- filtering (the CLI's, shared by both sources) ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AuditFilter:
+    """What an auditor narrows the trail by; every criterion given must hold."""
+
+    asset: str | None = None
+    partition: str | None = None
+    run_id: str | None = None
+    status: str | None = None
+    since: datetime | None = None  # on start time, inclusive
+    until: datetime | None = None  # on start time, exclusive
+
+    def matches(self, record: AuditRecord) -> bool:
+        if self.run_id and record.run_id != self.run_id:
+            return False
+        if self.status and record.status != self.status.upper():
+            return False
+        if self.asset and self.asset not in record.asset_keys:
+            return False
+        if self.partition and not any(partition_matches(p, self.partition) for p in record.partitions):
+            return False
+        if self.since and (record.start_time is None or record.start_time < self.since):
+            return False
+        return not (self.until and (record.start_time is None or record.start_time >= self.until))
+
+
+def partition_matches(recorded: str, wanted: str) -> bool:
+    """Whether a recorded partition (a key or a "start..end" range) covers `wanted`.
+
+    Keys compare by prefix, so a day (`2026-10-03`) finds the hourly runs of that day
+    (`2026-10-03-05:00`); partition keys are ISO-like, so a range check is a string comparison.
+    """
+    n = len(wanted)
+    if ".." in recorded:
+        start, _, end = recorded.partition("..")
+        return start[:n] <= wanted <= end[:n]
+    return recorded[:n] == wanted and (len(recorded) == n or not recorded[n].isalnum())

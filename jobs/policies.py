@@ -1,0 +1,148 @@
+"""Platform-wide policies as configuration: freshness, retries, pools and run priorities.
+
+`definitions.py` calls `apply_global_policies` once on every asset, so no asset module repeats them.
+The tables below are the whole policy: an asset selection (or job name) and what applies to it.
+
+Retries are for network-bound work only (the Bronze loads reading the source DB, S3 and HTTP): a
+dropped connection is worth another try with exponential backoff and jitter, so that many runs do
+not hammer a recovering source at the same moment. Deterministic failures are never retried:
+- `dg.Failure(allow_retries=False)` skips the retry policy (Bronze telemetry raises it for a bad drop);
+- a failed blocking check fails its step with `DagsterAssetCheckFailedError` after the body ran,
+  outside the retry boundary, so it is not retried either;
+- dbt (Silver/Gold) gets no retry policy: its failures are SQL or data-test failures.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import timedelta
+
+import dagster as dg
+
+# --- the policy tables -------------------------------------------------------------------------------
+
+GOLD = dg.AssetSelection.groups("gold")
+BRONZE = dg.AssetSelection.groups("bronze")
+BRONZE_TELEMETRY = dg.AssetSelection.assets(["bronze", "telemetry"])
+BRONZE_OLTP = BRONZE - BRONZE_TELEMETRY
+DBT_MODELS = dg.AssetSelection.groups("silver", "gold")
+
+# Gold (the daily marts and the dimensions) holds the previous day by 06:00 UTC: a materialization
+# between 00:00 and 06:00 (after the day closed, before the deadline) meets the day's deadline.
+GOLD_DAILY_DEADLINE = dg.FreshnessPolicy.cron(
+    deadline_cron="0 6 * * *", lower_bound_delta=timedelta(hours=6), timezone="UTC"
+)
+# Hourly telemetry drops are loaded within two hours; warn after one so someone can look first.
+BRONZE_TELEMETRY_WINDOW = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=2), warn_window=timedelta(hours=1))
+# 3 retries after ~2 s, ~6 s, ~14 s (exponential), each +/- 2 s of jitter.
+NETWORK_RETRY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+
+FRESHNESS_POLICIES: list[tuple[str, dg.AssetSelection, dg.FreshnessPolicy]] = [
+    ("Gold marts and dimensions: previous day ready by 06:00 UTC", GOLD, GOLD_DAILY_DEADLINE),
+    ("Bronze telemetry: loaded within 2 h", BRONZE_TELEMETRY, BRONZE_TELEMETRY_WINDOW),
+]
+RETRY_POLICIES: list[tuple[str, dg.AssetSelection, dg.RetryPolicy]] = [
+    ("Bronze loads read the source DB and the landing zone over the network", BRONZE, NETWORK_RETRY),
+]
+POOLS: list[tuple[str, dg.AssetSelection, str]] = [
+    ("the OLTP source database", BRONZE_OLTP, "source_db"),
+    ("the SQL engine (DuckDB has one writer; Trino is shared)", DBT_MODELS, "warehouse"),
+]
+# Run priority (`dagster/priority`, higher starts first) for the QueuedRunCoordinator: the daily Gold
+# build before the dimension refresh, both before hourly Bronze catch-up. Jobs not listed get 0.
+JOB_PRIORITIES: dict[str, int] = {
+    "build_daily": 10,
+    "refresh_unpartitioned": 5,
+    "load_hourly": 0,
+}
+
+PRIORITY_TAG = "dagster/priority"
+
+
+# --- applying them -----------------------------------------------------------------------------------
+
+
+def priority_tags(job_name: str) -> dict[str, str]:
+    """Run tags carrying the job's priority: pass as `tags=` to `define_asset_job`."""
+    return {PRIORITY_TAG: str(JOB_PRIORITIES.get(job_name, 0))}
+
+
+def _by_key(
+    table: Sequence[tuple[str, dg.AssetSelection, object]], assets: Sequence[dg.AssetsDefinition], what: str
+) -> dict[dg.AssetKey, object]:
+    """Resolve a policy table to asset key -> value; two different values for one asset are a config error."""
+    resolved: dict[dg.AssetKey, object] = {}
+    for reason, selection, value in table:
+        for key in selection.resolve(assets, allow_missing=True):
+            if key in resolved and resolved[key] != value:
+                raise ValueError(f"{key.to_user_string()} gets two {what}s; the second from '{reason}'")
+            resolved[key] = value
+    return resolved
+
+
+def _op_value(asset: dg.AssetsDefinition, by_key: Mapping[dg.AssetKey, object], what: str) -> object | None:
+    """Retry policy and pool belong to the op: every asset of a multi-asset must agree on them."""
+    values = {repr(by_key.get(key)): by_key.get(key) for key in asset.keys}
+    if len(values) > 1:
+        raise ValueError(
+            f"the {what} table selects only part of the multi-asset {asset.node_def.name}; "
+            "an op-level setting must cover all of its assets"
+        )
+    return next(iter(values.values()))
+
+
+def with_op_policies(
+    asset: dg.AssetsDefinition, *, retry_policy: dg.RetryPolicy | None = None, pool: str | None = None
+) -> dg.AssetsDefinition:
+    """A copy of `asset` whose op has this retry policy and pool.
+
+    Dagster has no public API to change the op of an existing AssetsDefinition (`map_asset_specs`
+    changes specs only), so this rebuilds the op with its own constructor; tests pin the behaviour.
+    """
+    op = asset.op
+    if (retry_policy is None or op.retry_policy == retry_policy) and (pool is None or op.pool == pool):
+        return asset
+    if pool is not None and op.pool not in (None, pool):
+        raise ValueError(f"{op.name} already uses pool {op.pool!r}; the policy table says {pool!r}")
+    new_op = dg.OpDefinition.dagster_internal_init(
+        compute_fn=op.compute_fn,
+        name=op.name,
+        ins={input_def.name: dg.In.from_definition(input_def) for input_def in op.input_defs},
+        outs={output_def.name: dg.Out.from_definition(output_def) for output_def in op.output_defs},
+        description=op.description,
+        config_schema=op.config_schema,
+        required_resource_keys=op.required_resource_keys,
+        tags=op.tags,
+        version=None,
+        retry_policy=retry_policy or op.retry_policy,
+        code_version=op._version,  # noqa: SLF001  (the op's code version; the public property is deprecated)
+        pool=pool or op.pool,
+    )
+    return dg.AssetsDefinition.dagster_internal_init(**{**asset.get_attributes_dict(), "node_def": new_op})
+
+
+def apply_global_policies(
+    assets: Sequence[dg.AssetsDefinition],
+    *,
+    freshness: Sequence[tuple[str, dg.AssetSelection, dg.FreshnessPolicy]] = FRESHNESS_POLICIES,
+    retries: Sequence[tuple[str, dg.AssetSelection, dg.RetryPolicy]] = RETRY_POLICIES,
+    pools: Sequence[tuple[str, dg.AssetSelection, str]] = POOLS,
+) -> list[dg.AssetsDefinition]:
+    """Every asset with the freshness policy, retry policy and pool the tables give it."""
+    freshness_by_key = _by_key(freshness, assets, "freshness policy")
+    retry_by_key = _by_key(retries, assets, "retry policy")
+    pool_by_key = _by_key(pools, assets, "pool")
+    result = []
+    for asset in assets:
+        if any(key in freshness_by_key for key in asset.keys):
+            asset = asset.map_asset_specs(
+                lambda spec: spec.replace_attributes(freshness_policy=freshness_by_key[spec.key])
+                if spec.key in freshness_by_key
+                else spec
+            )
+        retry_policy = _op_value(asset, retry_by_key, "retry policy")
+        pool = _op_value(asset, pool_by_key, "pool")
+        if retry_policy is not None or pool is not None:
+            asset = with_op_policies(asset, retry_policy=retry_policy, pool=pool)
+        result.append(asset)
+    return result

@@ -1,0 +1,440 @@
+"""The audit trail on real components: a Bronze OLTP load that succeeds and one that fails on a real
+Dagster instance, the audit sensor writing Iceberg `audit.run_log`, and the `audit` CLI exporting it.
+
+The failed run's source echoes its connection string and session token into its error (some drivers
+do): the secrets are in the event log, and must be nowhere in the audit record, table or export.
+"""
+
+from __future__ import annotations
+
+import csv
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+from dagster._utils.error import SerializableErrorInfo
+
+from assets.audit_metadata import code_identity, table_checksum
+from assets.bronze_oltp import build_oltp_asset, extraction_query, latest_version_per_key
+from assets.contracts import conform_to_contract, oltp_contracts
+from jobs.audit_cli import main, settings_catalog
+from jobs.audit_trail import (
+    MAX_ERROR_CHARS,
+    RUN_LOG_SCHEMA,
+    RUN_LOG_TABLE,
+    AuditFilter,
+    AuditRecord,
+    build_audit_record,
+    classify_trigger,
+    error_summary,
+    partition_matches,
+    records_from_arrow,
+    records_to_arrow,
+    scrub_secrets,
+    secret_values,
+)
+from resources.iceberg import IcebergCatalog
+from resources.source_db import SourceDatabase
+from sensors.audit_sensor import AuditCursor, build_audit_sensor, process_finished_runs, rebuild_run_log
+from tests.test_bronze_oltp import CREATE, execute, row
+
+STATIONS = oltp_contracts()["stations"]
+STATIONS_KEY = dg.AssetKey(["bronze", "stations"])
+IMAGE = "registry.example.com/strata/bronze:1.4.2@sha256:" + "ab" * 32
+GIT_SHA = "0123456789abcdef0123456789abcdef01234567"
+PLANTED_PASSWORD = "pl4nted-Pa55word-7f3a"
+PLANTED_TOKEN = "hvs.planted-session-token-9c1e"
+SECRETS = (PLANTED_PASSWORD, PLANTED_TOKEN)
+
+
+class DsnEchoingSource(SourceDatabase):
+    """A source whose driver puts its full DSN and session token into error messages."""
+
+    dsn: str
+    session_token: str
+
+    def read_arrow(self, query: str) -> pa.Table:
+        try:
+            return super().read_arrow(query)
+        except Exception as error:
+            raise RuntimeError(f"read failed on {self.dsn} (session {self.session_token}): {error}") from error
+
+
+@dg.asset_check(asset=STATIONS_KEY, description="Bronze holds every source station.")
+def stations_loaded(iceberg: IcebergCatalog) -> dg.AssetCheckResult:
+    rows = iceberg.load().load_table("bronze.stations").scan().to_arrow().num_rows
+    return dg.AssetCheckResult(passed=rows == 3, metadata={"rows": rows})
+
+
+@dg.asset_check(asset=STATIONS_KEY, description="Fails on purpose: every demo station has capacity 20.")
+def capacity_at_most_10() -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.WARN)
+
+
+@dataclass
+class Trail:
+    instance: dg.DagsterInstance
+    catalog: IcebergCatalog
+    source_url: str
+    ok_run: str
+    failed_run: str
+
+    def built(self) -> list[AuditRecord]:
+        return sorted(
+            (build_audit_record(self.instance, r) for r in (self.ok_run, self.failed_run)), key=lambda r: r.run_id
+        )
+
+
+@pytest.fixture
+def trail(settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Trail]:
+    """One successful and one failed Bronze load on a real instance in $DAGSTER_HOME (what the CLI opens)."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("STRATA_IMAGE", IMAGE)
+    monkeypatch.setenv("STRATA_GIT_SHA", GIT_SHA)
+    # How the session token reaches a real resource: an environment variable with a secret-looking name.
+    monkeypatch.setenv("STRATA_SOURCE_SESSION_TOKEN", PLANTED_TOKEN)
+    code_identity.cache_clear()
+
+    source = f"sqlite:///{tmp_path / 'oltp.sqlite'}"
+    execute(
+        source,
+        CREATE.format(ts="TEXT"),
+        row(1, "Bellecour", "2026-10-01 08:00:00.000000"),
+        row(2, "Part-Dieu", "2026-10-01 09:00:00.000000"),
+        row(3, "Perrache", "2026-10-01 09:30:00.000000"),
+    )
+    no_stations = f"sqlite:///{tmp_path / 'no_stations.sqlite'}"
+    execute(no_stations, "CREATE TABLE unrelated (x INTEGER)")
+    catalog = settings_catalog()
+    asset = build_oltp_asset(STATIONS)
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        ok = dg.materialize(
+            [asset, stations_loaded, capacity_at_most_10],
+            resources={"source_db": SourceDatabase(url=source), "iceberg": catalog},
+            instance=instance,
+            tags={"strata/trigger": "backfill-cli"},
+        )
+        failing_source = DsnEchoingSource(
+            url=no_stations,
+            dsn=f"postgresql://strata:{PLANTED_PASSWORD}@db.internal:5432/oltp",
+            session_token=PLANTED_TOKEN,
+        )
+        failed = dg.materialize(
+            [asset],
+            resources={"source_db": failing_source, "iceberg": catalog},
+            instance=instance,
+            tags={"dagster/schedule_name": "oltp_hourly"},
+            raise_on_error=False,
+        )
+        assert ok.success and not failed.success
+        yield Trail(instance, catalog, source, ok.run_id, failed.run_id)
+    code_identity.cache_clear()
+
+
+def extracted_checksum(url: str) -> str:
+    """The checksum recomputed independently of the run: the source rows the first load extracts."""
+    raw = SourceDatabase(url=url).read_arrow(extraction_query(STATIONS, None))
+    rows = latest_version_per_key(conform_to_contract(raw, STATIONS, "test", exact=False), STATIONS)
+    return table_checksum(rows, [STATIONS.primary_key])
+
+
+def run_times(instance: dg.DagsterInstance, run_id: str) -> dict[str, object]:
+    record = instance.get_run_record_by_id(run_id)
+    start = datetime.fromtimestamp(record.start_time, UTC)
+    end = datetime.fromtimestamp(record.end_time, UTC)
+    return {"start_time": start, "end_time": end, "duration_s": round(end.timestamp() - start.timestamp(), 6)}
+
+
+def stored_records(catalog: IcebergCatalog) -> list[AuditRecord]:
+    table = catalog.load().load_table(RUN_LOG_TABLE)
+    return sorted(records_from_arrow(table.scan().to_arrow()), key=lambda r: r.run_id)
+
+
+# --- the records -------------------------------------------------------------------------------------
+
+
+def test_successful_run_record_holds_the_exact_values(trail: Trail):
+    snapshot = trail.catalog.load().load_table("bronze.stations").current_snapshot()
+    assert build_audit_record(trail.instance, trail.ok_run) == AuditRecord(
+        run_id=trail.ok_run,
+        job_name="__ephemeral_asset_job__",
+        status="SUCCESS",
+        trigger="backfill",
+        trigger_detail="backfill-cli",
+        asset_keys=["bronze/stations"],
+        partitions=[],
+        code_version=GIT_SHA,  # the asset declares no code version: the git sha stands for it
+        git_sha=GIT_SHA,
+        image=IMAGE,
+        data_windows={"bronze/stations": "[-inf, 2026-10-01 09:30:00)"},
+        input_partitions=["stations@updated_at>=-inf"],
+        rows_in=3,
+        rows_out=3,
+        rows_quarantined=0,
+        checksums={"bronze/stations": extracted_checksum(trail.source_url)},
+        snapshot_ids={"bronze/stations": str(snapshot.snapshot_id)},
+        checks_passed=["bronze/stations:stations_loaded"],
+        checks_failed=["bronze/stations:capacity_at_most_10"],
+        error_summary=None,
+        **run_times(trail.instance, trail.ok_run),
+    )
+
+
+def test_failed_run_record_names_step_and_table_and_holds_no_secret(trail: Trail):
+    record = build_audit_record(trail.instance, trail.failed_run)
+    summary = record.error_summary
+    assert record == AuditRecord(
+        run_id=trail.failed_run,
+        job_name="__ephemeral_asset_job__",
+        status="FAILURE",
+        trigger="schedule",
+        trigger_detail="oltp_hourly",
+        asset_keys=["bronze/stations"],  # planned, though never materialized
+        code_version=GIT_SHA,
+        git_sha=GIT_SHA,
+        image=IMAGE,
+        error_summary=summary,
+        **run_times(trail.instance, trail.failed_run),
+    )
+    assert summary.startswith(
+        "[STEP_FAILURE] step bronze__stations: RuntimeError: read failed on "
+        "postgresql://strata:***@db.internal:5432/oltp (session ***): "
+    )
+    assert "no such table: stations" in summary
+    assert len(summary) <= MAX_ERROR_CHARS
+
+    # The event log does hold the secrets (so the scrubbing is what keeps them out) ...
+    raw_log = "".join(dg.serialize_value(e) for e in trail.instance.all_logs(trail.failed_run))
+    assert all(secret in raw_log for secret in SECRETS)
+    # ... and no serialisation of the record does.
+    for text in (record.to_json(), str(records_to_arrow([record]).to_pylist()), repr(record)):
+        for secret in SECRETS:
+            assert secret not in text
+
+
+def test_canceled_run_gets_a_record_too(trail: Trail):
+    run = trail.instance.add_run(
+        dg.DagsterRun(job_name="load_hourly", run_id=str(uuid.uuid4()), tags={"dagster/sensor_name": "telemetry"})
+    )
+    trail.instance.report_run_canceled(run, message=f"canceled by ops (Authorization: Bearer {PLANTED_TOKEN})")
+    record = build_audit_record(trail.instance, run.run_id, secrets=())
+    assert (record.status, record.trigger, record.trigger_detail) == ("CANCELED", "sensor", "telemetry")
+    assert record.start_time is None and record.duration_s is None and record.end_time is not None
+    assert record.error_summary == "canceled: canceled by ops (Authorization: Bearer ***)"
+
+
+def test_a_range_run_counts_its_rows_once():
+    """A single-run range copies one result's metadata onto every partition's materialization."""
+
+    @dg.asset(partitions_def=dg.DailyPartitionsDefinition("2026-10-01"), backfill_policy=dg.BackfillPolicy.single_run())
+    def daily() -> dg.MaterializeResult:
+        return dg.MaterializeResult(
+            metadata={"strata/rows_in": 5, "strata/rows_out": 4, "strata/checksum": "c0ffee", "strata/snapshot_id": "7"}
+        )
+
+    tags = {"dagster/asset_partition_range_start": "2026-10-01", "dagster/asset_partition_range_end": "2026-10-03"}
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([daily], instance=instance, tags=tags)
+        record = build_audit_record(instance, result.run_id, secrets=())
+    assert (record.rows_in, record.rows_out) == (5, 4)
+    assert record.partitions == ["2026-10-01..2026-10-03"]
+    assert record.checksums == {"daily": "c0ffee"} and record.snapshot_ids == {"daily": "7"}
+
+
+# --- the sensor and the Iceberg projection -----------------------------------------------------------
+
+
+def test_sensor_writes_each_finished_run_exactly_once(trail: Trail):
+    sensor = build_audit_sensor()
+    context = dg.build_sensor_context(instance=trail.instance, resources={"iceberg": trail.catalog})
+    first = sensor(context)
+    assert first.skip_reason.skip_message.startswith("2 finished run(s) read -> 2 audit record(s) written")
+    table = trail.catalog.load().load_table(RUN_LOG_TABLE)
+    snapshots = len(table.snapshots())
+
+    second = sensor(
+        dg.build_sensor_context(instance=trail.instance, cursor=first.cursor, resources={"iceberg": trail.catalog})
+    )
+    assert "-> 0 audit record(s) written" in second.skip_reason.skip_message
+    assert len(table.refresh().snapshots()) == snapshots  # no empty commit
+    assert stored_records(trail.catalog) == trail.built()
+
+    # A lost cursor (or a run seen again after a tag change) finds the runs already in the table.
+    again = process_finished_runs(trail.instance, trail.catalog, AuditCursor())
+    assert again.written == [] and sorted(again.already_recorded) == sorted([trail.ok_run, trail.failed_run])
+    assert len(stored_records(trail.catalog)) == 2
+
+    # A run finishing later is picked up by the next tick with the cursor.
+    run = trail.instance.add_run(dg.DagsterRun(job_name="build_daily", run_id=str(uuid.uuid4())))
+    trail.instance.report_run_canceled(run)
+    third = process_finished_runs(trail.instance, trail.catalog, AuditCursor.parse(second.cursor))
+    assert third.written == [run.run_id]
+    assert [r.status for r in stored_records(trail.catalog) if r.run_id == run.run_id] == ["CANCELED"]
+
+    # No secret reached the table.
+    text = str(table.refresh().scan().to_arrow().to_pylist())
+    assert not any(secret in text for secret in SECRETS)
+
+
+def test_rebuild_recreates_the_table_from_the_instance(trail: Trail):
+    process_finished_runs(trail.instance, trail.catalog, AuditCursor())
+    table = trail.catalog.load().load_table(RUN_LOG_TABLE)
+    # Tamper with the projection: the rebuild must restore it from the event log.
+    table.overwrite(records_to_arrow(trail.built()[:1]))
+    assert rebuild_run_log(trail.instance, trail.catalog) == 2
+    assert stored_records(trail.catalog) == trail.built()
+    assert process_finished_runs(trail.instance, trail.catalog, AuditCursor()).written == []
+
+
+def test_cursor_round_trips():
+    cursor = AuditCursor(1795603774.354511, {"a": 1795603774.354511, "b": 1795603773.5})
+    assert AuditCursor.parse(cursor.serialize()) == cursor
+    assert AuditCursor.parse(None) == AuditCursor()
+
+
+# --- the CLI -----------------------------------------------------------------------------------------
+
+
+def test_cli_exports_exactly_the_failed_run_as_csv(trail: Trail, tmp_path: Path, capsys):
+    process_finished_runs(trail.instance, trail.catalog, AuditCursor())
+    out = tmp_path / "export" / "failed.csv"
+    assert main(["export", "--format", "csv", "--out", str(out), "--status", "FAILURE"]) == 0
+    assert "exported 1 record(s)" in capsys.readouterr().out
+
+    with out.open(newline="") as handle:
+        assert [r["run_id"] for r in csv.DictReader(handle)] == [trail.failed_run]
+    options = pacsv.ConvertOptions(column_types=RUN_LOG_SCHEMA)
+    assert records_from_arrow(pacsv.read_csv(out, convert_options=options)) == [
+        build_audit_record(trail.instance, trail.failed_run)
+    ]
+    assert not any(secret in out.read_text() for secret in SECRETS)
+
+
+@pytest.mark.parametrize("source", ["iceberg", "instance"])
+def test_cli_parquet_round_trip_matches_the_instance(trail: Trail, tmp_path: Path, source: str):
+    process_finished_runs(trail.instance, trail.catalog, AuditCursor())
+    out = tmp_path / f"{source}.parquet"
+    assert main(["export", "--format", "parquet", "--out", str(out), "--source", source]) == 0
+    exported = pq.read_table(out)
+    assert exported.schema.names == RUN_LOG_SCHEMA.names
+    assert sorted(records_from_arrow(exported), key=lambda r: r.run_id) == trail.built()
+
+
+def test_cli_list_filters_by_asset_run_and_time(trail: Trail, capsys):
+    process_finished_runs(trail.instance, trail.catalog, AuditCursor())
+    main(["list", "--asset", "bronze/stations", "--since", "2000-01-01"])
+    listing = capsys.readouterr().out
+    assert trail.ok_run in listing and trail.failed_run in listing and "2 record(s)" in listing
+    assert "no such table: stations" in listing and PLANTED_PASSWORD not in listing
+
+    main(["list", "--run", trail.ok_run, "--status", "success"])
+    listing = capsys.readouterr().out
+    assert trail.ok_run in listing and trail.failed_run not in listing
+
+    main(["list", "--until", "2000-01-01"])
+    assert "0 record(s)" in capsys.readouterr().out
+    main(["list", "--asset", "gold/kpi_daily", "--source", "instance"])
+    assert "0 record(s)" in capsys.readouterr().out
+
+
+def test_cli_rebuild(trail: Trail, capsys):
+    assert main(["rebuild"]) == 0
+    assert f"rebuilt {RUN_LOG_TABLE}: 2 record(s)" in capsys.readouterr().out
+    assert stored_records(trail.catalog) == trail.built()
+
+
+# --- pure functions ----------------------------------------------------------------------------------
+
+
+def test_scrub_secrets_removes_url_passwords_assignments_tokens_and_known_values():
+    text = (
+        "connect postgresql://strata:s3cret@db:5432/oltp and mysql+pymysql://u:p%40ss@h/x, "
+        "https://user:pw@example.com/path; password=hunter2 token: abc.def api_key='k-123' "
+        "Authorization: Bearer eyJhbGciOi.payload.sig; vault said hvs.XYZ-known-value-1"
+    )
+    scrubbed = scrub_secrets(text, ["hvs.XYZ-known-value-1"])
+    for secret in ("s3cret", "p%40ss", ":pw@", "hunter2", "abc.def", "k-123", "eyJhbGciOi", "hvs.XYZ"):
+        assert secret not in scrubbed
+    assert "postgresql://strata:***@db:5432/oltp" in scrubbed
+    assert "https://user:***@example.com/path" in scrubbed
+    assert scrub_secrets("no table named stations in sqlite:///tmp/oltp.sqlite") == (
+        "no table named stations in sqlite:///tmp/oltp.sqlite"
+    )
+
+
+def test_secret_values_come_from_secret_looking_variable_names():
+    environ = {
+        "STRATA_SOURCE_PASSWORD": "hunter22",
+        "AWS_SECRET_ACCESS_KEY": "abcd1234",
+        "VAULT_TOKEN": "hvs.x9",
+        "DB_CREDENTIALS": "user:pass",
+        "FEATURE_KEY_ENABLED": "1",  # too short to be a secret; scrubbing it would mangle every message
+        "PATH": "/usr/bin",
+        "HOME": "/root",
+    }
+    assert secret_values(environ) == {"hunter22", "abcd1234", "hvs.x9", "user:pass"}
+
+
+def test_error_summary_scrubs_before_truncating():
+    secret = "planted-secret-at-the-cut"
+    error = SerializableErrorInfo(message="x" * (MAX_ERROR_CHARS - 40) + secret, stack=[], cls_name="RuntimeError")
+    summary = error_summary("FAILURE", [("step_a", error)], None, None, "STEP_FAILURE", [secret])
+    assert len(summary) <= MAX_ERROR_CHARS
+    assert secret[:8] not in summary and summary.startswith("[STEP_FAILURE] step step_a: xxx")
+
+
+@pytest.mark.parametrize(
+    ("tags", "expected"),
+    [
+        ({"dagster/schedule_name": "nightly"}, ("schedule", "nightly")),
+        ({"dagster/sensor_name": "telemetry_drop_sensor"}, ("sensor", "telemetry_drop_sensor")),
+        ({"dagster/backfill": "abcd", "dagster/sensor_name": "s"}, ("backfill", "abcd")),
+        ({"strata/trigger": "backfill-cli"}, ("backfill", "backfill-cli")),
+        ({"dagster/parent_run_id": "r1"}, ("manual", "re-execution of r1")),
+        ({}, ("manual", "")),
+    ],
+)
+def test_classify_trigger(tags, expected):
+    assert classify_trigger(tags) == expected
+
+
+def test_partition_filter_covers_keys_days_and_ranges():
+    assert partition_matches("2026-10-03", "2026-10-03")
+    assert partition_matches("2026-10-03-05:00", "2026-10-03")  # an hour of the day asked for
+    assert partition_matches("2026-10-01..2026-10-05", "2026-10-03")
+    assert partition_matches("2026-10-01-00:00..2026-10-03-23:00", "2026-10-03")
+    assert not partition_matches("2026-10-01..2026-10-02", "2026-10-03")
+    assert not partition_matches("2026-10-30", "2026-10-3")
+    record = AuditRecord("r", "j", "SUCCESS", "manual", "", asset_keys=["gold/kpi_daily"], partitions=["2026-10-03"])
+    assert AuditFilter(asset="gold/kpi_daily", partition="2026-10-03", status="success").matches(record)
+    assert not AuditFilter(asset="gold/kpi_daily", since=datetime(2026, 1, 1, tzinfo=UTC)).matches(record)
+
+
+def test_arrow_round_trip_keeps_every_field():
+    record = AuditRecord(
+        "r1",
+        "build_daily",
+        "FAILURE",
+        "backfill",
+        "b1",
+        asset_keys=["gold/kpi_daily"],
+        partitions=["2026-10-01..2026-10-03"],
+        checksums={"gold/kpi_daily": "c"},
+        rows_in=7,
+        start_time=datetime(2026, 10, 4, 1, 2, 3, 456789, tzinfo=UTC),
+        end_time=datetime(2026, 10, 4, 1, 3, tzinfo=UTC),
+        duration_s=56.543211,
+        error_summary="step x: boom",
+    )
+    table = records_to_arrow([record])
+    assert table.schema == RUN_LOG_SCHEMA
+    assert records_from_arrow(table) == [record]
