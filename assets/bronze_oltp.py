@@ -15,6 +15,7 @@ import pyarrow.compute as pc
 
 from assets.audit_metadata import audit_metadata, table_checksum
 from assets.contracts import TableContract, conform_to_contract, oltp_contracts
+from assets.ingestion_guard import IngestionGuard, guard_passes, source_problem
 from resources.iceberg import IcebergCatalog, commit_with_retry
 from resources.source_db import SourceDatabase
 
@@ -95,10 +96,13 @@ def build_oltp_asset(contract: TableContract) -> dg.AssetsDefinition:
             f"watermark, upserted on `{contract.primary_key}`."
         ),
         metadata={"strata/primary_key": contract.primary_key, "strata/watermark_column": contract.watermark},
+        output_required=False,
     )
     def bronze_oltp_table(
-        context: dg.AssetExecutionContext, source_db: SourceDatabase, iceberg: IcebergCatalog
-    ) -> dg.MaterializeResult:
+        context: dg.AssetExecutionContext, source_db: SourceDatabase, iceberg: IcebergCatalog, guard: IngestionGuard
+    ):
+        if not guard_passes(context, [guard.free_disk_problem(), source_problem(source_db)]):
+            return  # nothing yielded: not materialized, nothing downstream runs
         rows, updated, inserted, previous, new_wm, table, total = extract_and_upsert(
             contract, source_db, iceberg, context.run.run_id
         )
@@ -107,7 +111,7 @@ def build_oltp_asset(contract: TableContract) -> dg.AssetsDefinition:
             f"-> {updated} updated, {inserted} inserted; watermark now {new_wm}"
         )
         snapshot = table.current_snapshot()
-        return dg.MaterializeResult(
+        yield dg.MaterializeResult(
             metadata=audit_metadata(
                 table_name=f"bronze.{contract.name}",
                 uri=table.metadata_location,

@@ -18,6 +18,7 @@ from assets.drop_ledger import LoadedDrop, record_loaded_drops
 from assets.drop_protocol import drop_prefix, manifest_partition, partition_key
 from assets.drop_quarantine import quarantine_drop
 from assets.drop_verification import DropVerificationError, verify_drop
+from assets.ingestion_guard import IngestionGuard, guard_passes, missing_drops_problem
 from resources.iceberg import IcebergCatalog, commit_with_retry
 from resources.landing import LandingZone
 
@@ -127,15 +128,18 @@ def build_telemetry_asset(partitions_def: dg.HourlyPartitionsDefinition) -> dg.A
         kinds={"iceberg", "python"},
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
+        output_required=False,
         description=(
             "Vehicle telemetry, one partition per hour, loaded from verified landing-zone drops "
             "(manifest row counts and sha256) by overwriting exactly the hours of the run."
         ),
     )
     def bronze_telemetry(
-        context: dg.AssetExecutionContext, landing: LandingZone, iceberg: IcebergCatalog
-    ) -> dg.MaterializeResult:
+        context: dg.AssetExecutionContext, landing: LandingZone, iceberg: IcebergCatalog, guard: IngestionGuard
+    ):
         hours = hours_in(context.partition_time_window)
+        if not guard_passes(context, [guard.free_disk_problem(), missing_drops_problem(landing, contract.name, hours)]):
+            return  # nothing yielded: not materialized, nothing downstream runs
         context.log.info(f"loading {len(hours)} hourly drop(s) from {hours[0]:%Y-%m-%d %H:00} on")
         try:
             stats = load_hour_range(contract, landing, iceberg, hours, context.run.run_id)
@@ -144,7 +148,7 @@ def build_telemetry_asset(partitions_def: dg.HourlyPartitionsDefinition) -> dg.A
         table = stats["table"]
         snapshot = table.current_snapshot()
         start, end = hours[0], hours[-1] + timedelta(hours=1)
-        return dg.MaterializeResult(
+        yield dg.MaterializeResult(
             metadata=audit_metadata(
                 table_name=f"bronze.{TELEMETRY}",
                 uri=table.metadata_location,

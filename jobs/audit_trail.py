@@ -46,6 +46,8 @@ RANGE_END_TAG = "dagster/asset_partition_range_end"
 PARTITION_TAG = "dagster/partition"
 CODE_VERSION_TAG = "dagster/code_version"
 TRIGGER_TAG = "strata/trigger"
+# Set by the ingestion guard (assets/ingestion_guard.py) on a run that succeeded without running its asset.
+NOT_RUN_TAG = "strata/not_run"
 
 MAX_ERROR_CHARS = 1000
 MAX_ERROR_LINES = 2  # per error in a cause chain: the message, not the query or stack that follows
@@ -97,6 +99,7 @@ class AuditRecord:
     end_time: datetime | None = None
     duration_s: float | None = None
     error_summary: str | None = None
+    not_run_reason: str | None = None  # a guard kept the asset from running (the run still succeeds)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), default=str, sort_keys=True)
@@ -368,6 +371,7 @@ def record_from_events(
         error_summary=error_summary(
             status, step_failures, run_failure, canceled_message, tags.get("dagster/failure_reason"), secrets
         ),
+        not_run_reason=truncate(scrub_secrets(tags[NOT_RUN_TAG], secrets)) if tags.get(NOT_RUN_TAG) else None,
     )
 
 
@@ -469,6 +473,7 @@ RUN_LOG_SCHEMA = pa.schema(
         pa.field("end_time", TIMESTAMP),
         pa.field("duration_s", pa.float64()),
         pa.field("error_summary", pa.string()),
+        pa.field("not_run_reason", pa.string()),
     ]
 )
 assert [f.name for f in RUN_LOG_SCHEMA] == [f.name for f in fields(AuditRecord)]

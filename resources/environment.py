@@ -8,6 +8,7 @@ from pathlib import Path
 
 from dagster_dbt import DbtCliResource, DbtProject
 
+from assets.ingestion_guard import IngestionGuard
 from resources.iceberg import IcebergCatalog
 from resources.landing import LandingZone
 from resources.settings import DBT_PROJECT_DIR, StrataSettings
@@ -45,5 +46,6 @@ def build_resources(settings: StrataSettings, dbt_project: DbtProject) -> dict[s
             duckdb_path=str(settings.duckdb_path),
             extension_dir=str(settings.duckdb_extension_dir),
         ),
+        "guard": IngestionGuard(data_path=str(settings.root)),
         "dbt": DbtCliResource(project_dir=dbt_project, target=settings.dbt_target, dbt_executable=dbt_executable()),
     }

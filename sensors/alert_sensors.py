@@ -9,7 +9,9 @@ from database drivers quote connection URLs.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 import dagster as dg
 
@@ -17,7 +19,7 @@ from resources.alerting import Alert, AlertingResource
 
 RUN_FAILURE_SENSOR = "run_failure_alert_sensor"
 CHECK_FAILURE_SENSOR = "blocking_check_alert_sensor"
-CHECK_EVENTS_PER_TICK = 500
+CHECK_HISTORY_PER_TICK = 20  # completed executions read per check with news; ticks are 30 s apart
 MAX_METADATA_FACTS = 4
 
 
@@ -106,22 +108,64 @@ def check_failure_alert(
     )
 
 
-def _check_evaluation_records(instance: dg.DagsterInstance, after: int | None, limit: int, ascending: bool = True):
-    # The instance-level get_event_records is deprecated for events with a dedicated fetch method;
-    # check evaluations have none, and the storage-level call is the supported one.
-    return instance.event_log_storage.get_event_records(
-        dg.EventRecordsFilter(event_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, after_cursor=after),
-        limit=limit,
-        ascending=ascending,
-    )
+@dataclass
+class CheckCursor:
+    """Per check, the newest completed execution record already handled (record ids grow per check)."""
+
+    started: bool = False
+    last_ids: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, raw: str | None) -> CheckCursor:
+        try:
+            data = json.loads(raw) if raw else {}
+        except ValueError:
+            data = {}
+        return cls(bool(data.get("started")), {k: int(v) for k, v in data.get("last_ids", {}).items()})
+
+    def serialize(self) -> str:
+        return json.dumps({"started": self.started, "last_ids": dict(sorted(self.last_ids.items()))})
+
+
+def new_check_failures(
+    storage: object, check_keys: Sequence[dg.AssetCheckKey], cursor: CheckCursor
+) -> tuple[list[tuple[dg.AssetCheckEvaluation, str]], CheckCursor]:
+    """Failed blocking evaluations completed since the cursor, oldest first, and the advanced cursor.
+
+    Reads the asset check execution records (one batched query for the latest record per check, and
+    the history only of checks with something new): they live in the index of every event log storage,
+    including the run-sharded SQLite one used locally, where a global event-log cursor does not work.
+    On the first tick the cursor is set to what exists, so turning the sensor on replays no history.
+    """
+    from dagster._core.storage.asset_check_execution_record import COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES
+
+    latest = storage.get_latest_asset_check_execution_by_key(list(check_keys))
+    last_ids = dict(cursor.last_ids)
+    failures: list[tuple[dg.AssetCheckEvaluation, str]] = []
+    for key in check_keys:
+        record = latest.get(key)
+        name = key.to_user_string()
+        seen = last_ids.get(name)
+        if record is None or (seen is not None and record.id <= seen):
+            continue
+        history = storage.get_asset_check_execution_history(
+            key, limit=CHECK_HISTORY_PER_TICK, status=COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES
+        )
+        new = [r for r in history if seen is None or r.id > seen]
+        if not new:
+            continue  # only a planned execution so far: look again next tick
+        last_ids[name] = max(r.id for r in new)
+        if not cursor.started:
+            continue
+        for execution in sorted(new, key=lambda r: r.id):
+            evaluation = execution.event.dagster_event.event_specific_data if execution.event else None
+            if isinstance(evaluation, dg.AssetCheckEvaluation) and is_failed_blocking(evaluation):
+                failures.append((evaluation, execution.run_id))
+    return failures, CheckCursor(True, last_ids)
 
 
 def build_check_failure_alert_sensor(*, minimum_interval_seconds: int = 30) -> dg.SensorDefinition:
-    """Alerts on failed blocking checks recorded since the cursor (the last event storage id seen).
-
-    The first tick only records where the event log ends: turning the sensor on must not replay
-    every check that ever failed.
-    """
+    """Alerts once for every failed blocking check of this code location's assets."""
 
     @dg.sensor(
         name=CHECK_FAILURE_SENSOR,
@@ -133,27 +177,21 @@ def build_check_failure_alert_sensor(*, minimum_interval_seconds: int = 30) -> d
         context: dg.SensorEvaluationContext, alerting: AlertingResource
     ) -> dg.SensorResult:
         instance = context.instance
-        if context.cursor is None:
-            latest = _check_evaluation_records(instance, None, limit=1, ascending=False)
-            start = latest[0].storage_id if latest else 0
-            return dg.SensorResult(
-                cursor=str(start), skip_reason=dg.SkipReason(f"starting after check evaluation event {start}")
-            )
-        records = _check_evaluation_records(instance, int(context.cursor), CHECK_EVENTS_PER_TICK)
-        failed, jobs = 0, {}
-        for record in records:
-            evaluation = record.event_log_entry.dagster_event.event_specific_data
-            if not isinstance(evaluation, dg.AssetCheckEvaluation) or not is_failed_blocking(evaluation):
-                continue
-            run_id = record.run_id
+        check_keys = sorted(context.repository_def.asset_graph.asset_check_keys, key=lambda k: k.to_user_string())
+        cursor = CheckCursor.parse(context.cursor)
+        failures, new_cursor = new_check_failures(instance.event_log_storage, check_keys, cursor)
+        jobs: dict[str, str | None] = {}
+        for evaluation, run_id in failures:
             if run_id not in jobs:
                 run = instance.get_run_by_id(run_id)
                 jobs[run_id] = run.job_name if run else None
-            failed += 1
             alerting.send(check_failure_alert(evaluation, run_id, jobs[run_id], alerting.link(f"/runs/{run_id}")))
-        cursor = str(records[-1].storage_id) if records else context.cursor
-        summary = f"{len(records)} check evaluation(s) since event {context.cursor}: {failed} failed blocking"
+        summary = (
+            f"{len(check_keys)} check(s) watched: {len(failures)} new failed blocking evaluation(s)"
+            if cursor.started
+            else f"first tick: starting after the {len(new_cursor.last_ids)} check(s) already evaluated"
+        )
         context.log.info(summary)
-        return dg.SensorResult(cursor=cursor, skip_reason=dg.SkipReason(summary))
+        return dg.SensorResult(cursor=new_cursor.serialize(), skip_reason=dg.SkipReason(summary))
 
     return blocking_check_alert_sensor

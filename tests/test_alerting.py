@@ -471,7 +471,11 @@ def test_check_failure_sensor_alerts_once_per_failed_blocking_check(tmp_path, we
 
         def tick(cursor: str | None) -> str:
             with dg.build_sensor_context(
-                instance=instance, cursor=cursor, sensor_name=CHECK_FAILURE_SENSOR, resources={"alerting": alerting}
+                instance=instance,
+                cursor=cursor,
+                sensor_name=CHECK_FAILURE_SENSOR,
+                resources={"alerting": alerting},
+                definitions=defs,
             ) as context:
                 return sensor(context).cursor
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,6 +24,7 @@ from dagster._utils.error import SerializableErrorInfo
 from assets.audit_metadata import code_identity, table_checksum
 from assets.bronze_oltp import build_oltp_asset, extraction_query, latest_version_per_key
 from assets.contracts import conform_to_contract, oltp_contracts
+from assets.ingestion_guard import IngestionGuard
 from jobs.audit_cli import main, settings_catalog
 from jobs.audit_trail import (
     MAX_ERROR_CHARS,
@@ -81,8 +82,9 @@ def capacity_at_most_10() -> dg.AssetCheckResult:
 @dataclass
 class Trail:
     instance: dg.DagsterInstance
-    catalog: IcebergCatalog
+    catalog: IcebergCatalog  # a fresh, empty catalog per test (the CLI finds it through the environment)
     source_url: str
+    stations_snapshot: int
     ok_run: str
     failed_run: str
 
@@ -92,52 +94,74 @@ class Trail:
         )
 
 
-@pytest.fixture
-def trail(settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Trail]:
-    """One successful and one failed Bronze load on a real instance in $DAGSTER_HOME (what the CLI opens)."""
-    home = tmp_path / "dagster_home"
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trail]:
+    """One successful and one failed Bronze load on a real instance in $DAGSTER_HOME (what the CLI opens).
+
+    Module-scoped because the two runs cost seconds; tests that add runs use an instance of their own.
+    """
+    tmp = tmp_path_factory.mktemp("audit")
+    home = tmp / "dagster_home"
     home.mkdir()
-    monkeypatch.setenv("DAGSTER_HOME", str(home))
-    monkeypatch.setenv("STRATA_IMAGE", IMAGE)
-    monkeypatch.setenv("STRATA_GIT_SHA", GIT_SHA)
-    # How the session token reaches a real resource: an environment variable with a secret-looking name.
-    monkeypatch.setenv("STRATA_SOURCE_SESSION_TOKEN", PLANTED_TOKEN)
+    with pytest.MonkeyPatch.context() as env:
+        for name in ("STRATA_ENV", "STRATA_SOURCE_URL", "STRATA_CATALOG_URI", "STRATA_ICEBERG_WAREHOUSE"):
+            env.delenv(name, raising=False)
+        env.setenv("STRATA_ROOT", str(tmp / "strata"))
+        env.setenv("DAGSTER_HOME", str(home))
+        env.setenv("STRATA_IMAGE", IMAGE)
+        env.setenv("STRATA_GIT_SHA", GIT_SHA)
+        # How the session token reaches a real resource: an environment variable with a secret-looking name.
+        env.setenv("STRATA_SOURCE_SESSION_TOKEN", PLANTED_TOKEN)
+        code_identity.cache_clear()
+
+        source = f"sqlite:///{tmp / 'oltp.sqlite'}"
+        execute(
+            source,
+            CREATE.format(ts="TEXT"),
+            row(1, "Bellecour", "2026-10-01 08:00:00.000000"),
+            row(2, "Part-Dieu", "2026-10-01 09:00:00.000000"),
+            row(3, "Perrache", "2026-10-01 09:30:00.000000"),
+        )
+        no_stations = f"sqlite:///{tmp / 'no_stations.sqlite'}"
+        execute(no_stations, "CREATE TABLE unrelated (x INTEGER)")
+        bronze = settings_catalog()
+        guard = IngestionGuard(data_path=str(tmp), min_free_disk_gb=0)
+        asset = build_oltp_asset(STATIONS)
+        with dg.instance_for_test(temp_dir=str(home)) as instance:
+            ok = dg.materialize(
+                [asset, stations_loaded, capacity_at_most_10],
+                resources={"source_db": SourceDatabase(url=source), "iceberg": bronze, "guard": guard},
+                instance=instance,
+                tags={"strata/trigger": "backfill-cli"},
+            )
+            failing_source = DsnEchoingSource(
+                url=no_stations,
+                dsn=f"postgresql://strata:{PLANTED_PASSWORD}@db.internal:5432/oltp",
+                session_token=PLANTED_TOKEN,
+            )
+            failed = dg.materialize(
+                [asset],
+                resources={"source_db": failing_source, "iceberg": bronze, "guard": guard},
+                instance=instance,
+                tags={"dagster/schedule_name": "oltp_hourly"},
+                raise_on_error=False,
+            )
+            assert ok.success and not failed.success
+            snapshot = bronze.load().load_table("bronze.stations").current_snapshot().snapshot_id
+            yield Trail(instance, bronze, source, snapshot, ok.run_id, failed.run_id)
     code_identity.cache_clear()
 
-    source = f"sqlite:///{tmp_path / 'oltp.sqlite'}"
-    execute(
-        source,
-        CREATE.format(ts="TEXT"),
-        row(1, "Bellecour", "2026-10-01 08:00:00.000000"),
-        row(2, "Part-Dieu", "2026-10-01 09:00:00.000000"),
-        row(3, "Perrache", "2026-10-01 09:30:00.000000"),
-    )
-    no_stations = f"sqlite:///{tmp_path / 'no_stations.sqlite'}"
-    execute(no_stations, "CREATE TABLE unrelated (x INTEGER)")
-    catalog = settings_catalog()
-    asset = build_oltp_asset(STATIONS)
-    with dg.instance_for_test(temp_dir=str(home)) as instance:
-        ok = dg.materialize(
-            [asset, stations_loaded, capacity_at_most_10],
-            resources={"source_db": SourceDatabase(url=source), "iceberg": catalog},
-            instance=instance,
-            tags={"strata/trigger": "backfill-cli"},
-        )
-        failing_source = DsnEchoingSource(
-            url=no_stations,
-            dsn=f"postgresql://strata:{PLANTED_PASSWORD}@db.internal:5432/oltp",
-            session_token=PLANTED_TOKEN,
-        )
-        failed = dg.materialize(
-            [asset],
-            resources={"source_db": failing_source, "iceberg": catalog},
-            instance=instance,
-            tags={"dagster/schedule_name": "oltp_hourly"},
-            raise_on_error=False,
-        )
-        assert ok.success and not failed.success
-        yield Trail(instance, catalog, source, ok.run_id, failed.run_id)
-    code_identity.cache_clear()
+
+def use_fresh_catalog(monkeypatch: pytest.MonkeyPatch, path: Path) -> IcebergCatalog:
+    monkeypatch.setenv("STRATA_CATALOG_URI", f"sqlite:///{path / 'catalog.db'}")
+    monkeypatch.setenv("STRATA_ICEBERG_WAREHOUSE", f"file://{path / 'warehouse'}")
+    return settings_catalog()
+
+
+@pytest.fixture
+def trail(runs: Trail, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Trail:
+    """The module's runs with an empty audit catalog of this test's own."""
+    return replace(runs, catalog=use_fresh_catalog(monkeypatch, tmp_path))
 
 
 def extracted_checksum(url: str) -> str:
@@ -163,7 +187,6 @@ def stored_records(catalog: IcebergCatalog) -> list[AuditRecord]:
 
 
 def test_successful_run_record_holds_the_exact_values(trail: Trail):
-    snapshot = trail.catalog.load().load_table("bronze.stations").current_snapshot()
     assert build_audit_record(trail.instance, trail.ok_run) == AuditRecord(
         run_id=trail.ok_run,
         job_name="__ephemeral_asset_job__",
@@ -181,7 +204,7 @@ def test_successful_run_record_holds_the_exact_values(trail: Trail):
         rows_out=3,
         rows_quarantined=0,
         checksums={"bronze/stations": extracted_checksum(trail.source_url)},
-        snapshot_ids={"bronze/stations": str(snapshot.snapshot_id)},
+        snapshot_ids={"bronze/stations": str(trail.stations_snapshot)},
         checks_passed=["bronze/stations:stations_loaded"],
         checks_failed=["bronze/stations:capacity_at_most_10"],
         error_summary=None,
@@ -221,15 +244,32 @@ def test_failed_run_record_names_step_and_table_and_holds_no_secret(trail: Trail
             assert secret not in text
 
 
-def test_canceled_run_gets_a_record_too(trail: Trail):
-    run = trail.instance.add_run(
-        dg.DagsterRun(job_name="load_hourly", run_id=str(uuid.uuid4()), tags={"dagster/sensor_name": "telemetry"})
-    )
-    trail.instance.report_run_canceled(run, message=f"canceled by ops (Authorization: Bearer {PLANTED_TOKEN})")
-    record = build_audit_record(trail.instance, run.run_id, secrets=())
+def test_canceled_run_gets_a_record_too():
+    with dg.instance_for_test() as instance:
+        run = instance.add_run(
+            dg.DagsterRun(job_name="load_hourly", run_id=str(uuid.uuid4()), tags={"dagster/sensor_name": "telemetry"})
+        )
+        instance.report_run_canceled(run, message=f"canceled by ops (Authorization: Bearer {PLANTED_TOKEN})")
+        record = build_audit_record(instance, run.run_id, secrets=())
     assert (record.status, record.trigger, record.trigger_detail) == ("CANCELED", "sensor", "telemetry")
     assert record.start_time is None and record.duration_s is None and record.end_time is not None
     assert record.error_summary == "canceled: canceled by ops (Authorization: Bearer ***)"
+
+
+def test_a_run_its_guard_stopped_says_why(tmp_path: Path):
+    """The ingestion guard ends a run as a success that wrote nothing; the record carries the reason."""
+    source = f"sqlite:///{tmp_path / 'oltp.sqlite'}"
+    execute(source, CREATE.format(ts="TEXT"))
+    resources = {
+        "source_db": SourceDatabase(url=source),
+        "iceberg": IcebergCatalog(uri=f"sqlite:///{tmp_path / 'cat.db'}", warehouse=f"file://{tmp_path / 'wh'}"),
+        "guard": IngestionGuard(data_path=str(tmp_path), min_free_disk_gb=1e12),
+    }
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([build_oltp_asset(STATIONS)], resources=resources, instance=instance)
+        record = build_audit_record(instance, result.run_id, secrets=())
+    assert (record.status, record.rows_out, record.snapshot_ids, record.error_summary) == ("SUCCESS", 0, {}, None)
+    assert record.not_run_reason.startswith("free disk under ")
 
 
 def test_a_range_run_counts_its_rows_once():
@@ -273,16 +313,30 @@ def test_sensor_writes_each_finished_run_exactly_once(trail: Trail):
     assert again.written == [] and sorted(again.already_recorded) == sorted([trail.ok_run, trail.failed_run])
     assert len(stored_records(trail.catalog)) == 2
 
-    # A run finishing later is picked up by the next tick with the cursor.
-    run = trail.instance.add_run(dg.DagsterRun(job_name="build_daily", run_id=str(uuid.uuid4())))
-    trail.instance.report_run_canceled(run)
-    third = process_finished_runs(trail.instance, trail.catalog, AuditCursor.parse(second.cursor))
-    assert third.written == [run.run_id]
-    assert [r.status for r in stored_records(trail.catalog) if r.run_id == run.run_id] == ["CANCELED"]
-
     # No secret reached the table.
     text = str(table.refresh().scan().to_arrow().to_pylist())
     assert not any(secret in text for secret in SECRETS)
+
+
+def test_the_cursor_picks_up_runs_finished_later(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    catalog = use_fresh_catalog(monkeypatch, tmp_path)
+
+    def cancel_a_run(instance: dg.DagsterInstance) -> str:
+        run = instance.add_run(dg.DagsterRun(job_name="build_daily", run_id=str(uuid.uuid4())))
+        instance.report_run_canceled(run)
+        return run.run_id
+
+    with dg.instance_for_test() as instance:
+        first_run = cancel_a_run(instance)
+        first = process_finished_runs(instance, catalog, AuditCursor(), secrets=())
+        later_run = cancel_a_run(instance)
+        second = process_finished_runs(instance, catalog, first.cursor, secrets=())
+        third = process_finished_runs(instance, catalog, second.cursor, secrets=())
+    assert (first.written, second.written, third.written) == ([first_run], [later_run], [])
+    assert second.cursor.after >= first.cursor.after
+    assert [(r.run_id, r.status) for r in stored_records(catalog)] == sorted(
+        [(first_run, "CANCELED"), (later_run, "CANCELED")]
+    )
 
 
 def test_rebuild_recreates_the_table_from_the_instance(trail: Trail):
@@ -312,7 +366,8 @@ def test_cli_exports_exactly_the_failed_run_as_csv(trail: Trail, tmp_path: Path,
 
     with out.open(newline="") as handle:
         assert [r["run_id"] for r in csv.DictReader(handle)] == [trail.failed_run]
-    options = pacsv.ConvertOptions(column_types=RUN_LOG_SCHEMA)
+    # CSV writes a null as an empty field; this record has no empty text field, so read empties as nulls.
+    options = pacsv.ConvertOptions(column_types=RUN_LOG_SCHEMA, strings_can_be_null=True)
     assert records_from_arrow(pacsv.read_csv(out, convert_options=options)) == [
         build_audit_record(trail.instance, trail.failed_run)
     ]

@@ -10,6 +10,7 @@ import pytest
 
 from assets.bronze_oltp import build_oltp_asset, extraction_query, latest_version_per_key, stored_watermark
 from assets.contracts import ContractViolation, oltp_contracts
+from assets.ingestion_guard import NOT_RUN_TAG, IngestionGuard
 from resources.iceberg import IcebergCatalog
 from resources.source_db import SourceDatabase, connect_adbc
 
@@ -49,6 +50,7 @@ def materialize(url: str, tmp_path: Path) -> dg.ExecuteInProcessResult:
         [build_oltp_asset(STATIONS)],
         resources={
             "source_db": SourceDatabase(url=url),
+            "guard": IngestionGuard(data_path=str(tmp_path)),
             "iceberg": IcebergCatalog(uri=f"sqlite:///{tmp_path / 'cat.db'}", warehouse=f"file://{tmp_path / 'wh'}"),
         },
     )
@@ -138,8 +140,26 @@ def test_null_in_a_required_column_fails_naming_table_and_column(tmp_path):
             [build_oltp_asset(STATIONS)],
             resources={
                 "source_db": SourceDatabase(url=url),
+                "guard": IngestionGuard(data_path=str(tmp_path)),
                 "iceberg": IcebergCatalog(
                     uri=f"sqlite:///{tmp_path / 'cat.db'}", warehouse=f"file://{tmp_path / 'wh'}"
                 ),
             },
         )
+
+
+def test_an_unreachable_source_means_not_run_with_the_reason(tmp_path):
+    url = f"sqlite:///{tmp_path / 'no-such-folder' / 'oltp.sqlite'}"
+    instance = dg.DagsterInstance.ephemeral()
+    result = dg.materialize(
+        [build_oltp_asset(STATIONS)],
+        instance=instance,
+        resources={
+            "source_db": SourceDatabase(url=url),
+            "guard": IngestionGuard(data_path=str(tmp_path)),
+            "iceberg": IcebergCatalog(uri=f"sqlite:///{tmp_path / 'cat.db'}", warehouse=f"file://{tmp_path / 'wh'}"),
+        },
+    )
+    assert result.success and result.get_asset_materialization_events() == []
+    reason = instance.get_run_by_id(result.run_id).tags[NOT_RUN_TAG]
+    assert reason.startswith(f"source {url} not reachable: FileNotFoundError: source database folder")

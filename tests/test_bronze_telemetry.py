@@ -5,11 +5,11 @@ from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
-import pytest
 
 from assets.bronze_telemetry import build_telemetry_asset
 from assets.contracts import file_drop_contracts
 from assets.drop_protocol import partition_key
+from assets.ingestion_guard import NOT_RUN_TAG, IngestionGuard
 from assets.partitions import hourly_partitions
 from demo.drop_producer import write_drop
 from resources.iceberg import IcebergCatalog
@@ -48,15 +48,17 @@ def land(landing: Path, hour_start: datetime, table: pa.Table) -> Path:
 def resources(root: Path) -> dict:
     return {
         "landing": LandingZone(root=str(root / "landing")),
+        "guard": IngestionGuard(data_path=str(root)),
         "iceberg": IcebergCatalog(uri=f"sqlite:///{root / 'cat.db'}", warehouse=f"file://{root / 'wh'}"),
     }
 
 
-def run_hours(root: Path, first: datetime, last: datetime, raise_on_error: bool = True):
+def run_hours(root: Path, first: datetime, last: datetime, raise_on_error: bool = True, instance=None, guard=None):
     asset = build_telemetry_asset(hourly_partitions(FIRST_HOUR.date()))
     return dg.materialize(
         [asset],
-        resources=resources(root),
+        instance=instance,
+        resources={**resources(root), **({"guard": guard} if guard else {})},
         tags={
             "dagster/asset_partition_range_start": partition_key(first),
             "dagster/asset_partition_range_end": partition_key(last),
@@ -121,7 +123,21 @@ def test_a_corrupted_drop_fails_naming_the_file_and_leaves_the_table_unchanged(t
     assert table_state(tmp_path) == before
 
 
-def test_a_missing_drop_fails_the_partition(tmp_path):
+def test_a_missing_drop_means_not_run_with_the_reason_not_a_data_failure(tmp_path):
     land(tmp_path / "landing", FIRST_HOUR, hour_rows(FIRST_HOUR))
-    with pytest.raises(Exception, match=r"hour=01/: ready check failed: no _READY marker"):
-        run_hours(tmp_path, FIRST_HOUR, FIRST_HOUR + timedelta(hours=1))
+    instance = dg.DagsterInstance.ephemeral()
+    result = run_hours(tmp_path, FIRST_HOUR, FIRST_HOUR + timedelta(hours=1), instance=instance)
+    assert result.success  # nothing is wrong with any data: the guard said "do not run yet"
+    assert result.get_asset_materialization_events() == []
+    reason = instance.get_run_by_id(result.run_id).tags[NOT_RUN_TAG]
+    assert reason == "1 of 2 expected drop(s) not ready (no _READY): telemetry/dt=2026-10-01/hour=01/"
+    assert resources(tmp_path)["iceberg"].table_or_none("bronze.telemetry") is None
+
+
+def test_too_little_free_disk_means_not_run(tmp_path):
+    land(tmp_path / "landing", FIRST_HOUR, hour_rows(FIRST_HOUR))
+    instance = dg.DagsterInstance.ephemeral()
+    guard = IngestionGuard(data_path=str(tmp_path), min_free_disk_gb=10**9)
+    result = run_hours(tmp_path, FIRST_HOUR, FIRST_HOUR, instance=instance, guard=guard)
+    assert result.success and result.get_asset_materialization_events() == []
+    assert "below the 1e+09 GiB minimum" in instance.get_run_by_id(result.run_id).tags[NOT_RUN_TAG]

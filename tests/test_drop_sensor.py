@@ -11,6 +11,7 @@ import assets.bronze_telemetry as bronze_telemetry
 from assets.bronze_telemetry import build_telemetry_asset
 from assets.drop_ledger import loaded_drop_versions
 from assets.drop_protocol import ERROR_NAME, drop_prefix
+from assets.ingestion_guard import IngestionGuard
 from assets.partitions import hourly_partitions
 from demo.drop_producer import write_drop
 from resources.iceberg import IcebergCatalog
@@ -55,7 +56,7 @@ def run(platform, instance, request):
         [asset],
         partition_key=request.partition_key,
         tags={**request.tags, "dagster/run_key": request.run_key},
-        resources={"landing": landing, "iceberg": iceberg},
+        resources={"landing": landing, "iceberg": iceberg, "guard": IngestionGuard(data_path="/tmp")},
         instance=instance,
         raise_on_error=False,
     )

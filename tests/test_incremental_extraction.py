@@ -8,6 +8,7 @@ import pyarrow as pa
 
 from assets.bronze_oltp import build_oltp_assets
 from assets.contracts import oltp_contracts
+from assets.ingestion_guard import IngestionGuard
 from demo.simulator import DemoConfig, advance
 from resources.iceberg import IcebergCatalog
 from resources.source_db import SourceDatabase
@@ -23,6 +24,7 @@ def extract_all(settings) -> dict[str, dict]:
         build_oltp_assets(),
         resources={
             "source_db": SourceDatabase(url=settings.source_database_url),
+            "guard": IngestionGuard(data_path=str(settings.root)),
             "iceberg": IcebergCatalog(uri=settings.iceberg_catalog_uri, warehouse=settings.iceberg_warehouse),
         },
     )

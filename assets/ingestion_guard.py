@@ -1,0 +1,65 @@
+"""Pre-run guard for ingestion: is it sensible to run at all?
+
+A guard that fails is not a data failure. The asset does not run: it materializes nothing, so
+nothing downstream runs either, and the run is tagged `strata/not_run` with the reason. It ends as a
+success, because nothing was wrong with the data. The checks are source reachable with valid
+credentials, the expected partition's drops present, and enough free disk.
+"""
+
+import shutil
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+import dagster as dg
+
+from assets.drop_protocol import READY_NAME, drop_prefix
+from resources.landing import LandingZone
+from resources.source_db import SourceDatabase
+
+NOT_RUN_TAG = "strata/not_run"
+
+
+class IngestionGuard(dg.ConfigurableResource):
+    """Preconditions of ingestion runs; `min_free_disk_gb` guards the local data folder."""
+
+    data_path: str
+    min_free_disk_gb: float = 1.0
+
+    def free_disk_problem(self) -> str | None:
+        folder = Path(self.data_path)
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        free_gb = shutil.disk_usage(folder).free / 2**30
+        if free_gb < self.min_free_disk_gb:
+            return f"free disk under {folder} is {free_gb:.2f} GiB, below the {self.min_free_disk_gb:g} GiB minimum"
+        return None
+
+
+def source_problem(source: SourceDatabase) -> str | None:
+    """None when the source answers a trivial query with our credentials; else why not (no secrets)."""
+    try:
+        source.read_arrow("SELECT 1 AS ok")
+    except Exception as exc:  # any driver error means the same thing here: we cannot extract now
+        return f"source {source.display_url} not reachable: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+    return None
+
+
+def missing_drops_problem(landing: LandingZone, dataset: str, hours: Sequence[datetime]) -> str | None:
+    missing = [drop_prefix(dataset, h) for h in hours if not landing.exists(drop_prefix(dataset, h) + READY_NAME)]
+    if missing:
+        shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+        return f"{len(missing)} of {len(hours)} expected drop(s) not ready (no {READY_NAME}): {shown}"
+    return None
+
+
+def guard_passes(context: dg.AssetExecutionContext, problems: Sequence[str | None]) -> bool:
+    """True when no problem was found; otherwise record why the asset did not run and return False."""
+    reasons = [p for p in problems if p]
+    if not reasons:
+        return True
+    reason = "; ".join(reasons)
+    context.log.warning(f"not running {context.asset_key.to_user_string()}: {reason}")
+    context.instance.add_run_tags(context.run.run_id, {NOT_RUN_TAG: reason[:4000]})
+    context.log_event(dg.AssetObservation(asset_key=context.asset_key, metadata={NOT_RUN_TAG: reason}))
+    return False
