@@ -42,6 +42,19 @@ class StrataDbtTranslator(DagsterDbtTranslator):
         return spec.replace_attributes(key=dg.AssetKey([layer, props["name"]]), group_name=layer)
 
 
+    def get_asset_check_spec(
+        self, asset_spec: dg.AssetSpec, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None
+    ) -> dg.AssetCheckSpec | None:
+        """dbt tests of severity `error` become BLOCKING checks. dagster-dbt leaves them non-blocking,
+        so a failed dbt test did not gate Python assets downstream of the model (within a run only the
+        failed dbt step did, and across runs nothing did)."""
+        spec = super().get_asset_check_spec(asset_spec, manifest, unique_id, project)
+        if spec is None:
+            return None
+        severity = str(manifest["nodes"][unique_id].get("config", {}).get("severity", "error")).lower()
+        return spec._replace(blocking=severity == "error")
+
+
 def layer_of(props: Mapping[str, Any]) -> str:
     """Marts are Gold; staging and intermediate models are Silver."""
     return "gold" if "marts" in props.get("fqn", []) else "silver"

@@ -78,3 +78,11 @@ def test_the_drop_sensor_targets_bronze_telemetry(settings):
     sensor = defs.resolve_sensor_def("telemetry_drop_sensor")
     assert sensor.asset_selection.resolve(defs.resolve_asset_graph()) == {dg.AssetKey(["bronze", "telemetry"])}
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_error_severity_dbt_tests_are_blocking_checks(settings):
+    graph = build_definitions(settings).resolve_asset_graph()
+    specs = {(tuple(k.asset_key.path), k.name): graph.get_check_spec(k) for k in graph.asset_check_keys}
+    assert specs[(("gold", "kpi_daily"), "unique_kpi_daily_kpi_date")].blocking
+    assert specs[(("bronze", "telemetry"), "row_count_matches_manifest")].blocking
+    assert not specs[(("bronze", "telemetry"), "speed_in_range")].blocking

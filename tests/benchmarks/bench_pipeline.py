@@ -52,11 +52,14 @@ def run_platform(root: Path) -> Measurement:
     os.environ["STRATA_ROOT"] = str(root)
     os.environ["STRATA_START_DATE"] = BENCH_START.isoformat()
     defs = build_definitions(load_settings())
+    instance = dg.DagsterInstance.ephemeral()
     with measured() as m:
-        summary = run_backfill(defs, dg.DagsterInstance.ephemeral(), BENCH_START, BENCH_START + timedelta(days=1))
+        summary = run_backfill(defs, instance, BENCH_START, BENCH_START + timedelta(days=1))
     if not summary.success:
         raise RuntimeError(f"platform run failed: {summary}")
     m.parts = {job: seconds for job, _, _, seconds in summary.runs}
+    hourly_run = next(run_id for job, run_id, _, _ in summary.runs if job == "load_hourly")
+    m.steps = {s.step_key: s.end_time - s.start_time for s in instance.get_run_step_stats(hourly_run)}
     return m
 
 
@@ -138,6 +141,15 @@ def run_floor(root: Path, floor_root: Path) -> Measurement:
     return m
 
 
+def quality_line(steps: dict[str, float]) -> str:
+    """GX validation of the day's telemetry next to the time to materialize it (target: under 25%)."""
+    load, checks = steps["bronze__telemetry"], steps["gx_bronze_telemetry"]
+    return (
+        f"GX suite on bronze/telemetry (1 day): {checks:.1f} s vs materialization {load:.1f} s "
+        f"-> checks add {100 * checks / load:.0f}% (target < 25%)"
+    )
+
+
 def main(scale: float = 1.0) -> list[str]:
     with tempfile.TemporaryDirectory(prefix="strata-bench-") as tmp:
         root = Path(tmp) / "strata"
@@ -149,4 +161,5 @@ def main(scale: float = 1.0) -> list[str]:
             f"demo generate (1 day, scale {scale}): {gen.seconds:.1f} s",
             report("whole graph, 1 day", platform, floor, "compiled dbt SQL in plain DuckDB"),
             "  platform runs: " + ", ".join(f"{job} {seconds:.1f} s" for job, seconds in platform.parts.items()),
+            quality_line(platform.steps),
         ]

@@ -17,6 +17,7 @@ class Measurement:
     seconds: float = 0.0
     peak_rss_bytes: int = 0
     parts: dict[str, float] = field(default_factory=dict)
+    steps: dict[str, float] = field(default_factory=dict)
 
     @property
     def peak_gib(self) -> float:

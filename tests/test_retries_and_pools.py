@@ -1,0 +1,301 @@
+"""Retries (backoff and jitter for network errors, none for deterministic failures), pools, priorities,
+and the global policy table applied to the real asset graph."""
+
+import json
+import random
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from assets.contracts import ContractViolation
+from jobs.policies import (
+    BRONZE,
+    BRONZE_TELEMETRY_WINDOW,
+    GOLD_DAILY_DEADLINE,
+    JOB_PRIORITIES,
+    NETWORK_RETRY,
+    apply_global_policies,
+    priority_tags,
+    with_op_policies,
+)
+from resources.settings import REPO_ROOT
+
+TINY_RETRY = dg.RetryPolicy(max_retries=3, delay=0.2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
+TINY_RETRIES = [("test: tiny delays", BRONZE, TINY_RETRY)]
+
+
+# --- retries ------------------------------------------------------------------------------------------------
+
+
+def test_network_retry_backs_off_exponentially_with_jitter():
+    random.seed(1)
+    for attempt, (low, high) in enumerate([(0, 4), (4, 8), (12, 16)], start=1):
+        delays = [NETWORK_RETRY.calculate_delay(attempt) for _ in range(200)]
+        assert low <= min(delays) and max(delays) <= high, attempt
+        assert max(delays) - min(delays) > 2, "jitter spreads the retries of many runs"
+
+
+class FlakySource(dg.ConfigurableResource):
+    """Fails the first `failures` reads like a dropped connection; every attempt is logged to a file."""
+
+    log_path: str
+    failures: int = 2
+
+    def read(self) -> int:
+        log = Path(self.log_path)
+        attempts = log.read_text().splitlines() if log.exists() else []
+        with log.open("a") as out:
+            out.write(f"{time.monotonic()}\n")
+        if len(attempts) < self.failures:
+            raise ConnectionResetError("connection reset by peer")
+        return 42
+
+
+@dg.asset(key=["bronze", "customers"], group_name="bronze")
+def flaky_extract(source: FlakySource) -> dg.MaterializeResult:
+    return dg.MaterializeResult(metadata={"rows": source.read()})
+
+
+def test_a_source_that_fails_twice_is_retried_with_growing_delays(tmp_path):
+    random.seed(3)  # Dagster draws its jitter from the global random generator: fixed delays, no flakes
+    [asset] = apply_global_policies([flaky_extract], retries=TINY_RETRIES)
+    log = tmp_path / "attempts.log"
+    result = dg.materialize([asset], resources={"source": FlakySource(log_path=str(log))}, raise_on_error=False)
+
+    assert result.success
+    starts = [float(line) for line in log.read_text().splitlines()]
+    assert len(starts) == 3
+    waits = [e.step_retry_data.seconds_to_wait for e in result.all_events if e.is_step_up_for_retry]
+    assert len(waits) == 2
+    assert 0 <= waits[0] <= 0.4 and 0.4 <= waits[1] <= 0.8  # 1x and 3x the base delay, +/- one base delay
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert all(gap >= wait - 0.01 for gap, wait in zip(gaps, waits, strict=True)), (gaps, waits)
+    assert gaps[1] > gaps[0], (gaps, waits)
+
+
+@dg.asset(key=["bronze", "customers"], group_name="bronze")
+def contract_breaking_extract(source: FlakySource) -> None:
+    source.read()
+    try:
+        raise ContractViolation("source table customers: column signup_date is text, contract says date")
+    except ContractViolation as violation:
+        # The change recommended for assets/bronze_oltp.py: the same bytes fail the same way every time.
+        raise dg.Failure(description=str(violation), allow_retries=False) from violation
+
+
+def test_a_deterministic_failure_is_attempted_once(tmp_path):
+    [asset] = apply_global_policies([contract_breaking_extract], retries=TINY_RETRIES)
+    assert asset.op.retry_policy == TINY_RETRY
+    log = tmp_path / "attempts.log"
+    result = dg.materialize(
+        [asset], resources={"source": FlakySource(log_path=str(log), failures=0)}, raise_on_error=False
+    )
+    assert not result.success
+    assert len(log.read_text().splitlines()) == 1
+    assert not any(e.is_step_up_for_retry for e in result.all_events)
+
+
+@dg.asset(
+    key=["bronze", "payments"],
+    group_name="bronze",
+    check_specs=[dg.AssetCheckSpec("amount_not_negative", asset=["bronze", "payments"], blocking=True)],
+)
+def payments_with_check(source: FlakySource) -> Iterator:
+    source.read()
+    yield dg.Output(None)
+    yield dg.AssetCheckResult(passed=False, severity=dg.AssetCheckSeverity.ERROR, description="3 negative amounts")
+
+
+@dg.asset(key=["bronze", "stations"], group_name="bronze")
+def stations(source: FlakySource) -> None:
+    source.read()
+
+
+@dg.asset_check(asset=["bronze", "stations"], blocking=True)
+def station_ids_unique() -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(passed=False, description="duplicate station ids")
+
+
+@pytest.mark.parametrize("assets", [[payments_with_check], [stations, station_ids_unique]], ids=["in-op", "separate"])
+def test_a_failed_blocking_check_is_not_retried(tmp_path, assets):
+    policied = apply_global_policies([a for a in assets if isinstance(a, dg.AssetsDefinition)], retries=TINY_RETRIES)
+    checks = [a for a in assets if isinstance(a, dg.AssetChecksDefinition)]
+    log = tmp_path / "attempts.log"
+    result = dg.materialize(
+        [*policied, *checks], resources={"source": FlakySource(log_path=str(log), failures=0)}, raise_on_error=False
+    )
+    assert not result.success
+    assert [e.passed for e in result.get_asset_check_evaluations()] == [False]
+    assert len(log.read_text().splitlines()) == 1
+    assert not any(e.is_step_up_for_retry for e in result.all_events)
+
+
+# --- pools --------------------------------------------------------------------------------------------------
+
+
+def record_step(log_path: str, seconds: float) -> None:
+    with open(log_path, "a") as out:
+        out.write(json.dumps({"event": "start", "t": time.time()}) + "\n")
+    time.sleep(seconds)
+    with open(log_path, "a") as out:
+        out.write(json.dumps({"event": "end", "t": time.time()}) + "\n")
+
+
+class StepLog(dg.Config):
+    log_path: str
+
+
+@dg.asset(key=["bronze", "customers"], group_name="bronze", pool="source_db")
+def pooled_extract(config: StepLog) -> None:
+    record_step(config.log_path, 2.0)
+
+
+@dg.asset(key=["bronze", "customers"], group_name="bronze")
+def unpooled_extract(config: StepLog) -> None:
+    record_step(config.log_path, 2.0)
+
+
+def run_pool_worker(asset_name: str, log_path: str, run_log_path: str) -> None:
+    """Entry point of one run worker process: a run on the instance in $DAGSTER_HOME."""
+    asset = globals()[asset_name]
+    with open(run_log_path, "a") as out:
+        out.write(json.dumps({"event": "run_start", "t": time.time()}) + "\n")
+    with dg.DagsterInstance.get() as instance:
+        result = dg.materialize(
+            [asset],
+            instance=instance,
+            run_config={"ops": {asset.op.name: {"config": {"log_path": log_path}}}},
+        )
+    assert result.success
+
+
+@pytest.fixture
+def dagster_home(tmp_path) -> Path:
+    """A DAGSTER_HOME with the repository's own dagster.yaml (run queue, pools), on SQLite."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    return home
+
+
+def run_two_workers(dagster_home: Path, tmp_path: Path, asset_name: str) -> list[tuple[float, float]]:
+    """Two run processes at once, like two launched runs; returns the (start, end) of each step body."""
+    steps, runs = tmp_path / f"{asset_name}.steps", tmp_path / f"{asset_name}.runs"
+    env = {**__import__("os").environ, "DAGSTER_HOME": str(dagster_home), "PYTHONPATH": str(REPO_ROOT)}
+    code = (
+        "from tests.test_retries_and_pools import run_pool_worker; "
+        f"run_pool_worker({asset_name!r}, {str(steps)!r}, {str(runs)!r})"
+    )
+    workers = [
+        subprocess.Popen([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE) for _ in "ab"
+    ]
+    for worker in workers:
+        _, stderr = worker.communicate(timeout=120)
+        assert worker.returncode == 0, stderr.decode()[-3000:]
+    events = [json.loads(line) for line in steps.read_text().splitlines()]
+    starts = sorted(e["t"] for e in events if e["event"] == "start")
+    ends = sorted(e["t"] for e in events if e["event"] == "end")
+    run_starts = sorted(json.loads(line)["t"] for line in runs.read_text().splitlines())
+    assert len(starts) == len(ends) == 2
+    # Both runs were under way before the first step finished: any serialisation is the pool's doing.
+    assert run_starts[1] < ends[0]
+    return list(zip(starts, ends, strict=True))
+
+
+def test_two_runs_needing_a_pool_of_one_never_overlap(dagster_home, tmp_path):
+    (first_start, first_end), (second_start, _) = run_two_workers(dagster_home, tmp_path, "pooled_extract")
+    assert second_start >= first_end, "the second step ran while the first held the only source_db slot"
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        limit = instance.event_log_storage.get_concurrency_info("source_db")
+        assert limit.slot_count == 1 and limit.active_slot_count == 0
+
+
+def test_without_a_pool_the_same_runs_overlap(dagster_home, tmp_path):
+    """The control: the measurement above can see an overlap when there is one."""
+    (first_start, first_end), (second_start, _) = run_two_workers(dagster_home, tmp_path, "unpooled_extract")
+    assert second_start < first_end
+
+
+def test_dagster_yaml_sets_the_run_queue_and_pool_limits(dagster_home):
+    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+        coordinator = instance.run_coordinator
+        assert type(coordinator).__name__ == "QueuedRunCoordinator"
+        assert coordinator.get_run_queue_config().max_concurrent_runs == 4
+        limits = {limit["key"]: limit["limit"] for limit in coordinator.get_run_queue_config().tag_concurrency_limits}
+        assert limits == {"dagster/backfill": 2}
+        assert instance.global_op_concurrency_default_limit == 1
+        assert instance.freshness_enabled
+
+
+# --- priorities ---------------------------------------------------------------------------------------------
+
+
+def test_gold_runs_are_dequeued_first():
+    from dagster._core.storage.tags import PRIORITY_TAG
+    from dagster._daemon.run_coordinator.queued_run_coordinator_daemon import QueuedRunCoordinatorDaemon
+
+    assert priority_tags("build_daily") == {PRIORITY_TAG: "10"}
+    assert priority_tags("some_ad_hoc_job") == {PRIORITY_TAG: "0"}
+    queued = [dg.DagsterRun(job_name=name, run_id=name, tags=priority_tags(name)) for name in JOB_PRIORITIES]
+    ordered = QueuedRunCoordinatorDaemon(interval_seconds=1)._priority_sort(reversed(queued))
+    assert [run.job_name for run in ordered] == ["build_daily", "refresh_unpartitioned", "load_hourly"]
+
+
+# --- the policy table on the real graph -------------------------------------------------------------------
+
+
+def test_global_policies_on_the_real_assets(settings):
+    from assets.bronze_oltp import build_oltp_assets
+    from assets.bronze_telemetry import build_telemetry_asset
+    from assets.dbt_models import build_dbt_assets
+    from assets.partitions import daily_partitions, hourly_partitions
+    from jobs import build_jobs
+    from resources.environment import build_dbt_project, build_resources
+
+    project = build_dbt_project(settings)
+    raw = [
+        *build_oltp_assets(),
+        build_telemetry_asset(hourly_partitions(settings.start_date)),
+        *build_dbt_assets(project, daily_partitions(settings.start_date)),
+    ]
+    assets = apply_global_policies(raw)
+    defs = dg.Definitions(assets=assets, jobs=build_jobs(assets), resources=build_resources(settings, project))
+    graph = defs.resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        layer, name = key.path
+        policy = graph.get(key).freshness_policy
+        if layer == "gold":
+            assert policy == GOLD_DAILY_DEADLINE, key
+        elif (layer, name) == ("bronze", "telemetry"):
+            assert policy == BRONZE_TELEMETRY_WINDOW
+        else:
+            assert policy is None, key
+        assert graph.get(key).pools == ({"warehouse"} if layer != "bronze" else {"source_db"} if name != "telemetry" else set())
+
+    for before, after in zip(raw, assets, strict=True):
+        is_bronze = all(key.path[0] == "bronze" for key in after.keys)
+        assert after.op.retry_policy == (NETWORK_RETRY if is_bronze else None), after.op.name
+        # The rebuilt op keeps everything else.
+        assert after.op.name == before.op.name
+        assert after.required_resource_keys == before.required_resource_keys
+        assert after.check_keys == before.check_keys
+        assert after.partitions_def == before.partitions_def
+        assert after.backfill_policy == before.backfill_policy
+    for job in defs.jobs:
+        defs.resolve_job_def(job.name)  # every job still builds
+
+
+def test_op_level_policies_must_cover_a_whole_multi_asset():
+    @dg.multi_asset(specs=[dg.AssetSpec(["bronze", "a"], group_name="bronze"), dg.AssetSpec(["silver", "b"])])
+    def mixed() -> None: ...
+
+    with pytest.raises(ValueError, match="part of the multi-asset mixed"):
+        apply_global_policies([mixed])
+    with pytest.raises(ValueError, match="already uses pool 'source_db'"):
+        with_op_policies(pooled_extract, pool="warehouse")
