@@ -10,25 +10,35 @@ from assets.dbt_models import build_dbt_assets
 from assets.partitions import daily_partitions, hourly_partitions
 from assets.quality_checks import build_quality_checks
 from jobs import build_jobs
+from jobs.policies import apply_global_policies
 from resources.environment import build_dbt_project, build_resources
 from resources.settings import StrataSettings, load_settings
+from sensors.alert_sensors import build_check_failure_alert_sensor, build_run_failure_alert_sensor
+from sensors.freshness_sensor import build_freshness_alert_sensor
 from sensors.telemetry_drop_sensor import build_telemetry_drop_sensor
 
 
 def build_definitions(settings: StrataSettings) -> dg.Definitions:
     dbt_project = build_dbt_project(settings)
     telemetry = build_telemetry_asset(hourly_partitions(settings.start_date))
-    assets = [
-        *build_oltp_assets(),
-        telemetry,
-        *build_dbt_assets(dbt_project, daily_partitions(settings.start_date)),
-    ]
+    assets = apply_global_policies(
+        [
+            *build_oltp_assets(),
+            telemetry,
+            *build_dbt_assets(dbt_project, daily_partitions(settings.start_date)),
+        ]
+    )
     partitions_by_asset = {key: asset.partitions_def for asset in assets for key in asset.keys}
     return dg.Definitions(
         assets=assets,
         asset_checks=build_quality_checks(partitions_by_asset),
         jobs=build_jobs(assets),
-        sensors=[build_telemetry_drop_sensor(TELEMETRY, telemetry)],
+        sensors=[
+            build_telemetry_drop_sensor(TELEMETRY, telemetry),
+            build_freshness_alert_sensor(),
+            build_run_failure_alert_sensor(),
+            build_check_failure_alert_sensor(),
+        ],
         resources=build_resources(settings, dbt_project),
     )
 

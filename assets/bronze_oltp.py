@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from assets.audit_metadata import audit_metadata, table_checksum
-from assets.contracts import TableContract, conform_to_contract, oltp_contracts
+from assets.contracts import ContractViolation, TableContract, conform_to_contract, oltp_contracts
 from assets.ingestion_guard import IngestionGuard, guard_passes, source_problem
 from resources.iceberg import IcebergCatalog, commit_with_retry
 from resources.source_db import SourceDatabase
@@ -103,9 +103,15 @@ def build_oltp_asset(contract: TableContract) -> dg.AssetsDefinition:
     ):
         if not guard_passes(context, [guard.free_disk_problem(), source_problem(source_db)]):
             return  # nothing yielded: not materialized, nothing downstream runs
-        rows, updated, inserted, previous, new_wm, table, total = extract_and_upsert(
-            contract, source_db, iceberg, context.run.run_id
-        )
+        try:
+            rows, updated, inserted, previous, new_wm, table, total = extract_and_upsert(
+                contract, source_db, iceberg, context.run.run_id
+            )
+        except ContractViolation as violation:
+            # The same rows break the contract the same way on every attempt: fail now, no retry.
+            raise dg.Failure(
+                description=str(violation), metadata={"strata/contract": contract.name}, allow_retries=False
+            ) from violation
         context.log.info(
             f"bronze.{contract.name}: {rows.num_rows} changed row(s) since {previous or 'the beginning'} "
             f"-> {updated} updated, {inserted} inserted; watermark now {new_wm}"

@@ -41,7 +41,6 @@ class StrataDbtTranslator(DagsterDbtTranslator):
         layer = layer_of(props)
         return spec.replace_attributes(key=dg.AssetKey([layer, props["name"]]), group_name=layer)
 
-
     def get_asset_check_spec(
         self, asset_spec: dg.AssetSpec, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None
     ) -> dg.AssetCheckSpec | None:

@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from jobs.policies import priority_tags
+
 JOB_BY_PARTITIONING = {
     None: ("refresh_unpartitioned", "OLTP extraction into Bronze and the unpartitioned Silver/Gold models."),
     "hourly": ("load_hourly", "Hourly partitions: Bronze telemetry from landing-zone drops."),
@@ -27,7 +29,12 @@ def build_jobs(assets: Sequence[dg.AssetsDefinition]) -> list[dg.UnresolvedAsset
     for asset in assets:
         by_partitioning.setdefault(partitioning_of(asset), []).extend(asset.keys)
     return [
-        dg.define_asset_job(name, selection=dg.AssetSelection.assets(*by_partitioning[kind]), description=text)
+        dg.define_asset_job(
+            name,
+            selection=dg.AssetSelection.assets(*by_partitioning[kind]),
+            description=text,
+            tags=priority_tags(name),
+        )
         for kind, (name, text) in JOB_BY_PARTITIONING.items()
         if kind in by_partitioning
     ]

@@ -115,7 +115,7 @@ def with_op_policies(
         tags=op.tags,
         version=None,
         retry_policy=retry_policy or op.retry_policy,
-        code_version=op._version,  # noqa: SLF001  (the op's code version; the public property is deprecated)
+        code_version=op._version,  # the op's code version; the public `version` property is deprecated
         pool=pool or op.pool,
     )
     return dg.AssetsDefinition.dagster_internal_init(**{**asset.get_attributes_dict(), "node_def": new_op})
@@ -134,11 +134,16 @@ def apply_global_policies(
     pool_by_key = _by_key(pools, assets, "pool")
     result = []
     for asset in assets:
+        if not asset.keys:  # a checks-only definition: no specs, and its op is the checks' own
+            result.append(asset)
+            continue
         if any(key in freshness_by_key for key in asset.keys):
             asset = asset.map_asset_specs(
-                lambda spec: spec.replace_attributes(freshness_policy=freshness_by_key[spec.key])
-                if spec.key in freshness_by_key
-                else spec
+                lambda spec: (
+                    spec.replace_attributes(freshness_policy=freshness_by_key[spec.key])
+                    if spec.key in freshness_by_key
+                    else spec
+                )
             )
         retry_policy = _op_value(asset, retry_by_key, "retry policy")
         pool = _op_value(asset, pool_by_key, "pool")

@@ -112,7 +112,12 @@ def webhook_payload(alert: Alert, environment: str, sent_at: datetime) -> dict:
         )
     if alert.url:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": f"<{alert.url}|Open in Dagster>"}]})
-    structured = {**asdict(alert), "facts": dict(alert.facts), "environment": environment, "sent_at": sent_at.isoformat()}
+    structured = {
+        **asdict(alert),
+        "facts": dict(alert.facts),
+        "environment": environment,
+        "sent_at": sent_at.isoformat(),
+    }
     return {"text": text, "blocks": blocks, "alert": structured}
 
 

@@ -9,8 +9,10 @@ from pathlib import Path
 from dagster_dbt import DbtCliResource, DbtProject
 
 from assets.ingestion_guard import IngestionGuard
+from resources.alerting import build_alerting_resource
 from resources.iceberg import IcebergCatalog
 from resources.landing import LandingZone
+from resources.secrets import build_secrets_resource
 from resources.settings import DBT_PROJECT_DIR, StrataSettings
 from resources.source_db import SourceDatabase
 from resources.warehouse import Warehouse
@@ -31,7 +33,10 @@ def dbt_executable() -> str:
 
 
 def build_resources(settings: StrataSettings, dbt_project: DbtProject) -> dict[str, object]:
+    secrets = build_secrets_resource(settings)
     return {
+        "secrets": secrets,
+        "alerting": build_alerting_resource(settings, secrets),
         "iceberg": IcebergCatalog(
             uri=settings.iceberg_catalog_uri,
             warehouse=settings.iceberg_warehouse,

@@ -96,7 +96,7 @@ SECRET_ENV_PREFIX = "STRATA_SECRET_"
 
 
 def secret_env_var(name: str) -> str:
-    """The environment variable that holds secret `name` ("alerting/webhook_url" -> STRATA_SECRET_ALERTING__WEBHOOK_URL)."""
+    """The variable holding secret `name`: "alerting/webhook_url" -> STRATA_SECRET_ALERTING__WEBHOOK_URL."""
     return SECRET_ENV_PREFIX + name.replace("/", "__").replace("-", "_").replace(".", "_").upper()
 
 

@@ -30,7 +30,9 @@ def first_line(text: str | None) -> str:
 def step_error(event: dg.DagsterEvent) -> str:
     """The first line of a step failure's error (the user's exception, not Dagster's wrapper)."""
     data = event.step_failure_data
-    error = data.user_failure_data.description if data.user_failure_data and data.user_failure_data.description else None
+    error = (
+        data.user_failure_data.description if data.user_failure_data and data.user_failure_data.description else None
+    )
     if error is None and data.error is not None:
         cause = data.error.cause if data.error.cls_name == "DagsterExecutionStepExecutionError" else None
         error = (cause or data.error).to_string()
@@ -49,7 +51,9 @@ def run_failure_alert(
     facts = {"Failed steps": ", ".join(steps)} if len(steps) > 1 else {}
     partition = run.tags.get("dagster/partition")
     if not partition and run.tags.get("dagster/asset_partition_range_start"):
-        partition = f"{run.tags['dagster/asset_partition_range_start']}..{run.tags['dagster/asset_partition_range_end']}"
+        partition = (
+            f"{run.tags['dagster/asset_partition_range_start']}..{run.tags['dagster/asset_partition_range_end']}"
+        )
     return Alert(
         kind="run_failure",
         title=f"{run.job_name} run {run.run_id[:8]} failed" + (f" at step {steps[0]}" if steps else ""),
@@ -81,9 +85,7 @@ def build_run_failure_alert_sensor(*, minimum_interval_seconds: int = 30) -> dg.
 
 
 def is_failed_blocking(evaluation: dg.AssetCheckEvaluation) -> bool:
-    return (
-        not evaluation.passed and bool(evaluation.blocking) and evaluation.severity == dg.AssetCheckSeverity.ERROR
-    )
+    return not evaluation.passed and bool(evaluation.blocking) and evaluation.severity == dg.AssetCheckSeverity.ERROR
 
 
 def check_failure_alert(
@@ -173,9 +175,7 @@ def build_check_failure_alert_sensor(*, minimum_interval_seconds: int = 30) -> d
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Sends an alert for every failed blocking asset check (severity ERROR).",
     )
-    def blocking_check_alert_sensor(
-        context: dg.SensorEvaluationContext, alerting: AlertingResource
-    ) -> dg.SensorResult:
+    def blocking_check_alert_sensor(context: dg.SensorEvaluationContext, alerting: AlertingResource) -> dg.SensorResult:
         instance = context.instance
         check_keys = sorted(context.repository_def.asset_graph.asset_check_keys, key=lambda k: k.to_user_string())
         cursor = CheckCursor.parse(context.cursor)

@@ -178,7 +178,10 @@ def assets_with_policies(asset_graph: BaseAssetGraph, instance: dg.DagsterInstan
         event = record.asset_entry.last_materialization
         if event is not None:
             last[record.asset_entry.asset_key] = datetime.fromtimestamp(event.timestamp, UTC)
-    return [AssetFreshness(key, policy, last.get(key)) for key, policy in sorted(policies.items(), key=lambda item: item[0].to_user_string())]
+    return [
+        AssetFreshness(key, policy, last.get(key))
+        for key, policy in sorted(policies.items(), key=lambda item: item[0].to_user_string())
+    ]
 
 
 def build_freshness_alert_sensor(

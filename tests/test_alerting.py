@@ -59,7 +59,7 @@ def webhook_server() -> Iterator[WebhookServer]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/T000/B000/secret-token"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield state
     server.shutdown()
@@ -118,7 +118,7 @@ def smtp_sink() -> Iterator[SmtpSink]:
     server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield state
     server.shutdown()
@@ -179,7 +179,7 @@ def vault_server() -> Iterator[VaultServer]:
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield state
     server.shutdown()
@@ -294,7 +294,8 @@ def test_log_channel_is_the_default(tmp_path, caplog):
         assert alerting.send(BREACH) == {"log": True}
     [record] = [r for r in caplog.records if "ALERT [freshness_breach]" in r.getMessage()]
     assert record.levelno == logging.WARNING
-    assert "asset" not in record.getMessage().lower() or "Asset=gold/kpi_daily" in record.getMessage()
+    assert "Freshness breach: gold/kpi_daily is late" in record.getMessage()
+    assert "Asset=gold/kpi_daily" in record.getMessage() and "Partition=2026-11-01" in record.getMessage()
 
 
 def test_a_broken_channel_is_logged_not_raised_and_others_still_deliver(tmp_path, caplog):

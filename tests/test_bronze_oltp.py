@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from assets.bronze_oltp import build_oltp_asset, extraction_query, latest_version_per_key, stored_watermark
-from assets.contracts import ContractViolation, oltp_contracts
+from assets.contracts import oltp_contracts
 from assets.ingestion_guard import NOT_RUN_TAG, IngestionGuard
 from resources.iceberg import IcebergCatalog
 from resources.source_db import SourceDatabase, connect_adbc
@@ -135,7 +135,7 @@ def test_null_in_a_required_column_fails_naming_table_and_column(tmp_path):
     # SQLite lets the producer break the contract; the load must refuse, not publish.
     execute(url, CREATE.replace(" NOT NULL", "").format(ts="TEXT"), row(1, "x", "2026-10-01 00:00:00.000000"))
     execute(url, "UPDATE stations SET city = NULL")
-    with pytest.raises(ContractViolation, match=r"table stations: column 'city' has 1 null value"):
+    with pytest.raises(dg.Failure, match=r"table stations: column .city. has 1 null value"):
         dg.materialize(
             [build_oltp_asset(STATIONS)],
             resources={

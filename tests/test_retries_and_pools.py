@@ -1,6 +1,7 @@
 """Retries (backoff and jitter for network errors, none for deterministic failures), pools, priorities,
 and the global policy table applied to the real asset graph."""
 
+import itertools
 import json
 import random
 import shutil
@@ -74,7 +75,7 @@ def test_a_source_that_fails_twice_is_retried_with_growing_delays(tmp_path):
     waits = [e.step_retry_data.seconds_to_wait for e in result.all_events if e.is_step_up_for_retry]
     assert len(waits) == 2
     assert 0 <= waits[0] <= 0.4 and 0.4 <= waits[1] <= 0.8  # 1x and 3x the base delay, +/- one base delay
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert all(gap >= wait - 0.01 for gap, wait in zip(gaps, waits, strict=True)), (gaps, waits)
     assert gaps[1] > gaps[0], (gaps, waits)
 
@@ -124,8 +125,8 @@ def station_ids_unique() -> dg.AssetCheckResult:
 
 @pytest.mark.parametrize("assets", [[payments_with_check], [stations, station_ids_unique]], ids=["in-op", "separate"])
 def test_a_failed_blocking_check_is_not_retried(tmp_path, assets):
-    policied = apply_global_policies([a for a in assets if isinstance(a, dg.AssetsDefinition)], retries=TINY_RETRIES)
     checks = [a for a in assets if isinstance(a, dg.AssetChecksDefinition)]
+    policied = apply_global_policies([a for a in assets if a not in checks], retries=TINY_RETRIES)
     log = tmp_path / "attempts.log"
     result = dg.materialize(
         [*policied, *checks], resources={"source": FlakySource(log_path=str(log), failures=0)}, raise_on_error=False
@@ -181,6 +182,9 @@ def dagster_home(tmp_path) -> Path:
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(REPO_ROOT / "dagster.yaml", home / "dagster.yaml")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        # Create the SQLite storages and the pool rows once: run workers starting together would race to.
+        instance.event_log_storage.initialize_concurrency_limit_to_default("source_db")
     return home
 
 
@@ -209,7 +213,7 @@ def run_two_workers(dagster_home: Path, tmp_path: Path, asset_name: str) -> list
 
 
 def test_two_runs_needing_a_pool_of_one_never_overlap(dagster_home, tmp_path):
-    (first_start, first_end), (second_start, _) = run_two_workers(dagster_home, tmp_path, "pooled_extract")
+    (_, first_end), (second_start, _) = run_two_workers(dagster_home, tmp_path, "pooled_extract")
     assert second_start >= first_end, "the second step ran while the first held the only source_db slot"
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         limit = instance.event_log_storage.get_concurrency_info("source_db")
@@ -218,18 +222,20 @@ def test_two_runs_needing_a_pool_of_one_never_overlap(dagster_home, tmp_path):
 
 def test_without_a_pool_the_same_runs_overlap(dagster_home, tmp_path):
     """The control: the measurement above can see an overlap when there is one."""
-    (first_start, first_end), (second_start, _) = run_two_workers(dagster_home, tmp_path, "unpooled_extract")
+    (_, first_end), (second_start, _) = run_two_workers(dagster_home, tmp_path, "unpooled_extract")
     assert second_start < first_end
 
 
 def test_dagster_yaml_sets_the_run_queue_and_pool_limits(dagster_home):
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
-        coordinator = instance.run_coordinator
-        assert type(coordinator).__name__ == "QueuedRunCoordinator"
-        assert coordinator.get_run_queue_config().max_concurrent_runs == 4
-        limits = {limit["key"]: limit["limit"] for limit in coordinator.get_run_queue_config().tag_concurrency_limits}
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        concurrency = instance.get_concurrency_config()  # what the run queue daemon reads
+        assert concurrency.run_queue_config.max_concurrent_runs == 4
+        limits = {limit["key"]: limit["limit"] for limit in concurrency.run_queue_config.tag_concurrency_limits}
         assert limits == {"dagster/backfill": 2}
-        assert instance.global_op_concurrency_default_limit == 1
+        assert concurrency.run_queue_config.should_block_op_concurrency_limited_runs
+        assert concurrency.pool_config.default_pool_limit == 1
+        assert concurrency.pool_config.pool_granularity.value == "op"
         assert instance.freshness_enabled
 
 
@@ -276,7 +282,9 @@ def test_global_policies_on_the_real_assets(settings):
             assert policy == BRONZE_TELEMETRY_WINDOW
         else:
             assert policy is None, key
-        assert graph.get(key).pools == ({"warehouse"} if layer != "bronze" else {"source_db"} if name != "telemetry" else set())
+        assert graph.get(key).pools == (
+            {"warehouse"} if layer != "bronze" else {"source_db"} if name != "telemetry" else set()
+        )
 
     for before, after in zip(raw, assets, strict=True):
         is_bronze = all(key.path[0] == "bronze" for key in after.keys)
@@ -293,7 +301,7 @@ def test_global_policies_on_the_real_assets(settings):
 
 def test_op_level_policies_must_cover_a_whole_multi_asset():
     @dg.multi_asset(specs=[dg.AssetSpec(["bronze", "a"], group_name="bronze"), dg.AssetSpec(["silver", "b"])])
-    def mixed() -> None: ...
+    def mixed(): ...
 
     with pytest.raises(ValueError, match="part of the multi-asset mixed"):
         apply_global_policies([mixed])

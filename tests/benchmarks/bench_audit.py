@@ -15,10 +15,14 @@ query and the same per-run event reads, with no record building and no Iceberg.
 
 from __future__ import annotations
 
+import shutil
+import sqlite3
 import sys
 import tempfile
 import time
 import uuid
+from contextlib import closing
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -69,22 +73,40 @@ def template_assets(*, fail: bool) -> list:
 
 
 def clone_runs(instance: dg.DagsterInstance, template_ids: list[str], count: int) -> list[str]:
-    """`count` new finished runs, each a copy of a template run's record and events under a new id."""
+    """`count` new finished runs, each a copy of a template run's record and event log under a new id.
+
+    Storing events one by one through the instance costs ~25 ms each (a connection and a commit per
+    event, plus a schema check per new per-run SQLite file): 1,000 runs would take ~5 minutes. So each
+    run's event-log file is a byte copy of its template's with the run id rewritten, and the run record
+    goes through the run storage with the template's run events (start, success/failure), which set its
+    status, start and end exactly as a real run's events do. The cross-run asset index is not filled:
+    the audit reads only per-run logs.
+    """
+    storage = instance.event_log_storage
     templates = {}
     for run_id in template_ids:
-        run = instance.get_run_by_id(run_id)
-        templates[run_id] = (run, instance.all_logs(run_id))
+        path = storage.path_for_shard(run_id)
+        with closing(sqlite3.connect(path)) as conn:
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the .db file alone then holds every event
+        job_events = [e.dagster_event for e in instance.all_logs(run_id) if e.is_dagster_event]
+        job_events = [e for e in job_events if e.is_job_event]
+        templates[run_id] = (instance.get_run_by_id(run_id), path, job_events)
     created = []
     for index in range(count):
-        run, events = templates[template_ids[1] if index % FAILED_EVERY == FAILED_EVERY - 1 else template_ids[0]]
+        template_id = template_ids[1] if index % FAILED_EVERY == FAILED_EVERY - 1 else template_ids[0]
+        run, path, job_events = templates[template_id]
         run_id = str(uuid.uuid4())
+        target = storage.path_for_shard(run_id)
+        shutil.copyfile(path, target)
+        with closing(sqlite3.connect(target)) as conn, conn:
+            conn.execute(
+                "UPDATE event_logs SET run_id = ?, event = replace(event, ?, ?)", (run_id, template_id, run_id)
+            )
         instance.add_run(
             dg.DagsterRun(job_name=run.job_name, run_id=run_id, tags={**run.tags, "strata/trigger": "bench"})
         )
-        now = time.time()
-        for offset, entry in enumerate(events):
-            # handle_new_event also moves the run's status, start and end as the run events pass by.
-            instance.handle_new_event(entry._replace(run_id=run_id, timestamp=now + offset * 1e-3))
+        for event in job_events:
+            instance.run_storage.handle_run_event(run_id, event, datetime.now(UTC))
         created.append(run_id)
     return created
 
@@ -107,29 +129,34 @@ def main() -> list[str]:
     from sensors.audit_sensor import RUN_LOG_TABLE, build_audit_sensor
 
     lines = []
-    with tempfile.TemporaryDirectory(prefix="bench_audit_") as tmp, dg.instance_for_test(temp_dir=tmp) as instance:
+    with tempfile.TemporaryDirectory(prefix="bench_audit_") as tmp:
         root = Path(tmp)
         began = time.perf_counter()
-        ok = dg.materialize(template_assets(fail=False), instance=instance)
-        bad = dg.materialize(template_assets(fail=True)[:1], instance=instance, raise_on_error=False)
-        clone_runs(instance, [ok.run_id, bad.run_id], RUNS)
-        # The templates themselves stay out of the count: one tick must find exactly RUNS runs.
-        instance.delete_run(ok.run_id)
-        instance.delete_run(bad.run_id)
+        with dg.instance_for_test(temp_dir=tmp) as instance:
+            ok = dg.materialize(template_assets(fail=False), instance=instance)
+            bad = dg.materialize(template_assets(fail=True)[:1], instance=instance, raise_on_error=False)
+            clone_runs(instance, [ok.run_id, bad.run_id], RUNS)
+            # The templates stay out of the count: the tick must find exactly RUNS runs.
+            instance.delete_run(ok.run_id)
+            instance.delete_run(bad.run_id)
         lines.append(f"audit sensor: created {RUNS} finished runs in {time.perf_counter() - began:.1f} s")
 
-        floor_read(instance)  # warm the SQLite files once, so neither side pays the first read
+        # Each side opens the instance afresh, as a daemon meets a new run's event-log file for the first
+        # time; one untimed read first warms the OS file cache for both.
+        with dg.DagsterInstance.local_temp(tmp) as warm:
+            floor_read(warm)
         floor: Measurement
-        with measured() as floor:
+        with dg.DagsterInstance.local_temp(tmp) as instance, measured() as floor:
             events = floor_read(instance)
 
         catalog = IcebergCatalog(uri=f"sqlite:///{root / 'catalog.db'}", warehouse=f"file://{root / 'warehouse'}")
-        catalog.load()  # create the catalog database outside the measurement, as a deployed one exists
+        catalog.load()  # the catalog database exists in a deployment; creating it is not the tick's work
         sensor = build_audit_sensor()
-        context = dg.build_sensor_context(instance=instance, resources={"iceberg": catalog})
         platform: Measurement
-        with measured() as platform:
-            result = sensor(context)
+        with dg.DagsterInstance.local_temp(tmp) as instance:
+            context = dg.build_sensor_context(instance=instance, resources={"iceberg": catalog})
+            with measured() as platform:
+                result = sensor(context)
         written = catalog.load().load_table(RUN_LOG_TABLE).scan().to_arrow().num_rows
         if written != RUNS:
             raise AssertionError(f"one tick wrote {written} records, expected {RUNS}: {result.skip_reason}")

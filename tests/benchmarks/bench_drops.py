@@ -16,24 +16,29 @@ schema and hour partition spec, in the same process.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import psutil
 import pyarrow as pa
 
 from tests.benchmarks.measure import Measurement, measured, report
 
 DATASET = "telemetry"
+ROOT = "landing/"  # the landing zone's prefix in the bucket
 SENSOR_START = datetime(2025, 1, 1)
 READY_DROPS = 10_000
 PARTS_PER_DROP = 8
@@ -56,22 +61,81 @@ VERIFICATION_TARGET = 1.30
 # --- moto S3 server outside pytest ------------------------------------------------------------------
 
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SERVER_LOG_TAIL = 2000
+# Seeding 100k objects in the server process takes ~20 s before it answers.
+SEEDED_STARTUP_TIMEOUT_S = 300.0
+SEED_AND_SERVE = "import sys; from tests.benchmarks.bench_drops import seed_and_serve; seed_and_serve(*sys.argv[1:])"
+
+
 @contextmanager
-def moto_endpoint() -> Iterator[str]:
-    """The `s3_endpoint` fixture as a plain context manager: moto's server on a free 127.0.0.1 port."""
-    from tests.s3_server import HOST, PORT_ATTEMPTS, _free_port, _start_moto, _stop
+def moto_server(seed_bucket: str | None, log: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """moto's S3 server in its own process on a free 127.0.0.1 port, as `tests/s3_server.py` starts it;
+    (endpoint URL, process). With `seed_bucket`, the process first creates that bucket and puts the
+    history into its own S3 backend (`seed_and_serve`), then serves it."""
+    from tests.s3_server import HOST, PORT_ATTEMPTS, STARTUP_TIMEOUT_S, _free_port, _stop
 
     for _ in range(PORT_ATTEMPTS):
         port = _free_port()
-        process = _start_moto(port)
+        if seed_bucket is None:
+            command = [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)]
+        else:
+            command = [sys.executable, "-c", SEED_AND_SERVE, HOST, str(port), seed_bucket]
+        timeout = STARTUP_TIMEOUT_S if seed_bucket is None else SEEDED_STARTUP_TIMEOUT_S
+        process = start_server(command, f"http://{HOST}:{port}/", timeout, log)
         if process is not None:
             break
     else:
-        raise RuntimeError(f"moto server failed to start on {PORT_ATTEMPTS} free ports")
+        raise RuntimeError(f"moto server failed to start on {PORT_ATTEMPTS} free ports: {log_tail(log)}")
     try:
-        yield f"http://{HOST}:{port}"
+        yield f"http://{HOST}:{port}", process
     finally:
         _stop(process)
+
+
+def start_server(command: list[str], url: str, timeout: float, log: Path) -> subprocess.Popen | None:
+    """Start the server and wait until `url` answers; None if its port was taken (retry on another)."""
+    from tests.s3_server import _answers, _stop
+
+    with log.open("ab") as stderr:  # werkzeug logs every request: a file, not a pipe nobody reads
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=stderr, cwd=REPO_ROOT)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                if "Address already in use" in log_tail(log):
+                    return None
+                raise RuntimeError(f"moto server exited with code {process.returncode}: {log_tail(log)}")
+            if _answers(url):
+                return process
+            time.sleep(0.1)
+        raise RuntimeError(f"moto server at {url} did not answer within {timeout:.0f} s: {log_tail(log)}")
+    except BaseException:
+        _stop(process)
+        raise
+
+
+def log_tail(log: Path) -> str:
+    return log.read_text(errors="replace")[-SERVER_LOG_TAIL:] if log.exists() else ""
+
+
+def seed_and_serve(host: str, port: str, bucket: str) -> None:
+    """Entry point of the seeded server process: the history put straight into moto's S3 backend
+    (the same `put_object` its HTTP handler calls, with the CRC32 checksum a boto3 PUT stores), then
+    `moto.server` serving it. Through HTTP, moto accepts only ~250-300 PUT/s on this kind of machine."""
+    from moto.core import DEFAULT_ACCOUNT_ID  # the account moto maps the fake credentials to
+    from moto.s3.models import s3_backends
+    from moto.s3.utils import compute_checksum
+    from moto.server import main as serve
+
+    backend = s3_backends[DEFAULT_ACCOUNT_ID]["aws"]
+    backend.create_bucket(bucket, "us-east-1")
+    parts = tiny_parts()
+    for hour, ready in history_drops():
+        for key, data in drop_objects(hour, parts, ready):
+            checksum = compute_checksum(data, "CRC32").decode()
+            backend.put_object(bucket, ROOT + key, data, checksum_value=checksum).checksum_algorithm = "CRC32"
+    serve(["-H", host, "-p", port])
 
 
 @contextmanager
@@ -146,14 +210,21 @@ def drop_objects(hour: int, parts: dict[str, tuple[bytes, int]], ready: bool) ->
     return objects
 
 
-def upload_drops(client, bucket: str, root: str, drops: list[tuple[int, bool]]) -> int:
+def history_drops() -> list[tuple[int, bool]]:
+    """(hour index, READY?) of the drops in the landing zone before the first tick."""
+    return [(h, True) for h in range(READY_DROPS)] + [
+        (INCOMPLETE_FIRST_HOUR + i, False) for i in range(INCOMPLETE_DROPS)
+    ]
+
+
+def upload_drops(client, bucket: str, drops: list[tuple[int, bool]]) -> int:
     """PUT the drops (hour, ready) with a thread pool, one drop per task in protocol order; return objects."""
     parts = tiny_parts()
 
     def put(drop: tuple[int, bool]) -> int:
         objects = drop_objects(drop[0], parts, drop[1])
         for key, data in objects:
-            client.put_object(Bucket=bucket, Key=root + key, Body=data)
+            client.put_object(Bucket=bucket, Key=ROOT + key, Body=data)
         return len(objects)
 
     with ThreadPoolExecutor(FILL_THREADS) as pool:
@@ -178,7 +249,20 @@ def list_floor(client, bucket: str, prefix: str, start_after: str = "") -> tuple
     return m, count
 
 
-def bench_sensor(tmp: Path, profile: bool) -> list[str]:
+@contextmanager
+def cpu_split(server: psutil.Process) -> Iterator[dict[str, float]]:
+    """CPU seconds used by the moto server and by this process while the block runs."""
+    me = psutil.Process()
+    server_before, me_before = sum(server.cpu_times()[:2]), sum(me.cpu_times()[:2])
+    split: dict[str, float] = {}
+    try:
+        yield split
+    finally:
+        split["server"] = sum(server.cpu_times()[:2]) - server_before
+        split["client"] = sum(me.cpu_times()[:2]) - me_before
+
+
+def bench_sensor(tmp: Path, profile: bool, api_fill: bool) -> list[str]:
     from assets.bronze_telemetry import build_telemetry_asset
     from assets.drop_ledger import loaded_drop_versions
     from assets.partitions import hourly_partitions
@@ -186,25 +270,25 @@ def bench_sensor(tmp: Path, profile: bool) -> list[str]:
     from resources.landing import LandingZone
     from sensors.telemetry_drop_sensor import SensorCursor, build_telemetry_drop_sensor
 
-    bucket, root = f"strata-bench-{uuid.uuid4().hex[:12]}", "landing/"
-    lines = []
-    with fake_aws_environment(), moto_endpoint() as endpoint:
+    tmp.mkdir(parents=True, exist_ok=True)
+    bucket = f"strata-bench-{uuid.uuid4().hex[:12]}"
+    prefix = f"{ROOT}{DATASET}/"
+    with fake_aws_environment(), ExitStack() as stack:
+        began = time.perf_counter()
+        endpoint, process = stack.enter_context(moto_server(None if api_fill else bucket, tmp / "moto.log"))
+        server = psutil.Process(process.pid)
         filler = s3_client(endpoint, max_pool_connections=FILL_POOL_CONNECTIONS)
-        filler.create_bucket(Bucket=bucket)
-        drops = [(h, True) for h in range(READY_DROPS)]
-        drops += [(INCOMPLETE_FIRST_HOUR + i, False) for i in range(INCOMPLETE_DROPS)]
-        with measured() as fill:
-            objects = upload_drops(filler, bucket, root, drops)
-        lines.append(
-            f"sensor fill: {objects} objects ({READY_DROPS} READY drops + {INCOMPLETE_DROPS} without _READY) "
-            f"PUT to moto in {fill.seconds:.1f} s ({objects / fill.seconds:.0f} objects/s, {FILL_THREADS} threads)"
-        )
+        if api_fill:
+            filler.create_bucket(Bucket=bucket)
+            upload_drops(filler, bucket, history_drops())
+        fill_seconds = time.perf_counter() - began
+        fill_how = f"PUT with boto3 ({FILL_THREADS} threads)" if api_fill else "put into moto's backend in-process"
 
-        landing = LandingZone(root=f"s3://{bucket}/landing", s3_endpoint_url=endpoint)
+        landing = LandingZone(root=f"s3://{bucket}/{ROOT.rstrip('/')}", s3_endpoint_url=endpoint)
         iceberg = IcebergCatalog(uri=f"sqlite:///{tmp / 'catalog.db'}", warehouse=f"file://{tmp / 'warehouse'}")
         asset = build_telemetry_asset(hourly_partitions(SENSOR_START.date()))
         sensor = build_telemetry_drop_sensor(DATASET, asset)
-        instance = dg.DagsterInstance.ephemeral()
+        instance = stack.enter_context(dg.DagsterInstance.ephemeral())
         floor_client = s3_client(endpoint)
 
         # Warm-up outside the figures: imports (dagster-aws, pyiceberg) and both S3 clients, as in a
@@ -220,43 +304,88 @@ def bench_sensor(tmp: Path, profile: bool) -> list[str]:
             )
             return sensor(context)
 
-        floor_a, listed_a = list_floor(floor_client, bucket, f"{root}{DATASET}/")
-        with measured() as tick_a:
+        with cpu_split(server) as floor_a_cpu:
+            floor_a, listed_a = list_floor(floor_client, bucket, prefix)
+        with cpu_split(server) as tick_a_cpu, measured() as tick_a:
             first = tick(None)
         if len(first.run_requests) != READY_DROPS:
             raise RuntimeError(f"first tick requested {len(first.run_requests)} drops, expected {READY_DROPS}")
         profile_lines = profile_tick(lambda: tick(None)) if profile else []
 
-        upload_drops(filler, bucket, root, [(READY_DROPS + i, True) for i in range(NEW_DROPS)])
+        upload_drops(filler, bucket, [(READY_DROPS + i, True) for i in range(NEW_DROPS)])
         start_after = SensorCursor.parse(first.cursor).list_after
-        floor_b, listed_b = list_floor(floor_client, bucket, f"{root}{DATASET}/", root + start_after)
-        with measured() as tick_b:
+        with cpu_split(server) as floor_b_cpu:
+            floor_b, listed_b = list_floor(floor_client, bucket, prefix, ROOT + start_after)
+        with cpu_split(server) as tick_b_cpu, measured() as tick_b:
             second = tick(first.cursor)
         if len(second.run_requests) != NEW_DROPS:
             raise RuntimeError(f"second tick requested {len(second.run_requests)} drops, expected {NEW_DROPS}")
-        instance.dispose()
+        pages_a, pages_b = -(-listed_a // LIST_PAGE_SIZE), -(-listed_b // LIST_PAGE_SIZE)
+        parts = tick_parts(asset, iceberg)
 
-    lines += [
+    def cpu(split: dict[str, float]) -> str:
+        return f"CPU: moto server {split['server']:.2f} s, this process {split['client']:.2f} s"
+
+    return [
+        f"sensor fill: {listed_a} objects ({READY_DROPS} READY drops x {PARTS_PER_DROP + 2} objects + "
+        f"{INCOMPLETE_DROPS} drops without _READY) {fill_how}, moto started, in {fill_seconds:.1f} s "
+        "(not in the figures)",
         f"sensor warm-up (imports, S3 clients, empty ledger read; not in the figures): {warm.seconds:.1f} s",
         report(
-            f"sensor tick A, first tick over {listed_a} objects -> {len(first.run_requests)} run requests",
+            f"sensor tick A, first tick, {listed_a} objects in {pages_a} pages -> "
+            f"{len(first.run_requests)} run requests",
             tick_a,
             floor_a,
             "boto3 ListObjectsV2 of the same prefix",
         ),
-        f"  tick A {tick_a.seconds:.2f} s < {TICK_A_TARGET_S:.0f} s target: {tick_a.seconds < TICK_A_TARGET_S}",
+        f"  tick A {tick_a.seconds:.2f} s < {TICK_A_TARGET_S:.0f} s target: {tick_a.seconds < TICK_A_TARGET_S} | "
+        f"tick {cpu(tick_a_cpu)} | floor {cpu(floor_a_cpu)}",
+        f"  tick A without the listing (same keys in memory): {parts}",
         report(
-            f"sensor tick B, next tick, {listed_b} objects after '{start_after}' -> "
+            f"sensor tick B, next tick, {listed_b} objects in {pages_b} pages after '{start_after}' -> "
             f"{len(second.run_requests)} run requests",
             tick_b,
             floor_b,
             "boto3 ListObjectsV2 with the same StartAfter",
         ),
         f"  tick B {tick_b.seconds:.3f} s (floor {floor_b.seconds:.3f} s) < {TICK_B_TARGET_S:.0f} s target: "
-        f"{tick_b.seconds < TICK_B_TARGET_S}",
+        f"{tick_b.seconds < TICK_B_TARGET_S} | tick {cpu(tick_b_cpu)} | floor {cpu(floor_b_cpu)}",
         *profile_lines,
     ]
-    return lines
+
+
+def tick_parts(asset: dg.AssetsDefinition, iceberg) -> str:
+    """The tick's work after the listing, timed step by step on the same 100k keys held in memory."""
+    from datetime import UTC
+
+    from assets.drop_ledger import loaded_drop_versions
+    from resources.landing import LandedObject
+    from sensors.telemetry_drop_sensor import SensorCursor, group_drops, plan_tick
+
+    modified = datetime.now(UTC).isoformat()
+    parts = tiny_parts()
+    objects = sorted(
+        (
+            LandedObject(key, len(data), hashlib.md5(data, usedforsecurity=False).hexdigest(), modified)
+            for hour, ready in history_drops()
+            for key, data in drop_objects(hour, parts, ready)
+        ),
+        key=lambda o: o.key,
+    )
+    steps: dict[str, float] = {}
+    timed = stopwatch(steps)
+    with timed("group_drops"):
+        listing = group_drops(objects)
+    with timed("ledger read"):
+        loaded = loaded_drop_versions(iceberg, DATASET)
+    with timed("get_partition_keys"):
+        keys = asset.partitions_def.get_partition_keys()
+    with timed("plan_tick (incl. get_partition_keys and RunRequests)"):
+        plan = plan_tick(DATASET, listing, SensorCursor(), loaded, asset.partitions_def, asset.key)
+    with timed("SensorResult+cursor"):
+        dg.SensorResult(run_requests=plan.requests, cursor=plan.cursor.serialize())
+    summary = ", ".join(f"{step} {seconds:.3f} s" for step, seconds in steps.items())
+    return f"{summary}; {len(keys)} partition keys, {len(plan.requests)} requests"
 
 
 def profile_tick(run: Callable[[], object], top: int = 25) -> list[str]:
@@ -457,8 +586,10 @@ def load_breakdown(landing, contract, hour_start: datetime, folder: Path) -> lis
     ]
 
 
-def main(profile: bool = False) -> list[str]:
+def main(profile: bool = False, api_fill: bool = False) -> list[str]:
+    """Both benchmarks. `profile`: add a cProfile of tick A; `api_fill`: PUT the 100k objects through
+    moto's S3 API instead of seeding its backend (same figures, ~6 min more)."""
     with tempfile.TemporaryDirectory(prefix="strata-bench-drops-") as tmp:
-        lines = bench_sensor(Path(tmp) / "sensor", profile)
+        lines = bench_sensor(Path(tmp) / "sensor", profile, api_fill)
         lines += bench_load(Path(tmp) / "load")
     return lines

@@ -141,13 +141,35 @@ def run_floor(root: Path, floor_root: Path) -> Measurement:
     return m
 
 
-def quality_line(steps: dict[str, float]) -> str:
+def warm_validation_seconds() -> tuple[int, float]:
+    """Read the day's telemetry from Iceberg and validate it again in this process, where Great
+    Expectations is already imported: the cost of the checks themselves, without the one-off import."""
+    import time
+
+    from assets.quality_checks import load_suite_files, read_rows, validate
+    from resources.iceberg import IcebergCatalog
+    from resources.settings import load_settings
+
+    settings = load_settings()
+    suite = next(s for s in load_suite_files() if s.suite["name"] == "bronze.telemetry")
+    catalog = IcebergCatalog(uri=settings.iceberg_catalog_uri, warehouse=settings.iceberg_warehouse)
+    began = time.perf_counter()
+    rows = read_rows(suite, None, catalog, None)
+    validate(suite, rows, {"rows_in": len(rows), "window_end": "2026-10-02T00:00:00",
+                           "window_last_15_minutes": "2026-10-01T23:45:00"})  # fmt: skip
+    return len(rows), time.perf_counter() - began
+
+
+def quality_lines(steps: dict[str, float]) -> list[str]:
     """GX validation of the day's telemetry next to the time to materialize it (target: under 25%)."""
     load, checks = steps["bronze__telemetry"], steps["gx_bronze_telemetry"]
-    return (
-        f"GX suite on bronze/telemetry (1 day): {checks:.1f} s vs materialization {load:.1f} s "
-        f"-> checks add {100 * checks / load:.0f}% (target < 25%)"
-    )
+    rows, warm = warm_validation_seconds()
+    return [
+        f"GX suite on bronze/telemetry ({rows:,} rows), warm: {warm:.1f} s (read + validate) vs materialization "
+        f"{load:.1f} s -> checks add {100 * warm / load:.0f}% (target < 25%)",
+        f"  same check step in the run, incl. the one-off Great Expectations import: {checks:.1f} s "
+        f"({100 * checks / load:.0f}%)",
+    ]
 
 
 def main(scale: float = 1.0) -> list[str]:
@@ -161,5 +183,5 @@ def main(scale: float = 1.0) -> list[str]:
             f"demo generate (1 day, scale {scale}): {gen.seconds:.1f} s",
             report("whole graph, 1 day", platform, floor, "compiled dbt SQL in plain DuckDB"),
             "  platform runs: " + ", ".join(f"{job} {seconds:.1f} s" for job, seconds in platform.parts.items()),
-            quality_line(platform.steps),
+            *quality_lines(platform.steps),
         ]
