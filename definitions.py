@@ -14,6 +14,7 @@ from jobs.policies import apply_global_policies
 from resources.environment import build_dbt_project, build_resources
 from resources.settings import StrataSettings, load_settings
 from sensors.alert_sensors import build_check_failure_alert_sensor, build_run_failure_alert_sensor
+from sensors.audit_sensor import build_audit_sensor
 from sensors.freshness_sensor import build_freshness_alert_sensor
 from sensors.telemetry_drop_sensor import build_telemetry_drop_sensor
 
@@ -35,6 +36,7 @@ def build_definitions(settings: StrataSettings) -> dg.Definitions:
         jobs=build_jobs(assets),
         sensors=[
             build_telemetry_drop_sensor(TELEMETRY, telemetry),
+            build_audit_sensor(),
             build_freshness_alert_sensor(),
             build_run_failure_alert_sensor(),
             build_check_failure_alert_sensor(),

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
@@ -424,15 +424,20 @@ def finished_run_records(
         cursor = page[-1].dagster_run.run_id
 
 
+def iter_audit_records(
+    instance: dg.DagsterInstance, run_records: Iterable[dg.RunRecord], *, secrets: Iterable[str] | None = None
+) -> Iterator[tuple[dg.RunRecord, AuditRecord]]:
+    """(run record, audit record) per run, lazily, so a caller can stop when its time is up."""
+    secrets = secret_values() if secrets is None else frozenset(secrets)
+    identity = code_identity()
+    for r in run_records:
+        yield r, record_from_events(r, audit_events(instance, r.dagster_run.run_id), secrets=secrets, identity=identity)
+
+
 def build_audit_records(
     instance: dg.DagsterInstance, run_records: Iterable[dg.RunRecord], *, secrets: Iterable[str] | None = None
 ) -> list[AuditRecord]:
-    secrets = secret_values() if secrets is None else frozenset(secrets)
-    identity = code_identity()
-    return [
-        record_from_events(r, audit_events(instance, r.dagster_run.run_id), secrets=secrets, identity=identity)
-        for r in run_records
-    ]
+    return [record for _, record in iter_audit_records(instance, run_records, secrets=secrets)]
 
 
 # --- one schema for Iceberg, CSV and Parquet ---------------------------------------------------------

@@ -339,6 +339,24 @@ def test_the_cursor_picks_up_runs_finished_later(tmp_path: Path, monkeypatch: py
     )
 
 
+def test_a_tick_out_of_time_commits_what_it_built_and_the_next_goes_on(tmp_path: Path, monkeypatch):
+    catalog = use_fresh_catalog(monkeypatch, tmp_path)
+    with dg.instance_for_test() as instance:
+        run_ids = []
+        for _ in range(3):
+            run = instance.add_run(dg.DagsterRun(job_name="load_hourly", run_id=str(uuid.uuid4())))
+            instance.report_run_canceled(run)
+            run_ids.append(run.run_id)
+        cursor, written = AuditCursor(), []
+        for _ in range(4):
+            # No time at all: each tick still records one run, in update order, and moves the cursor past it.
+            outcome = process_finished_runs(instance, catalog, cursor, budget_s=0, secrets=())
+            cursor = outcome.cursor
+            written.append(outcome.written)
+    assert written == [[run_ids[0]], [run_ids[1]], [run_ids[2]], []]
+    assert [r.run_id for r in stored_records(catalog)] == sorted(run_ids)
+
+
 def test_rebuild_recreates_the_table_from_the_instance(trail: Trail):
     process_finished_runs(trail.instance, trail.catalog, AuditCursor())
     table = trail.catalog.load().load_table(RUN_LOG_TABLE)
