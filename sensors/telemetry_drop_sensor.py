@@ -1,7 +1,7 @@
 """The READY-marker sensor: completed drops in the landing zone start `bronze/telemetry` runs.
 
-Each tick lists the landing zone incrementally: keys sort by date (`telemetry/dt=YYYY-MM-DD/...`), so
-the listing starts after the date `LOOKBACK_DAYS` before the newest drop seen, never at the top of
+Each tick lists the landing zone incrementally: keys sort by time (`telemetry/dt=YYYY-MM-DD/hour=HH/`),
+so the listing starts `LOOKBACK` (72 h) before the newest drop seen, never at the top of
 the bucket. The lookback lets a producer re-deliver a recent hour. A drop version is identified by
 its prefix and its manifest's etag (md5), read from the listing itself: no manifest is fetched here.
 A version already in the ledger of loaded drops is never requested again (an identical re-delivery).
@@ -16,16 +16,19 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 
 import dagster as dg
 
 from assets.drop_ledger import loaded_drop_versions
-from assets.drop_protocol import MANIFEST_NAME, READY_NAME, partition_key
+from assets.drop_protocol import MANIFEST_NAME, READY_NAME, drop_prefix, partition_key
 from resources.iceberg import IcebergCatalog
 from resources.landing import LandedObject, LandingZone
 
-LOOKBACK_DAYS = 3
+LOOKBACK = timedelta(hours=72)
+# A tick lists at most this many objects (20 S3 pages) and carries on where it stopped next tick, so
+# a large backlog never runs into Dagster's 60 s tick timeout.
+MAX_OBJECTS_PER_TICK = 20_000
 DROP_PATH = re.compile(r"^(?P<dataset>[^/]+)/dt=(?P<dt>\d{4}-\d{2}-\d{2})/hour=(?P<hour>\d{2})/$")
 
 
@@ -48,6 +51,31 @@ class Listing:
     ready: list[ReadyDrop] = field(default_factory=list)
     incomplete: list[str] = field(default_factory=list)  # drop prefixes without _READY yet
     unrecognised: list[str] = field(default_factory=list)  # keys outside the drop layout
+    resume_after: str | None = None  # set when the listing stopped early: the next tick starts here
+
+
+def list_drops(landing: LandingZone, dataset: str, start_after: str | None, limit: int) -> Listing:
+    """List at most `limit` objects after `start_after`, whole drops only.
+
+    When more objects follow, the last drop seen may be cut off (`_READY` sorts before the manifest),
+    so its objects are left for the next tick, which resumes after the last complete drop.
+    """
+    objects: list[LandedObject] = []
+    truncated = False
+    for obj in landing.list_objects(f"{dataset}/", start_after=start_after):
+        if len(objects) == limit:
+            truncated = True
+            break
+        objects.append(obj)
+    resume_after = None
+    if truncated:
+        last_prefix = objects[-1].key.rpartition("/")[0] + "/"
+        while len(objects) > 1 and objects[-1].key.startswith(last_prefix):
+            objects.pop()
+        resume_after = objects[-1].key
+    listing = group_drops(objects)
+    listing.resume_after = resume_after
+    return listing
 
 
 def group_drops(objects: Iterable[LandedObject]) -> Listing:
@@ -92,9 +120,17 @@ class SensorCursor:
         return json.dumps({"list_after": self.list_after, "requested": self.requested}, sort_keys=True)
 
 
-def list_after_for(dataset: str, newest: date) -> str:
-    """The `start_after` key that makes a listing begin at the lookback window's first date."""
-    return f"{dataset}/dt={newest - timedelta(days=LOOKBACK_DAYS)}"
+def list_after_for(dataset: str, newest: datetime) -> str:
+    """The `start_after` key that makes a listing begin at the lookback window's first hour."""
+    return drop_prefix(dataset, newest - LOOKBACK).rstrip("/")
+
+
+def partition_bounds(partitions: dg.PartitionsDefinition) -> tuple[datetime, datetime]:
+    """[first hour, end of the last hour) of the hourly partitions, naive UTC: a bounds check per drop
+    instead of materialising every partition key each tick."""
+    first = partitions.start.replace(tzinfo=None)
+    last = partitions.get_last_partition_window()
+    return first, (last.end.replace(tzinfo=None) if last else first)
 
 
 @dataclass
@@ -113,7 +149,7 @@ def plan_tick(
     asset_key: dg.AssetKey,
 ) -> TickPlan:
     """Decide which drops to request; pure, so tests can check every branch without a sensor."""
-    valid_keys = set(partitions.get_partition_keys())
+    first_hour, end = partition_bounds(partitions)
     requests, already_loaded, already_requested, outside = [], [], [], []
     requested = dict(cursor.requested)
     for drop in listing.ready:
@@ -122,7 +158,7 @@ def plan_tick(
             already_loaded.append(drop.prefix)
         elif requested.get(drop.prefix) == drop.delivery:
             already_requested.append(drop.prefix)
-        elif key not in valid_keys:
+        elif not first_hour <= drop.hour_start < end:
             outside.append(drop.prefix)
         else:
             requested[drop.prefix] = drop.delivery
@@ -134,11 +170,12 @@ def plan_tick(
                     tags={"strata/drop": drop.prefix, "strata/drop_version": drop.manifest_etag or "none"},
                 )
             )
-    newest = max((d.hour_start.date() for d in listing.ready), default=None)
-    list_after = list_after_for(dataset, newest) if newest else cursor.list_after
-    list_after = max(list_after, cursor.list_after)
-    window_start = list_after + "/"
-    kept = {p: e for p, e in requested.items() if p > window_start}
+    if listing.resume_after:
+        list_after = listing.resume_after
+    else:
+        newest = max((d.hour_start for d in listing.ready), default=None)
+        list_after = max(list_after_for(dataset, newest) if newest else "", cursor.list_after)
+    kept = {p: e for p, e in requested.items() if p > list_after}
     summary = (
         f"listed {listing.objects} object(s) after '{cursor.list_after or dataset + '/'}': "
         f"{len(listing.ready)} READY drop(s) -> {len(requests)} requested, {len(already_loaded)} already loaded, "
@@ -149,6 +186,8 @@ def plan_tick(
         summary += f" (e.g. {listing.incomplete[0]})"
     if outside:
         summary += f"; outside the partitions: {outside[:3]}"
+    if listing.resume_after:
+        summary += f"; stopped after {listing.objects} objects, the next tick resumes after '{list_after}'"
     return TickPlan(requests, SensorCursor(list_after, kept), summary)
 
 
@@ -167,7 +206,7 @@ def build_telemetry_drop_sensor(dataset: str, asset: dg.AssetsDefinition) -> dg.
         context: dg.SensorEvaluationContext, landing: LandingZone, iceberg: IcebergCatalog
     ) -> dg.SensorResult:
         cursor = SensorCursor.parse(context.cursor)
-        listing = group_drops(landing.list_objects(f"{dataset}/", start_after=cursor.list_after or None))
+        listing = list_drops(landing, dataset, cursor.list_after or None, MAX_OBJECTS_PER_TICK)
         plan = plan_tick(dataset, listing, cursor, loaded_drop_versions(iceberg, dataset), partitions, asset_key)
         context.log.info(plan.summary)
         return dg.SensorResult(

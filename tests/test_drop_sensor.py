@@ -16,7 +16,7 @@ from assets.partitions import hourly_partitions
 from demo.drop_producer import write_drop
 from resources.iceberg import IcebergCatalog
 from resources.landing import LandingZone
-from sensors.telemetry_drop_sensor import SensorCursor, build_telemetry_drop_sensor
+from sensors.telemetry_drop_sensor import SensorCursor, build_telemetry_drop_sensor, list_drops
 from tests.test_bronze_telemetry import hour_rows
 
 START = datetime(2026, 10, 1, 0)
@@ -162,7 +162,26 @@ def test_the_cursor_lists_incrementally_from_the_lookback_window(platform):
         first = tick(platform, instance)
         assert len(first.run_requests) == 6
         cursor = SensorCursor.parse(first.cursor)
-        assert cursor.list_after == "telemetry/dt=2026-10-03"
+        assert cursor.list_after == "telemetry/dt=2026-10-03/hour=00"  # 72 h before the newest drop
         assert sorted(cursor.requested) == [drop_prefix("telemetry", START + timedelta(days=d)) for d in (2, 3, 4, 5)]
         second = tick(platform, instance, first.cursor)
-        assert "listed 12 object(s) after 'telemetry/dt=2026-10-03'" in second.skip_reason.skip_message
+        assert second.run_requests == []
+        assert "listed 12 object(s) after 'telemetry/dt=2026-10-03/hour=00'" in second.skip_reason.skip_message
+
+
+def test_a_big_backlog_is_listed_in_bounded_ticks_without_losing_a_drop(tmp_path):
+    landing = LandingZone(root=str(tmp_path / "landing"))
+    hours = [START + timedelta(hours=h) for h in range(7)]
+    for hour in hours:
+        write_drop(landing, "telemetry", hour, [hour_rows(hour)])
+    seen, cursor, ticks = [], SensorCursor(), 0
+    while True:
+        listing = list_drops(landing, "telemetry", cursor.list_after or None, limit=5)  # 3 objects per drop
+        ticks += 1
+        seen += [d.prefix for d in listing.ready]
+        assert not listing.incomplete  # a drop cut by the limit is left whole for the next tick
+        if listing.resume_after is None:
+            break
+        cursor = SensorCursor(listing.resume_after)
+    assert seen == [drop_prefix("telemetry", h) for h in hours]
+    assert ticks == 7

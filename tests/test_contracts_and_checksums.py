@@ -1,0 +1,37 @@
+"""Pure helpers that audit values depend on: order-independent checksums and contract conformance."""
+
+import pyarrow as pa
+import pytest
+
+from assets.audit_metadata import is_sorted, table_checksum
+from assets.contracts import ContractViolation, conform_to_contract, oltp_contracts
+
+STATIONS = oltp_contracts()["stations"]
+
+
+def test_checksum_depends_on_rows_not_their_order():
+    table = pa.table({"k": [3, 1, 2, 2], "v": ["c", "a", "b", "x"]})
+    shuffled = table.take([2, 0, 3, 1])
+    assert table_checksum(table, ["k", "v"]) == table_checksum(shuffled, ["k", "v"])
+    changed = table.set_column(1, "v", pa.array(["c", "a", "b", "y"]))
+    assert table_checksum(changed, ["k", "v"]) != table_checksum(table, ["k", "v"])
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [([1, 1, 2], [5, 6, 0], True), ([1, 1, 2], [6, 5, 0], False), ([2, 1], [0, 0], False), ([1, 1], [4, 4], True)],
+)
+def test_is_sorted_compares_lexicographically(a, b, expected):
+    assert is_sorted(pa.table({"a": a, "b": b}), ["a", "b"]) is expected
+
+
+def test_conformance_refuses_lossy_casts_and_names_the_column():
+    row = {c.name: [None] for c in STATIONS.columns}
+    row.update(station_id=[1], station_name=["x"], city=["Lyon"], lat=["45.7"], lon=[4.8], capacity=[3],
+               created_at=["2026-10-01 00:00:00"], updated_at=["2026-10-01 00:00:00"])  # fmt: skip
+    with pytest.raises(ContractViolation, match=r"src: column 'lat' has type string, contract says float64"):
+        conform_to_contract(pa.table(row), STATIONS, "src")
+    row["lat"] = [45.7]
+    conformed = conform_to_contract(pa.table(row), STATIONS, "src")
+    assert conformed.schema == STATIONS.arrow_schema()
+    assert str(conformed.column("created_at")[0]) == "2026-10-01 00:00:00"
