@@ -13,7 +13,6 @@ not see credentials: exception messages routinely echo connection strings or con
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -24,6 +23,7 @@ import dagster as dg
 import pyarrow as pa
 
 from assets.audit_metadata import code_identity
+from resources.settings import secret_values
 
 RUN_LOG_TABLE = "audit.run_log"
 TERMINAL_STATUSES = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
@@ -51,8 +51,6 @@ NOT_RUN_TAG = "strata/not_run"
 
 MAX_ERROR_CHARS = 1000
 MAX_ERROR_LINES = 2  # per error in a cause chain: the message, not the query or stack that follows
-MIN_SECRET_LENGTH = 4  # shorter "secrets" (flags like "1", "true") would mangle every message
-SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|KEY|CREDENTIAL", re.IGNORECASE)
 URL_CREDENTIALS = re.compile(r"(?P<prefix>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*):(?P<password>[^@\s]+)@")
 SECRET_ASSIGNMENT = re.compile(
     r"(?P<name>\b(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|secret[_-]?key)\b)"
@@ -106,20 +104,6 @@ class AuditRecord:
 
 
 # --- secrets -----------------------------------------------------------------------------------------
-
-
-def secret_values(environ: Mapping[str, str] | None = None) -> frozenset[str]:
-    """Values of environment variables whose names look secret; a test passes its own mapping.
-
-    This reads the environment directly (the one exception to settings.py owning it) because the set
-    of secrets is open-ended: any credential a resource may have been given ends up in some variable.
-    """
-    env = os.environ if environ is None else environ
-    return frozenset(
-        value.strip()
-        for name, value in env.items()
-        if SECRET_NAME.search(name) and len(value.strip()) >= MIN_SECRET_LENGTH
-    )
 
 
 def scrub_secrets(text: str, secrets: Iterable[str] = ()) -> str:

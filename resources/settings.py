@@ -7,6 +7,8 @@ reference is derived here so that assets never look at the process environment t
 from __future__ import annotations
 
 import os
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -153,4 +155,21 @@ def load_settings(environ: dict[str, str] | None = None) -> StrataSettings:
         # e.g. STRATA_SMTP_HOST, STRATA_SMTP_PORT, STRATA_SMTP_FROM, STRATA_SMTP_TO (comma list), STRATA_SMTP_USERNAME
         smtp=_prefixed(env, "STRATA_SMTP_"),
         dagster_ui_url=env.get("STRATA_DAGSTER_UI_URL", "http://localhost:3000" if strata_env == "local" else ""),
+    )
+
+
+# Shorter "secrets" (flags such as "1" or "true") would mangle every message they were scrubbed from.
+MIN_SECRET_LENGTH = 4
+SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|KEY|CREDENTIAL", re.IGNORECASE)
+
+
+def secret_values(environ: Mapping[str, str] | None = None) -> frozenset[str]:
+    """Values of environment variables whose names look secret, to scrub from audit records and
+    alerts. The set is open-ended (any credential a resource was given sits in some variable), so it
+    is read from the whole environment; a test passes its own mapping."""
+    env = os.environ if environ is None else environ
+    return frozenset(
+        value.strip()
+        for name, value in env.items()
+        if SECRET_NAME.search(name) and len(value.strip()) >= MIN_SECRET_LENGTH
     )
