@@ -36,6 +36,7 @@ MODEL_SCHEMAS = {
     "bookings": "silver",
     "telemetry_clean": "silver",
     "telemetry_quarantine": "silver",
+    "bookings_quarantine": "silver",
     **dict.fromkeys(
         ("dim_customers", "dim_stations", "dim_vehicles", "fct_bookings", "fleet_health_daily", "kpi_daily"),
         "gold",

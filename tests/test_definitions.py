@@ -5,7 +5,7 @@ import dagster as dg
 from definitions import build_definitions
 
 BRONZE = {"customers", "stations", "vehicles", "bookings", "payments", "telemetry"}
-SILVER = {f"stg_{t}" for t in BRONZE} | {"bookings", "telemetry_clean", "telemetry_quarantine"}
+SILVER = {f"stg_{t}" for t in BRONZE} | {"bookings", "bookings_quarantine", "telemetry_clean", "telemetry_quarantine"}
 GOLD = {
     "dim_customers",
     "dim_vehicles",

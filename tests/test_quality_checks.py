@@ -138,3 +138,40 @@ def test_a_failing_critical_check_blocks_downstream_and_a_warning_does_not(setti
     assert failed == {("bronze/bookings", "booking_id_unique"), ("bronze/bookings", "distance_plausible")}
     assert "bronze/bookings" in materialized_in(blocked)
     assert not dbt_models & materialized_in(blocked)  # nothing downstream was published
+
+
+def test_bookings_breaking_the_silver_contract_are_quarantined_and_the_rest_published(settings):
+    generate_demo(settings, TEST_START, 1)
+    defs = build_definitions(settings)
+    instance = dg.DagsterInstance.ephemeral()
+    defs.resolve_job_def("load_hourly").execute_in_process(instance=instance, partition_key="2026-10-01-00:00")
+    with connect_adbc(settings.source_database_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT booking_id FROM bookings ORDER BY booking_id LIMIT 2")
+        unknown, too_long = [row[0] for row in cur.fetchall()]
+        cur.execute(f"UPDATE bookings SET status = 'lost' WHERE booking_id = {unknown}")
+        cur.execute(f"UPDATE bookings SET status = 'completed-and-then-some' WHERE booking_id = {too_long}")
+        cur.execute("SELECT count(*) FROM bookings")
+        total = cur.fetchone()[0]
+        conn.commit()
+
+    result = defs.resolve_job_def("refresh_unpartitioned").execute_in_process(instance=instance, raise_on_error=False)
+    assert result.success
+    failed = {key for key, ok in check_outcomes(result).items() if not ok}
+    # Bronze only warns; staging's accepted_values test only warns; nothing blocks.
+    assert ("bronze/bookings", "status_allowed") in failed
+    assert "silver/bookings" in materialized_in(result)
+
+    tables = warehouse_tables(settings)
+    quarantined = sorted(
+        (r["booking_id"], r["rule"], r["offending_value"]) for r in tables["silver.bookings_quarantine"].to_pylist()
+    )
+    assert quarantined == sorted(
+        [
+            (unknown, "status_allowed", "lost"),
+            (too_long, "status_allowed", "completed-and-then-some"),
+            (too_long, "status_at_most_16_chars", "completed-and-then-some"),
+        ]
+    )
+    published = tables["silver.bookings"].column("booking_id").to_pylist()
+    assert unknown not in published and too_long not in published
+    assert len(published) == total - 2  # every other booking is published, none silently dropped

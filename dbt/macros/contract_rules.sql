@@ -16,7 +16,39 @@
     ]) }}
 {%- endmacro %}
 
-{#- True when a row breaks any rule of `rules`. -#}
+{#- The Silver contract of bookings: keys present, a known status of at most 16 characters (a longer
+    value is refused, never truncated), no negative distance. -#}
+{% macro bookings_contract_rules() -%}
+    {{ return([
+        {'rule': 'booking_id_not_null', 'column': 'booking_id', 'broken_when': 'booking_id is null'},
+        {'rule': 'customer_id_not_null', 'column': 'customer_id', 'broken_when': 'customer_id is null'},
+        {'rule': 'vehicle_id_not_null', 'column': 'vehicle_id', 'broken_when': 'vehicle_id is null'},
+        {'rule': 'status_allowed', 'column': 'status',
+         'broken_when': "status is null or status not in ('reserved', 'active', 'completed', 'cancelled')"},
+        {'rule': 'status_at_most_16_chars', 'column': 'status', 'broken_when': 'length(status) > 16'},
+        {'rule': 'distance_km_not_negative', 'column': 'distance_km', 'broken_when': 'distance_km < 0'},
+    ]) }}
+{%- endmacro %}
+
+{#- One row per (row, broken rule) of `relation` within `where`: the quarantine of a contract.
+    `keys` are carried as they are; the offending value is kept as text. -#}
+{% macro contract_violations(relation, rules, keys, where='1 = 1') -%}
+    {%- for r in rules %}
+    {% if not loop.first %}union all{% endif %}
+    select
+        {% for k in keys %}{{ k }}, {% endfor %}
+        '{{ r.rule }}' as rule,
+        '{{ r.column }}' as column_name,
+        cast({{ r.column }} as varchar) as offending_value,
+        '{{ invocation_id }}' as dbt_invocation_id,
+        '{{ env_var("STRATA_DAGSTER_RUN_ID", "manual") }}' as dagster_run_id
+    from {{ relation }}
+    where ({{ where }}) and ({{ r.broken_when }})
+    {%- endfor %}
+{%- endmacro %}
+
+{#- True when a row breaks any rule of `rules`, never null: a condition on a null value (say
+    `distance_km < 0` for a trip not yet ended) is unknown in SQL, and `not unknown` would drop the row. -#}
 {% macro breaks_any_rule(rules) -%}
-    ({% for r in rules %}({{ r.broken_when }}){% if not loop.last %} or {% endif %}{% endfor %})
+    ({% for r in rules %}coalesce(({{ r.broken_when }}), false){% if not loop.last %} or {% endif %}{% endfor %})
 {%- endmacro %}

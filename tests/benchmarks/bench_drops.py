@@ -1,9 +1,10 @@
 """File drops at scale: the READY-marker sensor over a big S3 landing zone, and drop verification.
 
 Sensor (moto's S3 server in its own process on 127.0.0.1): 10,000 READY hourly drops of 10 objects
-each plus a few drops without `_READY` (> 100,000 objects). Figure A is the first tick (empty
-cursor, empty ledger) that must request all 10,000 drops; figure B the next tick, with A's cursor,
-after 10 new drops landed. Floor: the raw boto3 ListObjectsV2 listing of the same keys (A: the whole
+each plus a few drops without `_READY` (> 100,000 objects). Figure A drains that backlog from an
+empty cursor and ledger: the sensor lists a bounded number of objects per tick, so it takes several
+ticks, each reported, until all 10,000 drops are requested; figure B is the next tick, with A's
+cursor, after 10 new drops landed. Floor: the raw boto3 ListObjectsV2 listing of the same keys (A: the whole
 dataset prefix; B: from the `start_after` key of A's cursor) with no grouping, ledger or Dagster.
 The filler's drops are protocol-complete (valid manifests whose sha256 match the part files), but
 their rows are a tiny fixed table: the sensor never reads them. Through HTTP moto stores only ~250-300
@@ -309,10 +310,23 @@ def bench_sensor(tmp: Path, profile: bool, api_fill: bool) -> list[str]:
 
         with cpu_split(server) as floor_a_cpu:
             floor_a, listed_a = list_floor(floor_client, bucket, prefix)
+        # The sensor lists a bounded number of objects per tick and resumes: drain the backlog tick by
+        # tick. Figure A is the whole drain (all 10,000 drops requested); each tick is also reported.
+        tick_seconds: list[float] = []
+        requested = 0
+        cursor = None
         with cpu_split(server) as tick_a_cpu, measured() as tick_a:
-            first = tick(None)
-        if len(first.run_requests) != READY_DROPS:
-            raise RuntimeError(f"first tick requested {len(first.run_requests)} drops, expected {READY_DROPS}")
+            while True:
+                began_tick = time.perf_counter()
+                result = tick(cursor)
+                tick_seconds.append(time.perf_counter() - began_tick)
+                requested += len(result.run_requests)
+                cursor = result.cursor
+                if not result.run_requests:
+                    break
+        first = result
+        if requested != READY_DROPS:
+            raise RuntimeError(f"the drain requested {requested} drops, expected {READY_DROPS}")
         profile_lines = profile_tick(lambda: tick(None)) if profile else []
 
         upload_drops(filler, bucket, [(READY_DROPS + i, True) for i in range(NEW_DROPS)])
@@ -335,14 +349,15 @@ def bench_sensor(tmp: Path, profile: bool, api_fill: bool) -> list[str]:
         "(not in the figures)",
         f"sensor warm-up (imports, S3 clients, empty ledger read; not in the figures): {warm.seconds:.1f} s",
         report(
-            f"sensor tick A, first tick, {listed_a} objects in {pages_a} pages -> "
-            f"{len(first.run_requests)} run requests",
+            f"sensor drain A, {listed_a} objects in {pages_a} pages -> {requested} run requests "
+            f"in {len(tick_seconds)} ticks (the last one finds nothing new)",
             tick_a,
             floor_a,
             "boto3 ListObjectsV2 of the same prefix",
         ),
-        f"  tick A {tick_a.seconds:.2f} s < {TICK_A_TARGET_S:.0f} s target: {tick_a.seconds < TICK_A_TARGET_S} | "
-        f"tick {cpu(tick_a_cpu)} | floor {cpu(floor_a_cpu)}",
+        f"  ticks: first {tick_seconds[0]:.2f} s, slowest {max(tick_seconds):.2f} s; slowest tick < "
+        f"{TICK_A_TARGET_S:.0f} s target: {max(tick_seconds) < TICK_A_TARGET_S} (Dagster's timeout is 60 s) | "
+        f"drain {cpu(tick_a_cpu)} | floor {cpu(floor_a_cpu)}",
         f"  tick A without the listing (same keys in memory): {parts}",
         report(
             f"sensor tick B, next tick, {listed_b} objects in {pages_b} pages after '{start_after}' -> "

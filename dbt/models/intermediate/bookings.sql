@@ -1,6 +1,13 @@
--- One row per booking with its payment. A booking has at most one payment in the demo domain; should
+{{ config(contract={'enforced': true}) }}
+-- One row per booking that keeps the Silver contract (breaking rows go to bookings_quarantine), with
+-- its payment. A booking has at most one payment in the demo domain; should
 -- a source ever send several, the latest (by updated_at, then payment_id) wins so the grain holds.
-with ranked_payments as (
+with valid_bookings as (
+    select * from {{ ref('stg_bookings') }}
+    where not {{ breaks_any_rule(bookings_contract_rules()) }}
+),
+
+ranked_payments as (
     select
         booking_id,
         amount_cents,
@@ -32,7 +39,7 @@ select
     end as duration_min,
     p.amount_cents,
     p.payment_status
-from {{ ref('stg_bookings') }} as b
+from valid_bookings as b
 left join ranked_payments as p
     on p.booking_id = b.booking_id
     and p.payment_rank = 1
