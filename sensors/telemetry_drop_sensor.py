@@ -26,9 +26,9 @@ from resources.iceberg import IcebergCatalog
 from resources.landing import LandedObject, LandingZone
 
 LOOKBACK = timedelta(hours=72)
-# A tick lists at most this many objects (20 S3 pages) and carries on where it stopped next tick, so
+# A tick lists at most this many objects (10 S3 pages) and carries on where it stopped next tick, so
 # a large backlog never runs into Dagster's 60 s tick timeout.
-MAX_OBJECTS_PER_TICK = 20_000
+MAX_OBJECTS_PER_TICK = 10_000
 DROP_PATH = re.compile(r"^(?P<dataset>[^/]+)/dt=(?P<dt>\d{4}-\d{2}-\d{2})/hour=(?P<hour>\d{2})/$")
 
 

@@ -1,11 +1,13 @@
 """Bronze telemetry: verified hourly drops, partition overwrite, corrupted drops leave the table as it was."""
 
+import hashlib
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
 
+from assets.audit_metadata import combine_checksums
 from assets.bronze_telemetry import build_telemetry_asset
 from assets.contracts import file_drop_contracts
 from assets.drop_protocol import partition_key
@@ -81,6 +83,9 @@ def test_a_range_run_loads_every_hour_and_a_rerun_replaces_instead_of_duplicatin
     assert meta["strata/rows_in"].value == 36
     assert meta["dagster/partition_row_count"].value == 36
     assert meta["strata/input_partitions"].value == [partition_key(h) for h in hours]
+    files = sorted((tmp_path / "landing" / "telemetry").rglob("*.parquet"))
+    assert len(files) == 3
+    assert meta["strata/checksum"].value == combine_checksums(hashlib.sha256(f.read_bytes()).hexdigest() for f in files)
 
     # A corrected re-delivery of hour 1 with fewer rows replaces exactly that hour.
     land(tmp_path / "landing", hours[1], hour_rows(hours[1], vehicles=2))
