@@ -12,6 +12,7 @@ from tests.conftest import TEST_START
 from tests.support import fingerprints, generate_demo, warehouse_tables
 
 DAYS = 2
+pytestmark = pytest.mark.slow  # whole-graph runs: in CI and `make test`, skipped by `make test-fast`
 
 
 @pytest.fixture

@@ -75,6 +75,7 @@ def materialized_in(result: dg.ExecuteInProcessResult) -> set[str]:
     return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
 
 
+@pytest.mark.slow
 def test_bad_telemetry_values_warn_in_bronze_and_are_quarantined_in_silver(settings):
     generate_demo(settings, TEST_START, 1)
     drop = Path(settings.landing_root) / drop_prefix("telemetry", BAD_HOUR) / "part-00000.parquet"
