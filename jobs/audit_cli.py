@@ -39,12 +39,7 @@ STATUSES = ("SUCCESS", "FAILURE", "CANCELED")
 
 def settings_catalog() -> IcebergCatalog:
     """The Iceberg catalog of this environment, as `build_resources` configures it (without dbt)."""
-    settings = load_settings()
-    return IcebergCatalog(
-        uri=settings.iceberg_catalog_uri,
-        warehouse=settings.iceberg_warehouse,
-        properties=settings.catalog_properties,
-    )
+    return IcebergCatalog.from_settings(load_settings())
 
 
 def parse_time(value: str, *, end_of_day: bool = False) -> datetime:

@@ -37,11 +37,7 @@ def build_resources(settings: StrataSettings, dbt_project: DbtProject) -> dict[s
     return {
         "secrets": secrets,
         "alerting": build_alerting_resource(settings, secrets),
-        "iceberg": IcebergCatalog(
-            uri=settings.iceberg_catalog_uri,
-            warehouse=settings.iceberg_warehouse,
-            properties=settings.catalog_properties,
-        ),
+        "iceberg": IcebergCatalog.from_settings(settings),
         "source_db": SourceDatabase(url=settings.source_database_url),
         "landing": LandingZone(
             root=settings.landing_root, s3_endpoint_url=settings.s3_endpoint_url, s3_region=settings.s3_region

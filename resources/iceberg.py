@@ -8,6 +8,7 @@ which then reloads the table and tries again instead of failing the run.
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -15,13 +16,15 @@ from typing import TYPE_CHECKING, TypeVar
 
 import dagster as dg
 
-from resources.settings import ICEBERG_CATALOG_NAME
+from resources.settings import ICEBERG_CATALOG_NAME, StrataSettings
 
 if TYPE_CHECKING:
     from pyiceberg.catalog import Catalog
     from pyiceberg.table import Table
 
 T = TypeVar("T")
+_CATALOGS: dict[tuple, Catalog] = {}
+_CATALOGS_LOCK = threading.Lock()
 COMMIT_ATTEMPTS = 8
 
 
@@ -33,7 +36,25 @@ class IcebergCatalog(dg.ConfigurableResource):
     catalog_type: str = "sql"
     properties: dict[str, str] = {}
 
+    @classmethod
+    def from_settings(cls, settings: StrataSettings) -> IcebergCatalog:
+        """The catalog of an environment: the one place its settings become a resource."""
+        return cls(
+            uri=settings.iceberg_catalog_uri,
+            warehouse=settings.iceberg_warehouse,
+            properties=settings.catalog_properties,
+        )
+
     def load(self) -> Catalog:
+        """The pyiceberg catalog, opened once per process and configuration: opening a SqlCatalog
+        creates an engine and checks its tables, and one load calls this several times."""
+        key = (self.catalog_type, self.uri, self.warehouse, tuple(sorted(self.properties.items())))
+        with _CATALOGS_LOCK:
+            if key not in _CATALOGS:
+                _CATALOGS[key] = self._open()
+            return _CATALOGS[key]
+
+    def _open(self) -> Catalog:
         from pyiceberg.catalog import load_catalog
 
         props = {"uri": self.uri, "warehouse": self.warehouse, **self.properties}

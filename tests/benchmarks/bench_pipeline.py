@@ -152,7 +152,7 @@ def warm_validation_seconds() -> tuple[int, float]:
 
     settings = load_settings()
     suite = next(s for s in load_suite_files() if s.suite["name"] == "bronze.telemetry")
-    catalog = IcebergCatalog(uri=settings.iceberg_catalog_uri, warehouse=settings.iceberg_warehouse)
+    catalog = IcebergCatalog.from_settings(settings)
     began = time.perf_counter()
     rows = read_rows(suite, None, catalog, None)
     validate(suite, rows, {"rows_in": len(rows), "window_end": "2026-10-02T00:00:00",
