@@ -1,45 +1,37 @@
-{{ config(contract={'enforced': true}) }}
--- One row per booking that keeps the Silver contract (breaking rows go to bookings_quarantine), with
--- its payment. A booking has at most one payment in the demo domain; should
--- a source ever send several, the latest (by updated_at, then payment_id) wins so the grain holds.
-with valid_bookings as (
-    select * from {{ ref('stg_bookings') }}
-    where not {{ breaks_any_rule(bookings_contract_rules()) }}
-),
-
-ranked_payments as (
-    select
-        booking_id,
-        amount_cents,
-        status as payment_status,
-        row_number() over (
-            partition by booking_id
-            order by updated_at desc, payment_id desc
-        ) as payment_rank
-    from {{ ref('stg_payments') }}
-)
-
+{{
+    config(
+        materialized='incremental',
+        incremental_strategy='merge',
+        unique_key='booking_id',
+        contract={'enforced': true},
+        on_schema_change='fail',
+    )
+}}
+-- The "final" step of the bookings promotion: written only from bookings_valid (rows that keep the
+-- Silver contract) and only by MERGE on booking_id, so a booking's newer version replaces the older
+-- one in place and no booking is ever published twice. An incremental run merges only the bookings
+-- that changed (booking or payment) since the latest change already published; the first build, or
+-- --full-refresh, publishes all of them. A booking whose newer version breaks the contract keeps its
+-- last valid version here, and the breaking version is in bookings_quarantine.
 select
-    b.booking_id,
-    b.customer_id,
-    b.vehicle_id,
-    b.start_station_id,
-    b.end_station_id,
-    b.status,
-    b.booked_at,
-    b.started_at,
-    b.ended_at,
-    b.distance_km,
-    b.created_at,
-    b.updated_at,
-    cast(b.booked_at as date) as booking_date,
-    case
-        when b.started_at is not null and b.ended_at is not null
-            then {{ minutes_between('b.started_at', 'b.ended_at') }}
-    end as duration_min,
-    p.amount_cents,
-    p.payment_status
-from valid_bookings as b
-left join ranked_payments as p
-    on p.booking_id = b.booking_id
-    and p.payment_rank = 1
+    booking_id,
+    customer_id,
+    vehicle_id,
+    start_station_id,
+    end_station_id,
+    status,
+    booked_at,
+    started_at,
+    ended_at,
+    distance_km,
+    created_at,
+    updated_at,
+    booking_date,
+    duration_min,
+    amount_cents,
+    payment_status,
+    changed_at
+from {{ ref('bookings_valid') }}
+{% if is_incremental() %}
+where changed_at >= (select max(changed_at) from {{ this }})
+{% endif %}
