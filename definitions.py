@@ -7,6 +7,7 @@ import dagster as dg
 from assets.bronze_oltp import build_oltp_assets
 from assets.bronze_telemetry import TELEMETRY, build_telemetry_asset
 from assets.dbt_models import build_dbt_assets
+from assets.demand_forecast import build_demand_forecast_asset
 from assets.partitions import daily_partitions, hourly_partitions
 from assets.quality_checks import build_quality_checks
 from jobs import build_jobs
@@ -15,6 +16,7 @@ from resources.environment import build_dbt_project, build_resources
 from resources.settings import StrataSettings, load_settings
 from sensors.alert_sensors import build_check_failure_alert_sensor, build_run_failure_alert_sensor
 from sensors.audit_sensor import build_audit_sensor
+from sensors.automation_sensor import build_automation_sensor
 from sensors.freshness_sensor import build_freshness_alert_sensor
 from sensors.telemetry_drop_sensor import build_telemetry_drop_sensor
 
@@ -22,11 +24,13 @@ from sensors.telemetry_drop_sensor import build_telemetry_drop_sensor
 def build_definitions(settings: StrataSettings) -> dg.Definitions:
     dbt_project = build_dbt_project(settings)
     telemetry = build_telemetry_asset(hourly_partitions(settings.start_date))
+    daily = daily_partitions(settings.start_date)
     assets = apply_global_policies(
         [
             *build_oltp_assets(),
             telemetry,
-            *build_dbt_assets(dbt_project, daily_partitions(settings.start_date)),
+            *build_dbt_assets(dbt_project, daily),
+            build_demand_forecast_asset(daily),
         ]
     )
     partitions_by_asset = {key: asset.partitions_def for asset in assets for key in asset.keys}
@@ -37,6 +41,7 @@ def build_definitions(settings: StrataSettings) -> dg.Definitions:
         sensors=[
             build_telemetry_drop_sensor(TELEMETRY, telemetry),
             build_audit_sensor(),
+            build_automation_sensor(),
             build_freshness_alert_sensor(),
             build_run_failure_alert_sensor(),
             build_check_failure_alert_sensor(),

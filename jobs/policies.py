@@ -1,4 +1,4 @@
-"""Platform-wide policies as configuration: freshness, retries, pools and run priorities.
+"""Platform-wide policies as configuration: freshness, retries, pools, automation and run priorities.
 
 `definitions.py` calls `apply_global_policies` once on every asset, so no asset module repeats them.
 The tables below are the whole policy: an asset selection (or job name) and what applies to it.
@@ -10,6 +10,11 @@ not hammer a recovering source at the same moment. Deterministic failures are ne
 - a failed blocking check fails its step with `DagsterAssetCheckFailedError` after the body ran,
   outside the retry boundary, so it is not retried either;
 - dbt (Silver/Gold) gets no retry policy: its failures are SQL or data-test failures.
+
+Automation is gated by quality: Silver, Gold and ML assets follow their inputs (`eager`) only while
+every blocking check of those inputs passes (`all_deps_blocking_checks_passed`). A failed critical
+GX check or dbt test therefore holds back what is downstream across runs too, until the input is
+materialized again and passes; the blocking check already stops it within the run.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ BRONZE = dg.AssetSelection.groups("bronze")
 BRONZE_TELEMETRY = dg.AssetSelection.assets(["bronze", "telemetry"])
 BRONZE_OLTP = BRONZE - BRONZE_TELEMETRY
 DBT_MODELS = dg.AssetSelection.groups("silver", "gold")
+ML = dg.AssetSelection.groups("ml")
 
 # Gold (the daily marts and the dimensions) holds the previous day by 06:00 UTC: a materialization
 # between 00:00 and 06:00 (after the day closed, before the deadline) meets the day's deadline.
@@ -47,7 +53,16 @@ RETRY_POLICIES: list[tuple[str, dg.AssetSelection, dg.RetryPolicy]] = [
 POOLS: list[tuple[str, dg.AssetSelection, str]] = [
     ("the OLTP source database", BRONZE_OLTP, "source_db"),
     ("the SQL engine (DuckDB has one writer; Trino is shared)", DBT_MODELS, "warehouse"),
+    ("ML reads the marts from the SQL engine (a DuckDB reader cannot open the file while dbt writes)", ML, "warehouse"),
 ]
+# Follow the inputs when they update, but never past an input whose blocking checks failed.
+QUALITY_GATED_EAGER = (
+    dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+).with_label("eager, while all blocking checks of the inputs pass")
+AUTOMATION_CONDITIONS: list[tuple[str, dg.AssetSelection, dg.AutomationCondition]] = [
+    ("Silver, Gold and ML follow their inputs once those pass their blocking checks", DBT_MODELS | ML,
+     QUALITY_GATED_EAGER),
+]  # fmt: skip
 # Run priority (`dagster/priority`, higher starts first) for the QueuedRunCoordinator: the daily Gold
 # build before the dimension refresh, both before hourly Bronze catch-up. Jobs not listed get 0.
 JOB_PRIORITIES: dict[str, int] = {
@@ -127,9 +142,11 @@ def apply_global_policies(
     freshness: Sequence[tuple[str, dg.AssetSelection, dg.FreshnessPolicy]] = FRESHNESS_POLICIES,
     retries: Sequence[tuple[str, dg.AssetSelection, dg.RetryPolicy]] = RETRY_POLICIES,
     pools: Sequence[tuple[str, dg.AssetSelection, str]] = POOLS,
+    automation: Sequence[tuple[str, dg.AssetSelection, dg.AutomationCondition]] = AUTOMATION_CONDITIONS,
 ) -> list[dg.AssetsDefinition]:
-    """Every asset with the freshness policy, retry policy and pool the tables give it."""
+    """Every asset with the freshness policy, automation condition, retry policy and pool the tables give it."""
     freshness_by_key = _by_key(freshness, assets, "freshness policy")
+    automation_by_key = _by_key(automation, assets, "automation condition")
     retry_by_key = _by_key(retries, assets, "retry policy")
     pool_by_key = _by_key(pools, assets, "pool")
     result = []
@@ -137,12 +154,11 @@ def apply_global_policies(
         if not asset.keys:  # a checks-only definition: no specs, and its op is the checks' own
             result.append(asset)
             continue
-        if any(key in freshness_by_key for key in asset.keys):
+        if any(key in freshness_by_key or key in automation_by_key for key in asset.keys):
             asset = asset.map_asset_specs(
-                lambda spec: (
-                    spec.replace_attributes(freshness_policy=freshness_by_key[spec.key])
-                    if spec.key in freshness_by_key
-                    else spec
+                lambda spec: spec.replace_attributes(
+                    freshness_policy=freshness_by_key.get(spec.key, spec.freshness_policy),
+                    automation_condition=automation_by_key.get(spec.key, spec.automation_condition),
                 )
             )
         retry_policy = _op_value(asset, retry_by_key, "retry policy")

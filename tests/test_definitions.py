@@ -1,11 +1,17 @@
-"""The code location: one graph from Bronze to Gold, dbt sources wired to Bronze, checks and partitions."""
+"""The code location: one graph from Bronze to Gold and ML, dbt sources wired to Bronze, checks and partitions."""
 
 import dagster as dg
 
 from definitions import build_definitions
 
 BRONZE = {"customers", "stations", "vehicles", "bookings", "payments", "telemetry"}
-SILVER = {f"stg_{t}" for t in BRONZE} | {"bookings", "bookings_quarantine", "telemetry_clean", "telemetry_quarantine"}
+SILVER = {f"stg_{t}" for t in BRONZE} | {
+    "bookings_valid",
+    "bookings",
+    "bookings_quarantine",
+    "telemetry_clean",
+    "telemetry_quarantine",
+}
 GOLD = {
     "dim_customers",
     "dim_vehicles",
@@ -22,6 +28,7 @@ DAILY = {
     ("gold", "fleet_health_daily"),
     ("gold", "kpi_daily"),
     ("gold", "demand_features_hourly"),
+    ("ml", "demand_forecast"),
 }
 
 
@@ -30,7 +37,7 @@ def test_definitions_hold_one_graph_from_bronze_to_gold(settings):
     graph = defs.resolve_asset_graph()
     keys = {tuple(k.path) for k in graph.get_all_asset_keys()}
     expected = {("bronze", t) for t in BRONZE} | {("silver", t) for t in SILVER} | {("gold", t) for t in GOLD}
-    assert keys == expected
+    assert keys == expected | {("ml", "demand_forecast")}
 
     # No dangling sources: every dependency is an asset this location materializes.
     for key in graph.get_all_asset_keys():
@@ -42,6 +49,11 @@ def test_definitions_hold_one_graph_from_bronze_to_gold(settings):
 
     assert graph.get(dg.AssetKey(["silver", "stg_bookings"])).parent_keys == {dg.AssetKey(["bronze", "bookings"])}
     assert graph.get(dg.AssetKey(["silver", "stg_telemetry"])).parent_keys == {dg.AssetKey(["bronze", "telemetry"])}
+    # The Python ML asset reads dbt marts: it is downstream of dbt in the same graph.
+    assert graph.get(dg.AssetKey(["ml", "demand_forecast"])).parent_keys == {
+        dg.AssetKey(["gold", "demand_features_hourly"]),
+        dg.AssetKey(["gold", "dim_stations"]),
+    }
 
 
 def test_partitions_and_backfill_policies(settings):

@@ -8,6 +8,7 @@ import pytest
 
 from definitions import build_definitions
 from jobs.backfill import run_backfill, table_row_counts
+from resources.iceberg import IcebergCatalog
 from tests.conftest import TEST_START
 from tests.support import fingerprints, generate_demo, warehouse_tables
 
@@ -54,6 +55,12 @@ def test_every_asset_materializes_and_gold_matches_ground_truth(backfilled, sett
     for r in tables["gold.fleet_health_daily"].to_pylist():
         km.setdefault(str(r["health_date"]), {})[str(r["vehicle_id"])] = round(r["km_driven"], 6)
     assert km == truth["km_driven_per_vehicle"]
+
+    # The Python ML asset downstream of dbt forecasts every (station, hour) the features hold.
+    forecast = IcebergCatalog.from_settings(settings).load().load_table("ml.demand_forecast").scan().to_arrow()
+    features = tables["gold.demand_features_hourly"]
+    assert forecast.num_rows == features.num_rows > 0
+    assert sum(forecast.column("expected_bookings").to_pylist()) == sum(features.column("bookings_started").to_pylist())
 
     # A second backfill of the same window is idempotent: same rows, same content.
     before = fingerprints(tables)

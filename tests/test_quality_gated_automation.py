@@ -1,0 +1,104 @@
+"""Blocking checks gate across runs: automation does not start what is downstream of a table whose
+blocking check failed, until that table is materialized again and passes. Shown on the Python asset
+`ml/demand_forecast`, downstream of the dbt model `gold/dim_stations` (the gap dagster-dbt leaves: its
+dbt tests are not blocking, so automation would go ahead)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+import dagster as dg
+import pytest
+
+from definitions import build_definitions
+from resources.iceberg import IcebergCatalog
+from resources.source_db import connect_adbc
+from tests.conftest import TEST_START
+from tests.support import generate_demo
+
+FORECAST = dg.AssetKey(["ml", "demand_forecast"])
+STATIONS = dg.AssetKey(["gold", "dim_stations"])
+DAY = TEST_START.isoformat()
+# Evaluated the morning after DAY: DAY is then the latest daily partition, the one `eager` considers.
+MORNING_AFTER = datetime(TEST_START.year, TEST_START.month, TEST_START.day, 3) + timedelta(days=1)
+CAPACITY_CHECK = "in_range_dim_stations_capacity__1"  # the dbt test of dim_stations.capacity >= 1
+
+
+def failed_checks(result: dg.ExecuteInProcessResult) -> set[tuple[str, str]]:
+    return {(e.asset_key.to_user_string(), e.check_name) for e in result.get_asset_check_evaluations() if not e.passed}
+
+
+def set_capacity(settings, station_id: int, capacity: int, updated_at: str) -> None:
+    with connect_adbc(settings.source_database_url) as conn, conn.cursor() as cur:
+        cur.execute(
+            f"UPDATE stations SET capacity = {capacity}, updated_at = '{updated_at}' WHERE station_id = {station_id}"
+        )
+        conn.commit()
+
+
+def true_partitions(result) -> set[str]:
+    return set(result.true_subset.expensively_compute_partition_keys() or ())
+
+
+def evaluation_of(run, key: dg.AssetKey):
+    return next(result for result in run.results if result.key == key)
+
+
+def parts(result) -> dict[str, set[str]]:
+    """Partitions for which each part of `eager & all_deps_blocking_checks_passed` holds."""
+    return {child.condition.get_label(): true_partitions(child) for child in result.child_results}
+
+
+def test_every_silver_gold_and_ml_asset_is_gated_by_blocking_checks(settings):
+    graph = build_definitions(settings).resolve_asset_graph()
+    for key in graph.get_all_asset_keys():
+        condition = graph.get(key).automation_condition
+        labels = {} if condition is None else {c.get_label() for c in condition.operands}
+        if key.path[0] == "bronze":
+            assert condition is None, key  # Bronze is started by its sensor and jobs, not by automation
+        else:
+            assert {"eager", "all_deps_blocking_checks_passed"} <= labels, key
+
+
+@pytest.mark.slow
+def test_a_failed_dbt_test_holds_back_the_python_asset_until_the_table_passes_again(settings):
+    generate_demo(settings, TEST_START, 1)
+    defs = build_definitions(settings)
+    instance = dg.DagsterInstance.ephemeral()
+    defs.resolve_job_def("load_hourly").execute_in_process(instance=instance, partition_key=f"{DAY}-00:00")
+    refresh, daily = defs.resolve_job_def("refresh_unpartitioned"), defs.resolve_job_def("build_daily")
+    assert refresh.execute_in_process(instance=instance).success
+    assert daily.execute_in_process(instance=instance, partition_key=DAY).success
+    forecast_rows = IcebergCatalog.from_settings(settings).load().load_table("ml.demand_forecast").scan().to_arrow()
+    assert forecast_rows.num_rows > 0 and forecast_rows.column("expected_utilisation").to_pylist()[0] > 0
+
+    def evaluate(cursor=None):
+        return dg.evaluate_automation_conditions(
+            defs=defs,
+            instance=instance,
+            asset_selection=dg.AssetSelection.assets(FORECAST),
+            evaluation_time=MORNING_AFTER,
+            cursor=cursor,
+        )
+
+    quiet = evaluate()
+    assert quiet.total_requested == 0  # everything is up to date
+
+    # The source sets a station's capacity to 0: dim_stations is rebuilt and its blocking test fails.
+    set_capacity(settings, 1, 0, "2026-10-03 08:00:00.000000")
+    broken = refresh.execute_in_process(instance=instance, raise_on_error=False)
+    assert not broken.success
+    assert failed_checks(broken) == {("gold/dim_stations", CAPACITY_CHECK)}
+    assert STATIONS in {e.asset_key for e in broken.get_asset_materialization_events()}
+    held = evaluate(quiet.cursor)
+    assert held.total_requested == 0
+    # Plain `eager` would run it (an input updated); the failed blocking check is what holds it back.
+    assert parts(evaluation_of(held, FORECAST)) == {"eager": {DAY}, "all_deps_blocking_checks_passed": set()}
+
+    # The source is fixed; dim_stations is rebuilt and passes: the forecast is requested for DAY.
+    set_capacity(settings, 1, 12, "2026-10-03 09:00:00.000000")
+    fixed = refresh.execute_in_process(instance=instance)
+    assert not failed_checks(fixed)
+    released = evaluate(held.cursor)
+    assert released.total_requested == 1
+    assert true_partitions(evaluation_of(released, FORECAST)) == {DAY}
