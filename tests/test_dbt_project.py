@@ -33,6 +33,7 @@ DAILY_MODELS = {
 }
 MODEL_SCHEMAS = {
     **dict.fromkeys(STAGING, "silver"),
+    "bookings_valid": "silver",
     "bookings": "silver",
     "telemetry_clean": "silver",
     "telemetry_quarantine": "silver",
@@ -245,6 +246,7 @@ SCRATCH_ROWS: dict[str, list[tuple]] = {
         (100, ts("2026-10-01 08:20"), 45.758, 4.85, 18.5, 85.0, 1003.0, None),
         (100, ts("2026-10-01 08:20"), 45.758, 4.85, 18.5, 85.0, 1003.0, None),  # duplicate delivery
         (100, ts("2026-10-01 08:40"), 45.757, 4.832, 0.0, 80.0, 1005.2, None),
+        (100, ts("2026-10-01 08:40"), 45.757, 4.832, 0.0, 79.0, 1005.2, None),  # a conflicting copy
         (102, ts("2026-10-01 23:55"), 45.76, 4.86, 30.0, 60.0, 500.0, "E12"),
         (102, ts("2026-10-02 00:10"), 45.75, 4.84, 42.0, 58.5, 507.5, None),
         (100, ts("2026-10-02 09:02"), 45.76, 4.86, 12.0, 79.0, 1005.2, None),
@@ -337,6 +339,9 @@ def dbt_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 PORTABLE_FUNCTIONS = {
     "count", "sum", "avg", "min", "max", "coalesce", "nullif", "cast", "extract", "date_trunc",
     "date_diff", "mod", "row_number", "abs", "floor", "ceil", "lower", "upper", "length", "round",
+    "first_value",
+    # greatest: only with non-null arguments (DuckDB skips nulls, Trino returns null); coalesce them first
+    "greatest",
 }  # fmt: skip
 # keywords that may precede "(" without being a function call
 STRUCTURAL_KEYWORDS = {
@@ -438,6 +443,10 @@ def test_parses_for_the_prod_trino_target(tmp_path: Path, monkeypatch: pytest.Mo
         config = models[name].config
         assert config.materialized == "incremental" and config.incremental_strategy == "append", name
         assert "delete_window" in config.pre_hook[0].sql, name
+    # The final bookings table is written only from the valid rows, by merge on its key.
+    final = models["bookings"].config
+    assert (final.materialized, final.incremental_strategy, final.unique_key) == ("incremental", "merge", "booking_id")
+    assert models["bookings"].depends_on.nodes == ["model.strata.bookings_valid"]
     for name, node in models.items():
         assert node.description, f"{name} is not documented"
         assert node.columns and all(c.description for c in node.columns.values()), f"{name} has undocumented columns"
@@ -528,6 +537,17 @@ def test_daily_windows_are_idempotent_and_match_the_source(dbt_env: Path, tmp_pa
     # only day 1 is in the daily tables; the duplicated reading is gone
     assert table_rows(dbt_env, "select distinct booking_date from gold.fct_bookings") == [(day1,)]
     assert first["silver.telemetry_clean"] == 4
+    # the conflicting copy loses (lower battery) and is quarantined; the identical copy loses nothing
+    assert table_rows(
+        dbt_env, "select vehicle_id, ts, rule, offending_value from silver.telemetry_quarantine"
+    ) == [
+        (
+            100,
+            datetime(2026, 10, 1, 8, 40),
+            "one_reading_per_vehicle_and_time",
+            "lat=45.757 lon=4.832 speed_kmh=0.0 battery_pct=79.0 odometer_km=1005.2 fault_code=null",
+        )
+    ]
 
     # the re-run emptied the window first, with a DELETE that Trino runs as well
     deletes = {
@@ -563,11 +583,15 @@ def test_daily_windows_are_idempotent_and_match_the_source(dbt_env: Path, tmp_pa
         (pytest.approx(36.00),)
     ]
 
-    # A changed source replaces the window's rows: booking 4 is cancelled, day 1 is re-run.
+    # A changed source replaces the window's rows: booking 4 is cancelled (a change stamps updated_at,
+    # which is what the merge into silver.bookings picks up), day 1 is re-run.
     import duckdb
 
     with duckdb.connect(str(dbt_env)) as con:
-        con.execute("update bronze.bookings set status = 'cancelled' where booking_id = 4")
+        con.execute(
+            "update bronze.bookings set status = 'cancelled', updated_at = timestamp '2026-10-05 00:00:00' "
+            "where booking_id = 4"
+        )
     run_dbt(tmp_path, "build", "--target", "local", "--vars", vars_day1)
     assert row_counts(dbt_env) == both_days
     assert table_rows(

@@ -52,3 +52,11 @@
 {% macro breaks_any_rule(rules) -%}
     ({% for r in rules %}coalesce(({{ r.broken_when }}), false){% if not loop.last %} or {% endif %}{% endfor %})
 {%- endmacro %}
+
+{#- The window that orders the readings of one (vehicle_id, ts): a drop may deliver a reading twice.
+    The first in this order is published in telemetry_clean; every later copy that differs from it
+    goes to telemetry_quarantine as a duplicate key. The order makes the choice deterministic. -#}
+{% macro telemetry_duplicates_window() -%}
+    partition by vehicle_id, ts
+    order by odometer_km desc, battery_pct desc, speed_kmh desc, lat, lon, fault_code nulls last
+{%- endmacro %}

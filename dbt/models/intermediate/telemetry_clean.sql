@@ -11,7 +11,8 @@
 }}
 -- Telemetry of the run's window that keeps the Silver contract (macros/contract_rules.sql; rows that
 -- break it go to telemetry_quarantine), one row per (vehicle_id, ts): a drop may deliver a reading twice.
--- Among duplicates the choice is deterministic (highest odometer, then the other values).
+-- Among duplicates the choice is deterministic (macro telemetry_duplicates_window); the other copies, when they
+-- differ, are quarantined as duplicate keys.
 select
     vehicle_id,
     ts,
@@ -33,10 +34,7 @@ from (
         odometer_km,
         fault_code,
         cast(ts as date) as reading_date,
-        row_number() over (
-            partition by vehicle_id, ts
-            order by odometer_km desc, battery_pct desc, speed_kmh desc, lat, lon, fault_code nulls last
-        ) as reading_rank
+        row_number() over ({{ telemetry_duplicates_window() }}) as reading_rank
     from {{ ref('stg_telemetry') }}
     where {{ window_filter('ts') }}
         and not {{ breaks_any_rule(telemetry_contract_rules()) }}
