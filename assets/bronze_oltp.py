@@ -5,19 +5,35 @@ summary of the Iceberg snapshot that wrote the rows, so it commits atomically wi
 that fails before its commit leaves the old watermark, and the next run extracts the same rows again.
 Rows are read with `updated_at >= watermark` (not `>`), because rows committed later with the same
 timestamp would otherwise be skipped; the upsert makes re-reading them harmless.
+
+Rows that break a row-level rule of the contract (a null key or required value, an unparseable
+timestamp) are not upserted: they go to `audit.bronze_quarantine` and the other rows are published.
 """
 
+from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from assets.audit_metadata import audit_metadata, table_checksum
-from assets.contracts import ContractViolation, TableContract, conform_to_contract, oltp_contracts
+from assets.bronze_quarantine import QUARANTINE_TABLE, describe_rejects, quarantine_records, record_quarantined_rows
+from assets.contracts import (
+    ConformedRows,
+    ContractViolation,
+    RowRejects,
+    TableContract,
+    conform_rows,
+    oltp_contracts,
+)
 from assets.ingestion_guard import IngestionGuard, guard_passes, source_problem
 from resources.iceberg import IcebergCatalog, commit_with_retry
 from resources.source_db import SourceDatabase
+
+if TYPE_CHECKING:
+    from pyiceberg.table import Table
 
 WATERMARK_PROPERTY = "strata.watermark"
 BRONZE_GROUP = "bronze"
@@ -56,21 +72,74 @@ def latest_version_per_key(rows: pa.Table, contract: TableContract) -> pa.Table:
     return ordered.filter(keep)
 
 
-def extract_and_upsert(contract: TableContract, source: SourceDatabase, catalog: IcebergCatalog, run_id: str):
-    """Extract the rows changed since the stored watermark and upsert them into `bronze.<table>`."""
+@dataclass(frozen=True)
+class Extraction:
+    """What one extraction read, wrote and set aside: the asset's log line and audit metadata."""
+
+    rows_in: int  # every row extracted, good or quarantined
+    rows: pa.Table  # the good rows, one per key, as upserted
+    rejects: RowRejects
+    updated: int
+    inserted: int
+    previous_watermark: str | None
+    watermark: str | None
+    table: "Table"
+    total_rows: int
+
+
+def source_name(contract: TableContract) -> str:
+    """How quarantine records name an OLTP source: the table only, never the URL (it may hold credentials)."""
+    return f"source table {contract.name}"
+
+
+def newest_watermark(contract: TableContract, conformed: ConformedRows, previous: str | None) -> str | None:
+    """The largest readable watermark over ALL extracted rows, quarantined ones included.
+
+    A quarantined row is recorded, not lost, so the watermark may move past it; when the producer fixes
+    the row it gets a new `updated_at` and is extracted again.
+    """
+    values = [
+        pc.max(rows.column(contract.watermark)).as_py()
+        for rows in (conformed.rows, conformed.rejects.typed_rows)
+        if rows.num_rows
+    ]
+    values = [v for v in values if v is not None]
+    return max(values).isoformat(sep=" ") if values else previous
+
+
+def extract_and_upsert(
+    contract: TableContract, source: SourceDatabase, catalog: IcebergCatalog, run_id: str
+) -> Extraction:
+    """Extract the rows changed since the stored watermark, quarantine those that break the contract row
+    by row, and upsert the others into `bronze.<table>`.
+
+    The quarantine records are appended BEFORE the data commit that moves the watermark, so a crash in
+    between cannot lose them. A re-run after such a crash, and every run while a rejected row sits at
+    the watermark (it is read again, `>=`), records the same row again: harmless, the records are the
+    same apart from the run id.
+    """
     identifier = f"bronze.{contract.name}"
     table = catalog.load_or_create_table(identifier, contract.arrow_schema())
     previous = stored_watermark(table)
     raw = source.read_arrow(extraction_query(contract, previous))
-    rows = conform_to_contract(raw, contract, f"{source.display_url} table {contract.name}", exact=False)
-    rows = latest_version_per_key(rows, contract)
-    new_watermark = previous
-    if rows.num_rows:
-        new_watermark = pc.max(rows.column(contract.watermark)).as_py().isoformat(sep=" ")
+    conformed = conform_rows(raw, contract, f"{source.display_url} table {contract.name}", exact=False)
+    if conformed.rejects.num_rows:
+        records = quarantine_records(
+            conformed.rejects,
+            dataset=contract.name,
+            source=source_name(contract),
+            row_key_columns=[contract.primary_key],
+        )
+        record_quarantined_rows(catalog, records, run_id)
+    rows = latest_version_per_key(conformed.rows, contract)
+    new_watermark = newest_watermark(contract, conformed, previous)
     properties = {WATERMARK_PROPERTY: new_watermark or "", "strata.run_id": run_id}
 
     def write(target):
         if rows.num_rows == 0:
+            if new_watermark != previous:
+                # Only quarantined rows: an empty snapshot still records that the watermark moved.
+                target.append(rows, snapshot_properties=properties)
             return 0, 0
         if target.current_snapshot() is None:
             target.append(rows, snapshot_properties=properties)
@@ -82,7 +151,7 @@ def extract_and_upsert(contract: TableContract, source: SourceDatabase, catalog:
     table = table.refresh()
     snapshot = table.current_snapshot()
     total = int(snapshot.summary["total-records"]) if snapshot else 0
-    return rows, updated, inserted, previous, new_watermark, table, total
+    return Extraction(raw.num_rows, rows, conformed.rejects, updated, inserted, previous, new_watermark, table, total)
 
 
 def build_oltp_asset(contract: TableContract) -> dg.AssetsDefinition:
@@ -104,32 +173,43 @@ def build_oltp_asset(contract: TableContract) -> dg.AssetsDefinition:
         if not guard_passes(context, [guard.free_disk_problem(), source_problem(source_db)]):
             return  # nothing yielded: not materialized, nothing downstream runs
         try:
-            rows, updated, inserted, previous, new_wm, table, total = extract_and_upsert(
-                contract, source_db, iceberg, context.run.run_id
-            )
+            run = extract_and_upsert(contract, source_db, iceberg, context.run.run_id)
         except ContractViolation as violation:
             # The same rows break the contract the same way on every attempt: fail now, no retry.
             raise dg.Failure(
                 description=str(violation), metadata={"strata/contract": contract.name}, allow_retries=False
             ) from violation
         context.log.info(
-            f"bronze.{contract.name}: {rows.num_rows} changed row(s) since {previous or 'the beginning'} "
-            f"-> {updated} updated, {inserted} inserted; watermark now {new_wm}"
+            f"bronze.{contract.name}: {run.rows_in} changed row(s) since {run.previous_watermark or 'the beginning'} "
+            f"-> {run.updated} updated, {run.inserted} inserted, {run.rejects.num_rows} quarantined; "
+            f"watermark now {run.watermark}"
         )
-        snapshot = table.current_snapshot()
+        extra: dict[str, object] = {
+            "rows_updated": run.updated,
+            "rows_inserted": run.inserted,
+            "watermark": run.watermark or "",
+        }
+        if run.rejects.num_rows:
+            extra["quarantine_table"] = QUARANTINE_TABLE
+            context.log.warning(
+                f"bronze.{contract.name}: {run.rejects.num_rows} row(s) broke the contract and were written to "
+                f"{QUARANTINE_TABLE} instead: {describe_rejects(run.rejects.counts())}"
+            )
+        snapshot = run.table.current_snapshot()
         yield dg.MaterializeResult(
             metadata=audit_metadata(
                 table_name=f"bronze.{contract.name}",
-                uri=table.metadata_location,
-                rows_in=rows.num_rows,
-                rows_out=updated + inserted,
-                table_row_count=total,
-                checksum=table_checksum(rows, [contract.primary_key]),
-                data_window=(previous or "-inf", new_wm or "-inf"),
-                input_partitions=[f"{contract.name}@{contract.watermark}>={previous or '-inf'}"],
+                uri=run.table.metadata_location,
+                rows_in=run.rows_in,
+                rows_out=run.updated + run.inserted,
+                rows_quarantined=run.rejects.num_rows,
+                table_row_count=run.total_rows,
+                checksum=table_checksum(run.rows, [contract.primary_key]),
+                data_window=(run.previous_watermark or "-inf", run.watermark or "-inf"),
+                input_partitions=[f"{contract.name}@{contract.watermark}>={run.previous_watermark or '-inf'}"],
                 snapshot_id=snapshot.snapshot_id if snapshot else None,
                 schema=contract.arrow_schema(),
-                extra={"rows_updated": updated, "rows_inserted": inserted, "watermark": new_wm or ""},
+                extra=extra,
             )
         )
 

@@ -4,6 +4,10 @@ A run covers a partition range (single-run backfills load a month in one run). E
 verified before its rows are written, and all hours are committed in ONE Iceberg transaction that
 overwrites exactly the range: a bad drop anywhere fails the run naming the file and leaves the table
 unchanged, and re-running a range replaces it instead of appending duplicates.
+
+Rows of a verified drop that break a row-level rule of the contract are not loaded: they are appended
+to `audit.bronze_quarantine` (with the hour's partition key) before the data transaction commits, and
+the other rows of the hour are published.
 """
 
 from collections.abc import Iterator
@@ -13,11 +17,12 @@ import dagster as dg
 import pyarrow as pa
 
 from assets.audit_metadata import audit_metadata, combine_checksums
+from assets.bronze_quarantine import QUARANTINE_TABLE, describe_rejects, quarantine_records, record_quarantined_rows
 from assets.contracts import TableContract, file_drop_contracts
 from assets.drop_ledger import LoadedDrop, record_loaded_drops
 from assets.drop_protocol import drop_prefix, manifest_partition, partition_key
 from assets.drop_quarantine import quarantine_drop
-from assets.drop_verification import DropVerificationError, verify_drop
+from assets.drop_verification import DropVerificationError, VerifiedDrop, verify_drop
 from assets.ingestion_guard import IngestionGuard, guard_passes, missing_drops_problem
 from resources.iceberg import IcebergCatalog, commit_with_retry
 from resources.landing import LandingZone
@@ -25,6 +30,8 @@ from resources.landing import LandingZone
 TELEMETRY = "telemetry"
 # Rows of this many hours are written per overwrite inside the transaction: bounded memory per step.
 HOURS_PER_WRITE = 24
+# How a quarantined telemetry row is identified (the contract declares no key for a drop feed).
+ROW_KEY_COLUMNS = ("vehicle_id", "ts")
 
 
 def hours_in(window: dg.TimeWindow) -> list[datetime]:
@@ -62,15 +69,39 @@ def load_or_create_hourly_table(catalog: IcebergCatalog, contract: TableContract
     return table
 
 
+def drop_quarantine_records(contract: TableContract, drop: VerifiedDrop, hour: datetime) -> pa.Table:
+    """Quarantine records of the rows of `drop` that broke a row-level rule, named by file and hour."""
+    return pa.concat_tables(
+        [
+            quarantine_records(
+                rejects,
+                dataset=contract.name,
+                source=f"{drop.prefix}{name}",
+                row_key_columns=ROW_KEY_COLUMNS,
+                partition_key=partition_key(hour),
+            )
+            for name, rejects in drop.rejects.items()
+        ]
+    )
+
+
 def load_hour_range(
     contract: TableContract, landing: LandingZone, catalog: IcebergCatalog, hours: list[datetime], run_id: str
 ) -> dict:
-    """Verify and load the drops of `hours` in one transaction; return what the audit needs."""
+    """Verify and load the drops of `hours` in one transaction; return what the audit needs.
+
+    Rejected rows are appended to the quarantine table just before the transaction commits: a crash in
+    between records them without loading the hour, and the re-run records them again (harmless, the
+    records say the same thing under each run id). A commit conflict re-runs `write` in this same call;
+    drop versions whose rows it already recorded are not recorded twice.
+    """
     table = load_or_create_hourly_table(catalog, contract)
     stats = {}
+    recorded: set[tuple[str, str]] = set()  # (prefix, manifest md5) whose rejects are already appended
 
     def write(target):
-        stats.update(rows_in=0, rows_out=0, checksums=[], drops=[], loaded=[])
+        stats.update(rows_in=0, rows_out=0, rows_quarantined=0, checksums=[], drops=[], loaded=[], rejects={})
+        pending: list[tuple[tuple[str, str], pa.Table]] = []
         with target.transaction() as tx:
             for group in chunks(hours, HOURS_PER_WRITE):
                 drops = [
@@ -84,14 +115,27 @@ def load_hour_range(
                 )
                 stats["rows_in"] += sum(d.rows_in for d in drops)
                 stats["rows_out"] += rows.num_rows
-                # The rows are exactly the verified files' rows (conformance only allows lossless
-                # casts), so the files' sha256s stand for them: no re-hashing of a million rows.
+                # The loaded rows are a deterministic function of the verified files' bytes (lossless
+                # casts, rejects by fixed rules), so the files' sha256s stand for them: no re-hashing.
                 stats["checksums"] += [sha for d in drops for sha in d.file_sha256.values()]
                 stats["drops"] += [d.prefix for d in drops]
                 stats["loaded"] += [
                     LoadedDrop(contract.name, d.prefix, d.manifest_md5, partition_key(h), d.rows.num_rows)
                     for d, h in zip(drops, group, strict=True)
                 ]
+                for d, h in zip(drops, group, strict=True):
+                    if not d.rejects:
+                        continue
+                    stats["rows_quarantined"] += d.rows_quarantined
+                    for rejects in d.rejects.values():
+                        for key, n in rejects.counts().items():
+                            stats["rejects"][key] = stats["rejects"].get(key, 0) + n
+                    if (d.prefix, d.manifest_md5) not in recorded:
+                        pending.append(((d.prefix, d.manifest_md5), drop_quarantine_records(contract, d, h)))
+            if pending:
+                # Still inside the transaction: the data commit happens when this block ends.
+                record_quarantined_rows(catalog, pa.concat_tables([records for _, records in pending]), run_id)
+                recorded.update(key for key, _ in pending)
         return tx
 
     commit_with_retry(table, write)
@@ -150,12 +194,20 @@ def build_telemetry_asset(partitions_def: dg.HourlyPartitionsDefinition) -> dg.A
         table = stats["table"]
         snapshot = table.current_snapshot()
         start, end = hours[0], hours[-1] + timedelta(hours=1)
+        extra: dict[str, object] = {"drops": dg.MetadataValue.json(stats["drops"])}
+        if stats["rows_quarantined"]:
+            extra["quarantine_table"] = QUARANTINE_TABLE
+            context.log.warning(
+                f"bronze.{TELEMETRY}: {stats['rows_quarantined']} of {stats['rows_in']} delivered row(s) broke the "
+                f"contract and were written to {QUARANTINE_TABLE} instead: {describe_rejects(stats['rejects'])}"
+            )
         yield dg.MaterializeResult(
             metadata=audit_metadata(
                 table_name=f"bronze.{TELEMETRY}",
                 uri=table.metadata_location,
                 rows_in=stats["rows_in"],
                 rows_out=stats["rows_out"],
+                rows_quarantined=stats["rows_quarantined"],
                 table_row_count=int(snapshot.summary["total-records"]),
                 partition_row_count=stats["rows_out"],
                 checksum=combine_checksums(stats["checksums"]),
@@ -163,7 +215,7 @@ def build_telemetry_asset(partitions_def: dg.HourlyPartitionsDefinition) -> dg.A
                 input_partitions=[partition_key(h) for h in hours],
                 snapshot_id=snapshot.snapshot_id,
                 schema=contract.arrow_schema(),
-                extra={"drops": dg.MetadataValue.json(stats["drops"])},
+                extra=extra,
             )
         )
 

@@ -2,6 +2,11 @@
 
 Every check names the drop, the file and what disagreed, so a producer can fix the delivery from the
 error text alone. Bytes are read once: the same buffer is hashed and parsed.
+
+The manifest describes the files as delivered, so sizes, hashes and row counts are checked against all
+of their rows. Rows that then break a row-level rule of the contract (a null in a required column, an
+unparseable timestamp) do not fail the drop: they are returned apart, per file, for the quarantine
+table. A structural problem (a missing, unexpected or mistyped column) still fails the whole drop.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from assets.contracts import ContractViolation, TableContract, conform_to_contract
+from assets.contracts import ContractViolation, RowRejects, TableContract, conform_rows
 from assets.drop_protocol import ERROR_NAME, MANIFEST_NAME, READY_NAME
 from resources.landing import LandingZone
 
@@ -38,12 +43,18 @@ class VerifiedDrop:
     prefix: str
     manifest: dict
     manifest_md5: str  # the drop's identity: equal to the S3 ETag / local etag of its manifest
-    rows: pa.Table
+    rows: pa.Table  # the rows to load: every row of the files except the rejected ones
     file_sha256: dict[str, str] = field(default_factory=dict)
+    rejects: dict[str, RowRejects] = field(default_factory=dict)  # by file name, only files with rejects
 
     @property
     def rows_in(self) -> int:
+        """Rows delivered, as the manifest counts them (verified against the files)."""
         return sum(int(f["rows"]) for f in self.manifest["files"])
+
+    @property
+    def rows_quarantined(self) -> int:
+        return sum(r.num_rows for r in self.rejects.values())
 
 
 def manifest_identity(raw: bytes) -> str:
@@ -82,7 +93,8 @@ def read_manifest(landing: LandingZone, prefix: str) -> tuple[dict, str]:
 def verify_drop(
     landing: LandingZone, prefix: str, contract: TableContract, expected_partition: dict[str, str]
 ) -> VerifiedDrop:
-    """Check the drop under `prefix` completely and return its rows conformed to the contract."""
+    """Check the drop under `prefix` completely and return its rows conformed to the contract, with the
+    rows that broke a row-level rule set apart."""
     if not landing.exists(prefix + READY_NAME):
         raise DropVerificationError(prefix, "ready", f"no {READY_NAME} marker: the drop is not complete")
     manifest, identity = read_manifest(landing, prefix)
@@ -94,11 +106,14 @@ def verify_drop(
     unlisted = sorted(present - set(listed) - PROTOCOL_FILES)
     if unlisted:
         raise DropVerificationError(prefix, "files", f"file(s) not in the manifest: {unlisted}", unlisted[0])
-    tables, digests = [], {}
+    tables, digests, rejects = [], {}, {}
     for entry in manifest["files"]:
-        tables.append(_verify_file(landing, prefix, entry, contract, present))
+        rows, rejected = _verify_file(landing, prefix, entry, contract, present)
+        tables.append(rows)
         digests[entry["name"]] = entry["sha256"]
-    return VerifiedDrop(prefix, manifest, identity, pa.concat_tables(tables), digests)
+        if rejected.num_rows:
+            rejects[entry["name"]] = rejected
+    return VerifiedDrop(prefix, manifest, identity, pa.concat_tables(tables), digests, rejects)
 
 
 def _check_header(prefix: str, manifest: dict, contract: TableContract, expected: dict[str, str]) -> None:
@@ -127,7 +142,7 @@ def _check_header(prefix: str, manifest: dict, contract: TableContract, expected
 
 def _verify_file(
     landing: LandingZone, prefix: str, entry: dict, contract: TableContract, present: set[str]
-) -> pa.Table:
+) -> tuple[pa.Table, RowRejects]:
     import pyarrow.parquet as pq
 
     name = entry["name"]
@@ -146,6 +161,7 @@ def _verify_file(
     if table.num_rows != int(entry["rows"]):
         raise DropVerificationError(prefix, "row_count", f"{table.num_rows} rows, manifest says {entry['rows']}", name)
     try:
-        return conform_to_contract(table, contract, f"drop {prefix}{name}")
+        conformed = conform_rows(table, contract, f"drop {prefix}{name}")
     except ContractViolation as exc:
         raise DropVerificationError(prefix, "contract", str(exc), name) from exc
+    return conformed.rows, conformed.rejects

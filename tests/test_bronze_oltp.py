@@ -9,6 +9,7 @@ import pyarrow as pa
 import pytest
 
 from assets.bronze_oltp import build_oltp_asset, extraction_query, latest_version_per_key, stored_watermark
+from assets.bronze_quarantine import quarantined_rows
 from assets.contracts import oltp_contracts
 from assets.ingestion_guard import NOT_RUN_TAG, IngestionGuard
 from resources.iceberg import IcebergCatalog
@@ -130,22 +131,27 @@ def test_latest_version_per_key_keeps_the_newest_row():
     assert [t.value for t in kept.column("updated_at")] == [3, 2]
 
 
-def test_null_in_a_required_column_fails_naming_table_and_column(tmp_path):
+def test_null_in_a_required_column_is_quarantined_not_published(tmp_path):
     url = f"sqlite:///{tmp_path / 'oltp.sqlite'}"
-    # SQLite lets the producer break the contract; the load must refuse, not publish.
-    execute(url, CREATE.replace(" NOT NULL", "").format(ts="TEXT"), row(1, "x", "2026-10-01 00:00:00.000000"))
-    execute(url, "UPDATE stations SET city = NULL")
-    with pytest.raises(dg.Failure, match=r"table stations: column .city. has 1 null value"):
-        dg.materialize(
-            [build_oltp_asset(STATIONS)],
-            resources={
-                "source_db": SourceDatabase(url=url),
-                "guard": IngestionGuard(data_path=str(tmp_path)),
-                "iceberg": IcebergCatalog(
-                    uri=f"sqlite:///{tmp_path / 'cat.db'}", warehouse=f"file://{tmp_path / 'wh'}"
-                ),
-            },
-        )
+    # SQLite lets the producer break the contract; the row must not be published, nor lost.
+    execute(
+        url,
+        CREATE.replace(" NOT NULL", "").format(ts="TEXT"),
+        row(1, "x", "2026-10-01 00:00:00.000000"),
+        row(2, "y", "2026-10-01 01:00:00.000000"),
+    )
+    execute(url, "UPDATE stations SET city = NULL WHERE station_id = 1")
+    result = materialize(url, tmp_path)
+    meta = metadata_of(result)
+    assert (meta["strata/rows_in"].value, meta["strata/rows_out"].value) == (2, 1)
+    assert meta["strata/rows_quarantined"].value == 1
+    assert meta["strata/quarantine_table"].value == "audit.bronze_quarantine"
+    assert bronze_rows(tmp_path) == {2: ("y", "2026-10-01 01:00:00")}
+    catalog = IcebergCatalog(uri=f"sqlite:///{tmp_path / 'cat.db'}", warehouse=f"file://{tmp_path / 'wh'}")
+    records = quarantined_rows(catalog, dataset="stations").to_pylist()
+    assert [
+        (r["row_key"], r["rule"], r["column_name"], r["offending_value"], r["dagster_run_id"]) for r in records
+    ] == [("1", "city_not_null", "city", None, result.run_id)]
 
 
 def test_an_unreachable_source_means_not_run_with_the_reason(tmp_path):
