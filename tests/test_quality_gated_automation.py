@@ -102,3 +102,30 @@ def test_a_failed_dbt_test_holds_back_the_python_asset_until_the_table_passes_ag
     released = evaluate(held.cursor)
     assert released.total_requested == 1
     assert true_partitions(evaluation_of(released, FORECAST)) == {DAY}
+
+
+@pytest.mark.slow
+def test_a_failing_dbt_test_in_the_run_stops_the_python_asset_of_that_run(settings):
+    generate_demo(settings, TEST_START, 1)
+    defs = build_definitions(settings)
+    instance = dg.DagsterInstance.ephemeral()
+    defs.resolve_job_def("load_hourly").execute_in_process(instance=instance, partition_key=f"{DAY}-00:00")
+    # A trip that ends before it starts: the contract allows it, the dbt tests on trip duration do not.
+    with connect_adbc(settings.source_database_url) as conn, conn.cursor() as cur:
+        cur.execute(
+            "UPDATE bookings SET ended_at = '2026-10-01 08:00:00.000000', started_at = '2026-10-01 08:30:00.000000' "
+            "WHERE booking_id = (SELECT min(booking_id) FROM bookings WHERE status = 'completed')"
+        )
+        conn.commit()
+    defs.resolve_job_def("refresh_unpartitioned").execute_in_process(instance=instance, raise_on_error=False)
+
+    result = defs.resolve_job_def("build_daily").execute_in_process(
+        instance=instance, partition_key=DAY, raise_on_error=False
+    )
+    assert not result.success
+    assert ("gold/fct_bookings", "in_range_fct_bookings_duration_min__0") in failed_checks(result)
+    materialized = {e.asset_key for e in result.get_asset_materialization_events()}
+    assert dg.AssetKey(["gold", "fct_bookings"]) in materialized
+    assert FORECAST not in materialized  # the Python asset did not run on the failed data
+    started = {e.step_key for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_START}
+    assert "dbt_daily_models" in started and "demand_forecast" not in started
