@@ -46,20 +46,28 @@ def source_urls(tmp_path: Path, postgres_url: str | None) -> str:
     return url
 
 
-def materialize(url: str, tmp_path: Path) -> dg.ExecuteInProcessResult:
+def catalog_at(root: Path) -> IcebergCatalog:
+    return IcebergCatalog(uri=f"sqlite:///{root / 'cat.db'}", warehouse=f"file://{root / 'wh'}")
+
+
+def materialize(
+    url: str, root: Path, instance: dg.DagsterInstance | None = None, *, raise_on_error: bool = True
+) -> dg.ExecuteInProcessResult:
+    """Materialize bronze/stations from `url` into an Iceberg catalog under `root`."""
     return dg.materialize(
         [build_oltp_asset(STATIONS)],
+        instance=instance,
         resources={
             "source_db": SourceDatabase(url=url),
-            "guard": IngestionGuard(data_path=str(tmp_path)),
-            "iceberg": IcebergCatalog(uri=f"sqlite:///{tmp_path / 'cat.db'}", warehouse=f"file://{tmp_path / 'wh'}"),
+            "guard": IngestionGuard(data_path=str(root)),
+            "iceberg": catalog_at(root),
         },
+        raise_on_error=raise_on_error,
     )
 
 
 def bronze_rows(tmp_path: Path) -> dict[int, tuple[str, str]]:
-    catalog = IcebergCatalog(uri=f"sqlite:///{tmp_path / 'cat.db'}", warehouse=f"file://{tmp_path / 'wh'}")
-    table = catalog.load().load_table("bronze.stations").scan().to_arrow()
+    table = catalog_at(tmp_path).load().load_table("bronze.stations").scan().to_arrow()
     return {
         r["station_id"]: (r["station_name"], str(r["updated_at"]))
         for r in table.select(["station_id", "station_name", "updated_at"]).to_pylist()
@@ -147,8 +155,7 @@ def test_null_in_a_required_column_is_quarantined_not_published(tmp_path):
     assert meta["strata/rows_quarantined"].value == 1
     assert meta["strata/quarantine_table"].value == "audit.bronze_quarantine"
     assert bronze_rows(tmp_path) == {2: ("y", "2026-10-01 01:00:00")}
-    catalog = IcebergCatalog(uri=f"sqlite:///{tmp_path / 'cat.db'}", warehouse=f"file://{tmp_path / 'wh'}")
-    records = quarantined_rows(catalog, dataset="stations").to_pylist()
+    records = quarantined_rows(catalog_at(tmp_path), dataset="stations").to_pylist()
     assert [
         (r["row_key"], r["rule"], r["column_name"], r["offending_value"], r["dagster_run_id"]) for r in records
     ] == [("1", "city_not_null", "city", None, result.run_id)]
@@ -157,15 +164,7 @@ def test_null_in_a_required_column_is_quarantined_not_published(tmp_path):
 def test_an_unreachable_source_means_not_run_with_the_reason(tmp_path):
     url = f"sqlite:///{tmp_path / 'no-such-folder' / 'oltp.sqlite'}"
     instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize(
-        [build_oltp_asset(STATIONS)],
-        instance=instance,
-        resources={
-            "source_db": SourceDatabase(url=url),
-            "guard": IngestionGuard(data_path=str(tmp_path)),
-            "iceberg": IcebergCatalog(uri=f"sqlite:///{tmp_path / 'cat.db'}", warehouse=f"file://{tmp_path / 'wh'}"),
-        },
-    )
+    result = materialize(url, tmp_path, instance)
     assert result.success and result.get_asset_materialization_events() == []
     reason = instance.get_run_by_id(result.run_id).tags[NOT_RUN_TAG]
     assert reason.startswith(f"source {url} not reachable: FileNotFoundError: source database folder")

@@ -12,7 +12,7 @@ import dagster as dg
 import pyarrow as pa
 import pytest
 
-from assets.bronze_oltp import build_oltp_asset, stored_watermark
+from assets.bronze_oltp import stored_watermark
 from assets.bronze_quarantine import QUARANTINE_TABLE, quarantined_rows
 from assets.contracts import (
     ColumnContract,
@@ -26,21 +26,15 @@ from assets.drop_ledger import LEDGER_TABLE
 from assets.drop_protocol import ERROR_NAME, drop_prefix, manifest_partition
 from assets.drop_quarantine import QUARANTINE_ROOT
 from assets.drop_verification import verify_drop
-from assets.ingestion_guard import IngestionGuard
-from resources.iceberg import IcebergCatalog
 from resources.landing import LandingZone
-from resources.source_db import SourceDatabase
-from tests.test_bronze_oltp import CREATE, execute
+from tests.test_bronze_oltp import CREATE, catalog_at, execute
+from tests.test_bronze_oltp import materialize as materialize_stations
 from tests.test_bronze_telemetry import CONTRACT as TELEMETRY
 from tests.test_bronze_telemetry import FIRST_HOUR, hour_rows, land, run_hours
 
 STATIONS = oltp_contracts()["stations"]
 # The producer's table without the constraints, so SQLite lets it break the contract.
 LOOSE_CREATE = CREATE.replace(" PRIMARY KEY", "").replace(" NOT NULL", "").format(ts="TEXT")
-
-
-def catalog_at(root: Path) -> IcebergCatalog:
-    return IcebergCatalog(uri=f"sqlite:///{root / 'cat.db'}", warehouse=f"file://{root / 'wh'}")
 
 
 def quarantine_of(root: Path, **where) -> list[dict]:
@@ -166,17 +160,6 @@ def insert(station_id: object, city: object, created: str, updated: str) -> str:
     )
 
 
-def materialize_stations(url: str, root: Path) -> dg.ExecuteInProcessResult:
-    return dg.materialize(
-        [build_oltp_asset(STATIONS)],
-        resources={
-            "source_db": SourceDatabase(url=url),
-            "guard": IngestionGuard(data_path=str(root)),
-            "iceberg": catalog_at(root),
-        },
-    )
-
-
 def bronze_station_ids(root: Path) -> list[int]:
     table = catalog_at(root).load().load_table("bronze.stations").scan().to_arrow()
     return sorted(table.column("station_id").to_pylist())
@@ -248,15 +231,7 @@ def test_oltp_quarantine_warning_names_table_columns_rules_and_counts(tmp_path):
     execute(url, LOOSE_CREATE, insert(1, None, created, updated), insert(2, None, created, updated))
     execute(url, insert(3, "Lyon", "yesterday", updated))
     instance = dg.DagsterInstance.ephemeral()
-    result = dg.materialize(
-        [build_oltp_asset(STATIONS)],
-        instance=instance,
-        resources={
-            "source_db": SourceDatabase(url=url),
-            "guard": IngestionGuard(data_path=str(tmp_path)),
-            "iceberg": catalog_at(tmp_path),
-        },
-    )
+    result = materialize_stations(url, tmp_path, instance)
     warnings = [e.user_message for e in instance.all_logs(result.run_id) if e.level == logging.WARNING]
     assert warnings == [
         "bronze.stations: 3 row(s) broke the contract and were written to audit.bronze_quarantine instead: "

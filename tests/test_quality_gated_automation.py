@@ -28,6 +28,15 @@ def failed_checks(result: dg.ExecuteInProcessResult) -> set[tuple[str, str]]:
     return {(e.asset_key.to_user_string(), e.check_name) for e in result.get_asset_check_evaluations() if not e.passed}
 
 
+def demo_day_with_telemetry(settings) -> tuple[dg.Definitions, dg.DagsterInstance]:
+    """One day of demo data, its first telemetry hour loaded (the Silver views need bronze.telemetry)."""
+    generate_demo(settings, TEST_START, 1)
+    defs = build_definitions(settings)
+    instance = dg.DagsterInstance.ephemeral()
+    defs.resolve_job_def("load_hourly").execute_in_process(instance=instance, partition_key=f"{DAY}-00:00")
+    return defs, instance
+
+
 def set_capacity(settings, station_id: int, capacity: int, updated_at: str) -> None:
     with connect_adbc(settings.source_database_url) as conn, conn.cursor() as cur:
         cur.execute(
@@ -62,10 +71,7 @@ def test_every_silver_gold_and_ml_asset_is_gated_by_blocking_checks(settings):
 
 @pytest.mark.slow
 def test_a_failed_dbt_test_holds_back_the_python_asset_until_the_table_passes_again(settings):
-    generate_demo(settings, TEST_START, 1)
-    defs = build_definitions(settings)
-    instance = dg.DagsterInstance.ephemeral()
-    defs.resolve_job_def("load_hourly").execute_in_process(instance=instance, partition_key=f"{DAY}-00:00")
+    defs, instance = demo_day_with_telemetry(settings)
     refresh, daily = defs.resolve_job_def("refresh_unpartitioned"), defs.resolve_job_def("build_daily")
     assert refresh.execute_in_process(instance=instance).success
     assert daily.execute_in_process(instance=instance, partition_key=DAY).success
@@ -106,10 +112,7 @@ def test_a_failed_dbt_test_holds_back_the_python_asset_until_the_table_passes_ag
 
 @pytest.mark.slow
 def test_a_failing_dbt_test_in_the_run_stops_the_python_asset_of_that_run(settings):
-    generate_demo(settings, TEST_START, 1)
-    defs = build_definitions(settings)
-    instance = dg.DagsterInstance.ephemeral()
-    defs.resolve_job_def("load_hourly").execute_in_process(instance=instance, partition_key=f"{DAY}-00:00")
+    defs, instance = demo_day_with_telemetry(settings)
     # A trip that ends before it starts: the contract allows it, the dbt tests on trip duration do not.
     with connect_adbc(settings.source_database_url) as conn, conn.cursor() as cur:
         cur.execute(
