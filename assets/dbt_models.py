@@ -23,10 +23,9 @@ from dagster_dbt import (
 
 from assets.audit_metadata import code_identity
 from resources.iceberg import IcebergCatalog
-from resources.warehouse import Warehouse
+from resources.warehouse import WAREHOUSE_POOL, Warehouse
 
 DAILY_TAG = "daily"
-WAREHOUSE_POOL = "warehouse"
 RUN_ID_ENV = "STRATA_DAGSTER_RUN_ID"
 
 

@@ -1,112 +1,30 @@
-"""Great Expectations 1.x suites in `expectations/` as Dagster asset checks (dagster-ge needs GX < 1.0).
+"""Great Expectations suites in `expectations/` as Dagster asset checks.
 
-One JSON file per guarded table, named after the table (`bronze.telemetry.json` guards
-`bronze/telemetry`). Each expectation becomes one asset check named by its `meta.check`. Its GX
-`severity` decides whether the check gates: `critical` checks are blocking, so a failure stops what
-is downstream in the same run; `warning` checks are reported but block nothing. Adding or editing a
-suite file changes the checks without any Python change.
-
-Defining the checks only reads JSON. Great Expectations (about 5 s to import) is loaded when a check
-runs, so the code location stays fast.
+Each suite file becomes one `multi_asset_check` on its table, one check per expectation. `critical`
+checks are blocking, so a failure stops what is downstream in the same run (and, through the
+automation conditions of jobs/policies.py, in later runs until the table passes); `warning` checks
+are reported but block nothing. Adding or editing a suite file changes the checks without any Python
+change. A check reads only the partition's rows and only the columns its suite names, Bronze from
+Iceberg and Silver/Gold from the warehouse, and hands them to `assets.gx_validation`.
 """
 
-import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from pathlib import Path
+from datetime import timedelta
 from typing import Any
 
 import dagster as dg
 
+from assets.expectation_suites import SuiteFile, SuiteFileError, columns_to_read, load_suite_files
+from assets.gx_validation import validate
 from resources.iceberg import IcebergCatalog
-from resources.settings import REPO_ROOT
-from resources.warehouse import Warehouse
-
-EXPECTATIONS_DIR = REPO_ROOT / "expectations"
-BLOCKING_SEVERITY = "critical"
-SEVERITIES = {"critical", "warning"}
-SAMPLE_SIZE = 10
-
-
-@dataclass(frozen=True)
-class SuiteCheck:
-    name: str
-    blocking: bool
-    description: str
-    expectation: dict
-
-
-@dataclass(frozen=True)
-class SuiteFile:
-    """A parsed suite file: the table it guards and one check per expectation."""
-
-    path: Path
-    asset_key: dg.AssetKey
-    suite: dict
-    checks: tuple[SuiteCheck, ...]
-    time_column: str | None = None  # filters a partitioned table's rows to the partition window
-    date_column: str | None = None
-
-    @property
-    def layer(self) -> str:
-        return self.asset_key.path[0]
-
-    @property
-    def table(self) -> str:
-        return self.asset_key.path[-1]
-
-
-class SuiteFileError(ValueError):
-    """A suite file that cannot become checks; the message names the file and the expectation."""
-
-
-def describe(expectation: dict) -> str:
-    kwargs = ", ".join(f"{k}={v}" for k, v in expectation.get("kwargs", {}).items())
-    return f"{expectation['type']}({kwargs})"
-
-
-def parse_suite_file(path: Path) -> SuiteFile:
-    try:
-        suite = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise SuiteFileError(f"{path.name}: not valid JSON ({exc})") from exc
-    name = suite.get("name", "")
-    if name != path.name.removesuffix(".json") or name.count(".") != 1:
-        raise SuiteFileError(f"{path.name}: 'name' must be '<layer>.<table>' and match the file name, got {name!r}")
-    checks, seen = [], set()
-    for index, expectation in enumerate(suite.get("expectations", [])):
-        check = expectation.get("meta", {}).get("check")
-        severity = expectation.get("severity", BLOCKING_SEVERITY)
-        where = f"{path.name}: expectation {index} ({expectation.get('type')})"
-        if not check:
-            raise SuiteFileError(f"{where}: needs meta.check, the name of its asset check")
-        if check in seen:
-            raise SuiteFileError(f"{where}: check name {check!r} is used twice")
-        if severity not in SEVERITIES:
-            raise SuiteFileError(f"{where}: severity must be one of {sorted(SEVERITIES)}, got {severity!r}")
-        seen.add(check)
-        checks.append(SuiteCheck(check, severity == BLOCKING_SEVERITY, describe(expectation), expectation))
-    strata = suite.get("meta", {}).get("strata", {})
-    return SuiteFile(
-        path=path,
-        asset_key=dg.AssetKey(name.split(".")),
-        suite=suite,
-        checks=tuple(checks),
-        time_column=strata.get("time_column"),
-        date_column=strata.get("date_column"),
-    )
-
-
-def load_suite_files(folder: Path = EXPECTATIONS_DIR) -> list[SuiteFile]:
-    return [parse_suite_file(path) for path in sorted(folder.glob("*.json"))]
+from resources.warehouse import WAREHOUSE_POOL, Warehouse
 
 
 def suite_parameters(
     context: dg.AssetCheckExecutionContext, asset_key: dg.AssetKey, window: dg.TimeWindow | None
 ) -> dict[str, Any]:
     """Values suites may reference as {"$PARAMETER": name}: the partition window and what the
-    materialization being checked reported (e.g. `rows_in`, the manifest's row count)."""
+    materialization being checked reported (see `reported_parameters`)."""
     params: dict[str, Any] = {}
     if window is not None:
         end = window.end.replace(tzinfo=None)
@@ -117,9 +35,22 @@ def suite_parameters(
         )
     record = latest_materialization(context, asset_key)
     if record is not None:
-        for key, value in record.asset_materialization.metadata.items():
-            if key.startswith("strata/") and isinstance(value.value, int | float):
-                params[key.removeprefix("strata/")] = value.value
+        metadata = record.asset_materialization.metadata
+        params.update(reported_parameters({key: value.value for key, value in metadata.items()}))
+    return params
+
+
+def reported_parameters(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The numeric `strata/*` values of a materialization without their prefix (e.g. `rows_in`, the
+    manifest's row count), plus `rows_accepted`: the rows the table should hold, i.e. `rows_in` minus
+    `rows_quarantined` when both were reported, else `rows_in`."""
+    params = {
+        key.removeprefix("strata/"): value
+        for key, value in metadata.items()
+        if key.startswith("strata/") and isinstance(value, int | float)
+    }
+    if "rows_in" in params:
+        params["rows_accepted"] = params["rows_in"] - params.get("rows_quarantined", 0)
     return params
 
 
@@ -133,19 +64,20 @@ def latest_materialization(context: dg.AssetCheckExecutionContext, asset_key: dg
 
 def read_rows(suite: SuiteFile, window: dg.TimeWindow | None, iceberg: IcebergCatalog, warehouse: Warehouse):
     """The rows to validate, as pandas (GX 1.x has no polars support): Bronze from Iceberg, Silver
-    and Gold from the warehouse; only the partition's rows when the check runs for a partition."""
-    import polars as pl
-
+    and Gold from the warehouse; only the partition's rows when the check runs for a partition, and
+    only the columns the suite reads."""
     start = window.start.replace(tzinfo=None) if window else None
     end = window.end.replace(tzinfo=None) if window else None
     if suite.layer == "bronze":
         table = iceberg.load().load_table(f"bronze.{suite.table}")
+        columns = tuple(columns_to_read(suite, table.schema().column_names))
         if window is not None and suite.time_column:
             from assets.bronze_telemetry import time_range_filter
 
-            rows = table.scan(row_filter=time_range_filter(suite.time_column, start, end)).to_arrow()
+            scan = table.scan(row_filter=time_range_filter(suite.time_column, start, end), selected_fields=columns)
         else:
-            rows = table.scan().to_arrow()
+            scan = table.scan(selected_fields=columns)
+        rows = scan.to_arrow()
     else:
         column = suite.time_column or suite.date_column
         where, params = "", []
@@ -153,62 +85,14 @@ def read_rows(suite: SuiteFile, window: dg.TimeWindow | None, iceberg: IcebergCa
             where, params = f" WHERE {column} >= ? AND {column} < ?", [start, end]
             if suite.date_column:
                 params = [start.date(), end.date()]
+        relation = f'{suite.layer}."{suite.table}"'
         with warehouse.connect(read_only=True) as con:
-            rows = con.execute(f'SELECT * FROM {suite.layer}."{suite.table}"{where}', params).to_arrow_table()
-    return pl.from_arrow(rows).to_pandas()
-
-
-@dataclass(frozen=True)
-class ExpectationOutcome:
-    check: str
-    success: bool
-    metadata: dict[str, Any]
-
-
-def validate(suite: SuiteFile, rows, parameters: Mapping[str, Any]) -> list[ExpectationOutcome]:
-    """Run the suite on `rows` in an ephemeral GX context; one outcome per expectation."""
-    import great_expectations as gx
-    from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    context = gx.get_context(mode="ephemeral")
-    context.variables.progress_bars = ProgressBarsConfig(globally=False)
-    batch_definition = (
-        context.data_sources.add_pandas("strata")
-        .add_dataframe_asset(suite.suite["name"])
-        .add_batch_definition_whole_dataframe("partition")
-    )
-    expectations = [{k: v for k, v in c.expectation.items() if k != "id"} for c in suite.checks]
-    gx_suite = context.suites.add(gx.ExpectationSuite(name=suite.suite["name"], expectations=expectations))
-    batch = batch_definition.get_batch(batch_parameters={"dataframe": rows})
-    result = batch.validate(
-        gx_suite,
-        result_format={"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE_SIZE},
-        expectation_parameters=dict(parameters),
-    )
-    outcomes = []
-    for item in result.results:
-        details = item.result or {}
-        metadata: dict[str, Any] = {"expectation": describe(item.expectation_config.to_json_dict())}
-        for key in ("element_count", "unexpected_count", "unexpected_percent", "observed_value"):
-            if details.get(key) is not None:
-                metadata[key] = _plain(details[key])
-        if details.get("partial_unexpected_list"):
-            metadata["unexpected_sample"] = dg.MetadataValue.json(_plain(details["partial_unexpected_list"]))
-        if item.exception_info and item.exception_info.get("raised_exception"):
-            metadata["error"] = item.exception_info.get("exception_message", "")
-        outcomes.append(ExpectationOutcome(item.expectation_config.meta["check"], bool(item.success), metadata))
-    return outcomes
-
-
-def _plain(value: Any) -> Any:
-    """JSON-safe values for metadata (numpy scalars, timestamps)."""
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item"):
-        return value.item()
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return value if isinstance(value, int | float | str | bool | type(None)) else str(value)
+            names = [d[0] for d in con.execute(f"SELECT * FROM {relation} LIMIT 0").description]
+            select = ", ".join(f'"{name}"' for name in columns_to_read(suite, names))
+            rows = con.execute(f"SELECT {select} FROM {relation}{where}", params).to_arrow_table()
+    # Straight from Arrow, as polars' to_pandas() did it (dates as datetime64, not objects) minus
+    # the copy into polars and back.
+    return rows.to_pandas(date_as_object=False)
 
 
 def build_suite_checks(suite: SuiteFile, partitions_def: dg.PartitionsDefinition | None) -> dg.AssetChecksDefinition:
@@ -229,6 +113,9 @@ def build_suite_checks(suite: SuiteFile, partitions_def: dg.PartitionsDefinition
         can_subset=True,
         compute_kind="great_expectations",
         description=f"Great Expectations suite {suite.path.name}",
+        # Silver and Gold are read from the warehouse: share its pool (jobs/policies.py POOLS), since a
+        # DuckDB reader cannot open the file while a dbt run writes it.
+        pool=None if suite.layer == "bronze" else WAREHOUSE_POOL,
     )
     def suite_checks(context: dg.AssetCheckExecutionContext, iceberg: IcebergCatalog, warehouse: Warehouse):
         partitioned = context.has_partition_key or context.has_partition_key_range

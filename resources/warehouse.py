@@ -17,6 +17,8 @@ import dagster as dg
 from resources.iceberg import IcebergCatalog
 
 BRONZE_NAMESPACE = "bronze"
+# The pool of every step that writes or reads the warehouse (dbt, Silver/Gold checks, ML).
+WAREHOUSE_POOL = "warehouse"
 # DuckDB cannot download extensions here; these PyPI wheels carry them for duckdb 1.5.5.
 EXTENSION_WHEELS = ("avro", "iceberg")
 

@@ -538,9 +538,7 @@ def test_daily_windows_are_idempotent_and_match_the_source(dbt_env: Path, tmp_pa
     assert table_rows(dbt_env, "select distinct booking_date from gold.fct_bookings") == [(day1,)]
     assert first["silver.telemetry_clean"] == 4
     # the conflicting copy loses (lower battery) and is quarantined; the identical copy loses nothing
-    assert table_rows(
-        dbt_env, "select vehicle_id, ts, rule, offending_value from silver.telemetry_quarantine"
-    ) == [
+    assert table_rows(dbt_env, "select vehicle_id, ts, rule, offending_value from silver.telemetry_quarantine") == [
         (
             100,
             datetime(2026, 10, 1, 8, 40),
