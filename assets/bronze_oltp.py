@@ -128,7 +128,7 @@ def extract_and_upsert(
             conformed.rejects,
             dataset=contract.name,
             source=source_name(contract),
-            row_key_columns=[contract.primary_key],
+            row_key_columns=contract.row_key,
         )
         record_quarantined_rows(catalog, records, run_id)
     rows = latest_version_per_key(conformed.rows, contract)

@@ -30,8 +30,6 @@ from resources.landing import LandingZone
 TELEMETRY = "telemetry"
 # Rows of this many hours are written per overwrite inside the transaction: bounded memory per step.
 HOURS_PER_WRITE = 24
-# How a quarantined telemetry row is identified (the contract declares no key for a drop feed).
-ROW_KEY_COLUMNS = ("vehicle_id", "ts")
 
 
 def hours_in(window: dg.TimeWindow) -> list[datetime]:
@@ -77,7 +75,7 @@ def drop_quarantine_records(contract: TableContract, drop: VerifiedDrop, hour: d
                 rejects,
                 dataset=contract.name,
                 source=f"{drop.prefix}{name}",
-                row_key_columns=ROW_KEY_COLUMNS,
+                row_key_columns=contract.row_key,
                 partition_key=partition_key(hour),
             )
             for name, rejects in drop.rejects.items()

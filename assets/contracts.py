@@ -49,6 +49,12 @@ class TableContract:
     prefix: str | None = None
     time_column: str | None = None
     schema_version: int = 1
+    natural_key: tuple[str, ...] = ()  # what identifies a row of a feed without a primary key
+
+    @property
+    def row_key(self) -> tuple[str, ...]:
+        """The columns that identify a row (quarantine records name rows by them)."""
+        return (self.primary_key,) if self.primary_key else self.natural_key
 
     @property
     def column_names(self) -> list[str]:
@@ -80,6 +86,9 @@ def _parse_table(name: str, entry: dict, where: str) -> TableContract:
     for role in ("primary_key", "watermark", "time_column"):
         if entry.get(role) and entry[role] not in names:
             raise ValueError(f"{CONTRACTS_FILE.name}: {where}.{name}.{role} names unknown column {entry[role]!r}")
+    natural_key = tuple(entry.get("natural_key", ()))
+    if unknown := [column for column in natural_key if column not in names]:
+        raise ValueError(f"{CONTRACTS_FILE.name}: {where}.{name}.natural_key names unknown column(s) {unknown}")
     return TableContract(
         name=name,
         columns=columns,
@@ -88,6 +97,7 @@ def _parse_table(name: str, entry: dict, where: str) -> TableContract:
         prefix=entry.get("prefix"),
         time_column=entry.get("time_column"),
         schema_version=int(entry.get("schema_version", 1)),
+        natural_key=natural_key,
     )
 
 

@@ -4,7 +4,7 @@ import pyarrow as pa
 import pytest
 
 from assets.audit_metadata import is_sorted, table_checksum
-from assets.contracts import ContractViolation, conform_to_contract, oltp_contracts
+from assets.contracts import ContractViolation, _parse_table, conform_to_contract, file_drop_contracts, oltp_contracts
 
 STATIONS = oltp_contracts()["stations"]
 
@@ -35,3 +35,10 @@ def test_conformance_refuses_lossy_casts_and_names_the_column():
     conformed = conform_to_contract(pa.table(row), STATIONS, "src")
     assert conformed.schema == STATIONS.arrow_schema()
     assert str(conformed.column("created_at")[0]) == "2026-10-01 00:00:00"
+
+
+def test_rows_are_identified_by_the_primary_key_or_the_feeds_natural_key():
+    assert oltp_contracts()["bookings"].row_key == ("booking_id",)
+    assert file_drop_contracts()["telemetry"].row_key == ("vehicle_id", "ts")
+    with pytest.raises(ValueError, match=r"file_drops.feed.natural_key names unknown column\(s\) \['id'\]"):
+        _parse_table("feed", {"columns": {"ts": "timestamp"}, "natural_key": ["id"]}, "file_drops")
