@@ -34,19 +34,20 @@ FORECAST_SCHEMA = pa.schema(
     ]
 )
 
-# Joined in the warehouse so only the window's feature rows travel to Python.
+# Joined in the warehouse so only the window's feature rows travel to Python. Portable SQL (quoted
+# identifiers, `?` parameters): the same text runs on DuckDB locally and on Trino in prod.
 FEATURES_SQL = """
-SELECT f.feature_date, f.start_station_id, CAST(f.hour_of_day AS BIGINT) AS hour_of_day,
-       f.bookings_started, s.capacity
-FROM gold.demand_features_hourly AS f
-JOIN gold.dim_stations AS s ON s.station_id = f.start_station_id
-WHERE f.feature_date >= ? AND f.feature_date < ?
+SELECT f."feature_date", f."start_station_id", CAST(f."hour_of_day" AS BIGINT) AS "hour_of_day",
+       f."bookings_started", s."capacity"
+FROM "gold"."demand_features_hourly" AS f
+JOIN "gold"."dim_stations" AS s ON s."station_id" = f."start_station_id"
+WHERE f."feature_date" >= ? AND f."feature_date" < ?
 """
 
 
 def read_features(warehouse: Warehouse, start: date, end: date) -> pa.Table:
-    with warehouse.connect(read_only=True) as con:
-        return con.execute(FEATURES_SQL, [start, end]).to_arrow_table()
+    """The feature days [start, end) joined to station capacity, on either warehouse engine."""
+    return warehouse.query_arrow(FEATURES_SQL, [start, end])
 
 
 def seasonal_naive_forecast(features: pa.Table, run_id: str) -> pa.Table:

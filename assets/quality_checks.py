@@ -17,7 +17,7 @@ import dagster as dg
 from assets.expectation_suites import SuiteFile, SuiteFileError, columns_to_read, load_suite_files
 from assets.gx_validation import validate
 from resources.iceberg import IcebergCatalog
-from resources.warehouse import WAREHOUSE_POOL, Warehouse
+from resources.warehouse import WAREHOUSE_POOL, Warehouse, quote_identifier, relation_name
 
 
 def suite_parameters(
@@ -79,17 +79,17 @@ def read_rows(suite: SuiteFile, window: dg.TimeWindow | None, iceberg: IcebergCa
             scan = table.scan(selected_fields=columns)
         rows = scan.to_arrow()
     else:
+        # Portable SQL (quoted identifiers, `?` parameters): the same text runs on DuckDB and Trino.
         column = suite.time_column or suite.date_column
         where, params = "", []
         if window is not None and column:
-            where, params = f" WHERE {column} >= ? AND {column} < ?", [start, end]
+            where, params = f" WHERE {quote_identifier(column)} >= ? AND {quote_identifier(column)} < ?", [start, end]
             if suite.date_column:
                 params = [start.date(), end.date()]
-        relation = f'{suite.layer}."{suite.table}"'
-        with warehouse.connect(read_only=True) as con:
-            names = [d[0] for d in con.execute(f"SELECT * FROM {relation} LIMIT 0").description]
-            select = ", ".join(f'"{name}"' for name in columns_to_read(suite, names))
-            rows = con.execute(f"SELECT {select} FROM {relation}{where}", params).to_arrow_table()
+        relation = relation_name(suite.layer, suite.table)
+        names = columns_to_read(suite, warehouse.column_names(relation))
+        select = ", ".join(quote_identifier(name) for name in names)
+        rows = warehouse.query_arrow(f"SELECT {select} FROM {relation}{where}", params)
     # Straight from Arrow, as polars' to_pandas() did it (dates as datetime64, not objects) minus
     # the copy into polars and back.
     return rows.to_pandas(date_as_object=False)

@@ -15,6 +15,7 @@ from resources.landing import LandingZone
 from resources.secrets import build_secrets_resource
 from resources.settings import DBT_PROJECT_DIR, StrataSettings
 from resources.source_db import SourceDatabase
+from resources.trino_results import TRINO_AUTH_METHODS
 from resources.warehouse import Warehouse
 
 
@@ -32,6 +33,31 @@ def dbt_executable() -> str:
     return shutil.which("dbt") or str(Path(sys.executable).with_name("dbt"))
 
 
+def trino_fields(trino: dict[str, str]) -> dict[str, object]:
+    """`Warehouse`'s Trino fields from `STRATA_TRINO_*` (settings.trino), with dbt/profiles.yml's defaults.
+
+    dbt's prod target reads the password from STRATA_TRINO_PASSWORD; the resource never copies it into
+    its config (the UI shows that) but asks the secrets backend for `STRATA_TRINO_PASSWORD_SECRET`
+    (default `trino/password`) when a query runs.
+    """
+    method = trino.get("method", "none").lower()
+    if method not in TRINO_AUTH_METHODS:
+        raise ValueError(f"STRATA_TRINO_METHOD {method!r} is not supported here; use one of {TRINO_AUTH_METHODS}")
+    return {
+        "trino_host": trino.get("host", "trino"),
+        "trino_port": int(trino.get("port", "8080")),
+        "trino_user": trino.get("user", "strata"),
+        "trino_catalog": trino.get("catalog", "iceberg"),
+        "trino_schema": trino.get("schema", "silver"),
+        "trino_http_scheme": trino.get("http_scheme", "http"),
+        "trino_method": method,
+        "trino_password_secret": trino.get("password_secret", "trino/password"),
+        "trino_ca_bundle": trino.get("ca_bundle", ""),
+        "trino_legacy_prepared_statements": trino.get("legacy_prepared_statements", "false").lower()
+        in ("1", "true", "yes"),
+    }
+
+
 def build_resources(settings: StrataSettings, dbt_project: DbtProject) -> dict[str, object]:
     secrets = build_secrets_resource(settings)
     return {
@@ -46,6 +72,8 @@ def build_resources(settings: StrataSettings, dbt_project: DbtProject) -> dict[s
             engine="trino" if settings.env == "prod" else "duckdb",
             duckdb_path=str(settings.duckdb_path),
             extension_dir=str(settings.duckdb_extension_dir),
+            secrets=secrets,
+            **(trino_fields(settings.trino) if settings.env == "prod" else {}),
         ),
         "guard": IngestionGuard(data_path=str(settings.root)),
         "dbt": DbtCliResource(project_dir=dbt_project, target=settings.dbt_target, dbt_executable=dbt_executable()),
