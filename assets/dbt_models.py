@@ -27,6 +27,7 @@ from resources.warehouse import WAREHOUSE_POOL, Warehouse
 
 DAILY_TAG = "daily"
 RUN_ID_ENV = "STRATA_DAGSTER_RUN_ID"
+TRINO_PASSWORD_ENV = "STRATA_TRINO_PASSWORD"  # what dbt/profiles.yml reads
 
 
 class StrataDbtTranslator(DagsterDbtTranslator):
@@ -85,25 +86,36 @@ def run_dbt(
     }
     if window is not None:
         extra["strata/data_window"] = f"[{window.start:%Y-%m-%d}, {window.end:%Y-%m-%d})"
-    with dagster_run_id_for_dbt(context.run.run_id):
+    with subprocess_environment(dbt_environment(context.run.run_id, warehouse)):
         for event in dbt.cli(dbt_build_args(window), context=context).stream():
             yield event.with_metadata({**event.metadata, **extra}) if isinstance(event, dg.Output) else event
 
 
+def dbt_environment(run_id: str, warehouse: Warehouse) -> dict[str, str]:
+    """Values the dbt subprocess needs that only the run knows: the Dagster run id (quarantine rows
+    record it) and, on Trino with password auth, the password from the secrets backend, which
+    dbt/profiles.yml reads as STRATA_TRINO_PASSWORD. A `--vars` value that changes every run would
+    force dbt to re-parse the whole project each time."""
+    values = {RUN_ID_ENV: run_id}
+    if warehouse.engine == "trino" and (password := warehouse.trino_password()) is not None:
+        values[TRINO_PASSWORD_ENV] = password
+    return values
+
+
 @contextmanager
-def dagster_run_id_for_dbt(run_id: str) -> Iterator[None]:
-    """Hand the Dagster run id to the dbt subprocess (quarantine rows record it). dagster-dbt passes
-    the process environment to dbt and offers no other channel; a `--vars` value that changes every
-    run would force dbt to re-parse the whole project each time."""
-    previous = os.environ.get(RUN_ID_ENV)
-    os.environ[RUN_ID_ENV] = run_id
+def subprocess_environment(values: Mapping[str, str]) -> Iterator[None]:
+    """Set `values` in this process's environment for the duration, then restore what was there.
+    dagster-dbt passes the process environment to dbt and offers no other channel."""
+    previous = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
     try:
         yield
     finally:
-        if previous is None:
-            os.environ.pop(RUN_ID_ENV, None)
-        else:
-            os.environ[RUN_ID_ENV] = previous
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def build_dbt_assets(project: DbtProject, daily: dg.DailyPartitionsDefinition) -> list[dg.AssetsDefinition]:

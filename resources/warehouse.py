@@ -141,7 +141,7 @@ class Warehouse(dg.ConfigurableResource):
     def _trino_query(self, sql: str, params: Sequence[Any]) -> pa.Table:
         import trino
 
-        password = self._trino_password()
+        password = self.trino_password()
         try:
             connection = trino.dbapi.connect(
                 host=self.trino_host,
@@ -177,8 +177,9 @@ class Warehouse(dg.ConfigurableResource):
             ) from None
         return rows_to_arrow(columns, rows)
 
-    def _trino_password(self) -> str | None:
-        """The password for basic/ldap auth from `secrets`, read on use; None for method `none`."""
+    def trino_password(self) -> str | None:
+        """The password for basic/ldap auth from `secrets`, read on use; None for method `none`.
+        Also handed to the dbt subprocess (assets/dbt_models.py), so prod keeps it in one place."""
         if self.trino_method not in TRINO_AUTH_METHODS:
             raise ValueError(f"unknown Trino auth method {self.trino_method!r}; use one of {TRINO_AUTH_METHODS}")
         if self.trino_method == "none":

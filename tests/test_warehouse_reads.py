@@ -369,3 +369,20 @@ def test_trino_fields_default_to_the_dbt_profile_and_refuse_unknown_methods():
     }
     with pytest.raises(ValueError, match="STRATA_TRINO_METHOD 'kerberos'"):
         trino_fields({"method": "kerberos"})
+
+
+def test_dbt_gets_the_run_id_and_on_trino_the_password_from_the_secrets_backend(tls_trino, monkeypatch, tmp_path):
+    import os
+
+    from assets.dbt_models import dbt_environment, subprocess_environment
+
+    monkeypatch.delenv("STRATA_TRINO_PASSWORD", raising=False)
+    trino = ldap_warehouse(tls_trino, env_secrets(monkeypatch))
+    assert dbt_environment("run-1", trino) == {"STRATA_DAGSTER_RUN_ID": "run-1", "STRATA_TRINO_PASSWORD": PASSWORD}
+    local = Warehouse(engine="duckdb", duckdb_path=str(tmp_path / "w.duckdb"))
+    assert dbt_environment("run-2", local) == {"STRATA_DAGSTER_RUN_ID": "run-2"}
+
+    monkeypatch.setenv("STRATA_DAGSTER_RUN_ID", "outer")
+    with subprocess_environment(dbt_environment("run-1", trino)):
+        assert (os.environ["STRATA_DAGSTER_RUN_ID"], os.environ["STRATA_TRINO_PASSWORD"]) == ("run-1", PASSWORD)
+    assert os.environ["STRATA_DAGSTER_RUN_ID"] == "outer" and "STRATA_TRINO_PASSWORD" not in os.environ
