@@ -14,7 +14,6 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email import message_from_bytes
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import dagster as dg
@@ -28,6 +27,7 @@ from sensors.alert_sensors import (
     build_check_failure_alert_sensor,
     build_run_failure_alert_sensor,
 )
+from tests.local_http import HOST, QuietHandler, serve_http
 
 WEBHOOK_SECRET_VAR = "STRATA_SECRET_ALERTING__WEBHOOK_URL"
 
@@ -47,23 +47,16 @@ def webhook_server() -> Iterator[WebhookServer]:
     """An HTTP server on 127.0.0.1 that records every JSON body POSTed to it."""
     state = WebhookServer(url="")
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
             state.received.append({"path": self.path, "headers": dict(self.headers), "json": json.loads(body)})
             self.send_response(state.status)
             self.end_headers()
 
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/hooks/T000/B000/secret-token"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
+    with serve_http(Handler) as server:
+        state.url = f"http://{HOST}:{server.server_address[1]}/hooks/T000/B000/secret-token"
+        yield state
 
 
 @dataclass
@@ -142,7 +135,7 @@ def vault_server() -> Iterator[VaultServer]:
     """The Vault endpoints hvac uses here: AppRole and Kubernetes login, KV v2 read (token checked)."""
     state = VaultServer(url="", secrets={})
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def answer(self, status: int, body: dict) -> None:
             payload = json.dumps(body).encode()
             self.send_response(status)
@@ -174,16 +167,9 @@ def vault_server() -> Iterator[VaultServer]:
             metadata = {"version": 1, "deletion_time": "", "destroyed": False, "created_time": "2026-11-01T00:00:00Z"}
             return self.answer(200, {"data": {"data": data, "metadata": metadata}})
 
-        def log_message(self, *args) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield state
-    server.shutdown()
-    server.server_close()
+    with serve_http(Handler) as server:
+        state.url = f"http://{HOST}:{server.server_address[1]}"
+        yield state
 
 
 def env_secrets(tmp_path: Path, **values: str) -> SecretsResource:

@@ -26,12 +26,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from ipaddress import IPv4Address
 from pathlib import Path
 from typing import Any
 
-HOST = "127.0.0.1"
+from tests.local_http import HOST, QuietHandler, serve_http
+
 # Trino reports varchar without a length as varchar(2147483647) in the type signature.
 UNBOUNDED_VARCHAR = 2147483647
 _TYPE = re.compile(r"^(?P<base>[a-z ]+?)\s*(?:\((?P<args>[^()]*)\))?(?P<tz> with time zone)?$")
@@ -135,10 +136,7 @@ def _handler(state: TrinoStub, scheme: str) -> type[BaseHTTPRequestHandler]:
     queries: dict[str, list[dict[str, Any]]] = {}  # query id -> pages still to serve
     lock = threading.Lock()
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args) -> None:
-            pass
-
+    class Handler(QuietHandler):
         def _record(self, body: str) -> None:
             headers = {name.lower(): value for name, value in self.headers.items()}
             with lock:
@@ -270,20 +268,13 @@ def serve_trino(
     """Run the stub on a free port of 127.0.0.1 (HTTPS with a fresh self-signed certificate if `tls`)."""
     state = TrinoStub(user=user, password=password)
     scheme = "https" if tls else "http"
-    server = ThreadingHTTPServer((HOST, 0), _handler(state, scheme))
-    server.daemon_threads = True
+    context = None
     if tls:
         cert_file, key_file = _write_self_signed_certificate(folder)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert_file, key_file)
-        server.socket = context.wrap_socket(server.socket, server_side=True)
         state.ca_file = str(cert_file)
-    state.port = server.server_address[1]
-    state.url = f"{scheme}://{HOST}:{state.port}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serve_http(_handler(state, scheme), context) as server:
+        state.port = server.server_address[1]
+        state.url = f"{scheme}://{HOST}:{state.port}"
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
