@@ -119,34 +119,33 @@ def subprocess_environment(values: Mapping[str, str]) -> Iterator[None]:
 
 
 def build_dbt_assets(project: DbtProject, daily: dg.DailyPartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """The unpartitioned models, and the `daily` ones as one daily-partitioned multi-asset."""
     translator = StrataDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
 
-    @dbt_assets(
-        manifest=project.manifest_path,
-        project=project,
-        exclude=f"tag:{DAILY_TAG}",
-        dagster_dbt_translator=translator,
-        name="dbt_models",
-        pool=WAREHOUSE_POOL,
-    )
-    def dbt_models(
-        context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: Warehouse, iceberg: IcebergCatalog
-    ):
-        yield from run_dbt(context, dbt, warehouse, iceberg, window=None)
+    def dbt_multi_asset(name: str, **selection: Any) -> dg.AssetsDefinition:
+        @dbt_assets(
+            manifest=project.manifest_path,
+            project=project,
+            dagster_dbt_translator=translator,
+            name=name,
+            pool=WAREHOUSE_POOL,
+            **selection,
+        )
+        def models(
+            context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: Warehouse, iceberg: IcebergCatalog
+        ):
+            partitioned = context.has_partition_key or context.has_partition_key_range
+            window = context.partition_time_window if partitioned else None
+            yield from run_dbt(context, dbt, warehouse, iceberg, window=window)
 
-    @dbt_assets(
-        manifest=project.manifest_path,
-        project=project,
-        select=f"tag:{DAILY_TAG}",
-        dagster_dbt_translator=translator,
-        name="dbt_daily_models",
-        partitions_def=daily,
-        backfill_policy=dg.BackfillPolicy.single_run(),
-        pool=WAREHOUSE_POOL,
-    )
-    def dbt_daily_models(
-        context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: Warehouse, iceberg: IcebergCatalog
-    ):
-        yield from run_dbt(context, dbt, warehouse, iceberg, window=context.partition_time_window)
+        return models
 
-    return [dbt_models, dbt_daily_models]
+    return [
+        dbt_multi_asset("dbt_models", exclude=f"tag:{DAILY_TAG}"),
+        dbt_multi_asset(
+            "dbt_daily_models",
+            select=f"tag:{DAILY_TAG}",
+            partitions_def=daily,
+            backfill_policy=dg.BackfillPolicy.single_run(),
+        ),
+    ]

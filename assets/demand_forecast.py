@@ -55,8 +55,9 @@ def seasonal_naive_forecast(features: pa.Table, run_id: str) -> pa.Table:
     import polars as pl
 
     frame = pl.from_arrow(features)
-    if frame.filter(pl.col("capacity") <= 0).height:
-        stations = frame.filter(pl.col("capacity") <= 0)["start_station_id"].unique().sort().to_list()
+    without_capacity = frame.filter(pl.col("capacity") <= 0)
+    if without_capacity.height:
+        stations = without_capacity["start_station_id"].unique().sort().to_list()
         raise ValueError(f"gold.dim_stations: capacity must be positive for station(s) {stations}")
     forecast = frame.select(
         pl.col("feature_date"),

@@ -24,6 +24,8 @@ from datetime import timedelta
 
 import dagster as dg
 
+from resources.warehouse import WAREHOUSE_POOL
+
 # --- the policy tables -------------------------------------------------------------------------------
 
 GOLD = dg.AssetSelection.groups("gold")
@@ -52,8 +54,8 @@ RETRY_POLICIES: list[tuple[str, dg.AssetSelection, dg.RetryPolicy]] = [
 ]
 POOLS: list[tuple[str, dg.AssetSelection, str]] = [
     ("the OLTP source database", BRONZE_OLTP, "source_db"),
-    ("the SQL engine (DuckDB has one writer; Trino is shared)", DBT_MODELS, "warehouse"),
-    ("ML reads the marts from the SQL engine (a DuckDB reader cannot open the file while dbt writes)", ML, "warehouse"),
+    ("the SQL engine (DuckDB has one writer; Trino is shared)", DBT_MODELS, WAREHOUSE_POOL),
+    ("ML reads the marts (a DuckDB reader cannot open the file while dbt writes it)", ML, WAREHOUSE_POOL),
 ]
 # Follow the inputs when they update, but never past an input whose blocking checks failed.
 QUALITY_GATED_EAGER = (

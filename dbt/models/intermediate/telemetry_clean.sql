@@ -25,14 +25,7 @@ select
     reading_date
 from (
     select
-        vehicle_id,
-        ts,
-        lat,
-        lon,
-        speed_kmh,
-        battery_pct,
-        odometer_km,
-        fault_code,
+        *,
         cast(ts as date) as reading_date,
         row_number() over ({{ telemetry_duplicates_window() }}) as reading_rank
     from {{ ref('stg_telemetry') }}
