@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import dagster as dg
 
-from assets.bronze_oltp import build_oltp_assets
-from assets.bronze_telemetry import TELEMETRY, build_telemetry_asset
-from assets.dbt_models import build_dbt_assets
-from assets.demand_forecast import build_demand_forecast_asset
+from assets.bronze.oltp import build_oltp_assets
+from assets.bronze.telemetry import TELEMETRY, build_telemetry_asset
+from assets.ml.demand_forecast import build_demand_forecast_asset
 from assets.partitions import daily_partitions, hourly_partitions
-from assets.quality_checks import build_quality_checks
+from assets.quality.checks import build_quality_checks
+from assets.transform.dbt_models import build_dbt_assets
 from jobs import build_jobs
 from jobs.policies import apply_global_policies
 from resources.environment import build_dbt_project, build_resources

@@ -1,0 +1,1 @@
+"""Software-defined assets, one subpackage per concern: bronze/, drops/, quality/, transform/ (dbt), ml/."""

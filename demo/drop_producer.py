@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from assets.drop_protocol import MANIFEST_NAME, READY_NAME, drop_prefix, manifest_partition
+from assets.drops.protocol import MANIFEST_NAME, READY_NAME, drop_prefix, manifest_partition
 from resources.landing import LandingZone
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from assets.contracts import oltp_contracts
+from assets.bronze.contracts import oltp_contracts
 from demo.world import CITY_NAMES, VEHICLE_TYPES, World
 
 BOOKING_STATUSES = ("reserved", "active", "completed", "cancelled")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from assets.contracts import TableContract, oltp_contracts
+from assets.bronze.contracts import TableContract, oltp_contracts
 from resources.source_db import connect_adbc
 
 SQLITE_TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"  # Arrow prints the .ffffff fraction of timestamp[us] seconds

@@ -19,14 +19,15 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from assets.contracts import file_drop_contracts
-from assets.drop_protocol import READY_NAME, drop_prefix
+from assets.bronze.contracts import file_drop_contracts
+from assets.drops.protocol import READY_NAME, drop_prefix
 from demo.drop_producer import write_drop
 from demo.oltp_state import changed_since, oltp_tables_at
 from demo.oltp_store import replace_tables, upsert_rows
 from demo.telemetry import DATASET as TELEMETRY
 from demo.telemetry import READINGS_PER_HOUR, HourPositions, hour_positions, hour_table
-from demo.world import HOUR_US, DemoConfig, World, build_world, from_us, hours_elapsed, to_us
+from demo.world import HOUR_US, DemoConfig, World, from_us, hours_elapsed, to_us
+from demo.world_builder import build_world
 
 TRUTH_FILE = "ground_truth.json"
 

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from assets.contracts import file_drop_contracts
+from assets.bronze.contracts import file_drop_contracts
 from demo.world import BATTERY_PCT_PER_KM, HOUR_US, US, Stream, World, sub_rng
 
 DATASET = "telemetry"

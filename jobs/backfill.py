@@ -11,11 +11,13 @@ import argparse
 import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
 
-from assets.drop_protocol import partition_key
+from assets.drops.protocol import partition_key
 
+WORKSPACE_FILE = Path(__file__).resolve().parents[1] / "workspace.yaml"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 
@@ -102,6 +104,21 @@ def demo_window() -> tuple[date, date]:
     return settings.start_date, default_demo_end()
 
 
+def load_code_location(workspace: Path = WORKSPACE_FILE) -> dg.Definitions:
+    """The Definitions of the code location that `workspace.yaml` declares, loaded as `dagster dev` does.
+
+    Loading the file the workspace names (rather than importing `definitions`) keeps this CLI below the
+    assembly layer and makes it run exactly what the UI runs.
+    """
+    import runpy
+
+    import yaml
+
+    location = yaml.safe_load(workspace.read_text())["load_from"][0]["python_file"]
+    path = workspace.parent / location.get("working_directory", ".") / location["relative_path"]
+    return runpy.run_path(str(path))["defs"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Materialize every asset for a date range (end exclusive).")
     parser.add_argument("--start", type=date.fromisoformat)
@@ -110,8 +127,7 @@ def main() -> None:
     default_start, default_end = demo_window()
     start, end = args.start or default_start, args.end or default_end
 
-    from definitions import defs
-
+    defs = load_code_location()
     summary = run_backfill(defs, dg.DagsterInstance.get(), start, end)
     print(f"Strata backfill {start} .. {end} (end exclusive)")
     for job_name, run_id, ok, seconds in summary.runs:

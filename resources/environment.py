@@ -8,9 +8,9 @@ from pathlib import Path
 
 from dagster_dbt import DbtCliResource, DbtProject
 
-from assets.ingestion_guard import IngestionGuard
 from resources.alerting import build_alerting_resource
 from resources.iceberg import IcebergCatalog
+from resources.ingestion_guard import IngestionGuard
 from resources.landing import LandingZone
 from resources.secrets import build_secrets_resource
 from resources.settings import DBT_PROJECT_DIR, StrataSettings

@@ -179,7 +179,7 @@ class Warehouse(dg.ConfigurableResource):
 
     def trino_password(self) -> str | None:
         """The password for basic/ldap auth from `secrets`, read on use; None for method `none`.
-        Also handed to the dbt subprocess (assets/dbt_models.py), so prod keeps it in one place."""
+        Also handed to the dbt subprocess (assets/transform/dbt_models.py), so prod keeps it in one place."""
         if self.trino_method not in TRINO_AUTH_METHODS:
             raise ValueError(f"unknown Trino auth method {self.trino_method!r}; use one of {TRINO_AUTH_METHODS}")
         if self.trino_method == "none":

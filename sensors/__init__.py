@@ -1,1 +1,1 @@
-"""Sensors: the READY-marker drop sensor (run-status and freshness sensors come with the audit work)."""
+"""Sensors: the READY-marker drop sensor, gated automation, the audit run-log sensor, freshness and failure alerts."""

@@ -14,34 +14,27 @@ Exactly once, in two layers:
   moves when tags are added to it later, the table may have been rebuilt). The check runs inside
   `commit_with_retry`, so a concurrent writer's rows are seen on a retry.
 
-The table is a projection of the event log: `rebuild_run_log` overwrites it from the instance.
+The table is a projection of the event log: `rebuild_run_log` (audit/run_log.py) overwrites it from the
+instance.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from jobs.audit_trail import (
-    RUN_LOG_SCHEMA,
-    RUN_LOG_TABLE,
-    TERMINAL_STATUSES,
-    AuditRecord,
-    build_audit_records,
-    finished_run_records,
-    iter_audit_records,
-    records_to_arrow,
-)
-from resources.iceberg import IcebergCatalog, commit_with_retry
+from audit.record import TERMINAL_STATUSES, AuditRecord, iter_audit_records
+from audit.run_log import RUN_LOG_TABLE, append_new_records
+from resources.iceberg import IcebergCatalog
 
 if TYPE_CHECKING:
-    from pyiceberg.table import Table
+    pass
 
 SENSOR_NAME = "audit_run_log_sensor"
 MAX_RUNS_PER_TICK = 1000
@@ -85,45 +78,6 @@ class TickOutcome:
         )
 
 
-def run_log_table(catalog: IcebergCatalog) -> Table:
-    return catalog.load_or_create_table(RUN_LOG_TABLE, RUN_LOG_SCHEMA)
-
-
-def recorded_run_ids(table: Table, records: Sequence[AuditRecord]) -> set[str]:
-    """Which of `records`' runs the table already holds.
-
-    The start-time bound lets Iceberg skip data files by their column stats (run ids are random, so their
-    min/max stats prune nothing): a record's start time is fixed by the instance, so a run already in the
-    table has the same start time there.
-    """
-    from pyiceberg.expressions import And, GreaterThanOrEqual, In
-
-    if not records or table.current_snapshot() is None:
-        return set()
-    row_filter = In("run_id", {r.run_id for r in records})
-    starts = [r.start_time for r in records]
-    if all(s is not None for s in starts):
-        row_filter = And(row_filter, GreaterThanOrEqual("start_time", min(starts).isoformat()))
-    scan = table.scan(row_filter=row_filter, selected_fields=("run_id",))
-    return set(scan.to_arrow().column("run_id").to_pylist())
-
-
-def append_new_records(catalog: IcebergCatalog, records: Sequence[AuditRecord]) -> tuple[list[str], list[str]]:
-    """Append the records whose run is not in the table yet, in one commit; (written, skipped) run ids."""
-    if not records:
-        return [], []
-    unique = list({r.run_id: r for r in records}.values())
-
-    def write(table: Table) -> tuple[list[str], list[str]]:
-        present = recorded_run_ids(table, unique)
-        new = [r for r in unique if r.run_id not in present]
-        if new:
-            table.append(records_to_arrow(new), snapshot_properties={"strata.writer": SENSOR_NAME})
-        return [r.run_id for r in new], sorted(present)
-
-    return commit_with_retry(run_log_table(catalog), write)
-
-
 def process_finished_runs(
     instance: dg.DagsterInstance,
     catalog: IcebergCatalog,
@@ -151,34 +105,12 @@ def process_finished_runs(
         records.append(record)
         if time.monotonic() > deadline:
             break  # the rest (in update order, so the cursor stays exact) waits for the next tick
-    written, already = append_new_records(catalog, records)
+    written, already = append_new_records(catalog, records, writer=SENSOR_NAME)
 
     stamps = {r.dagster_run.run_id: r.update_timestamp.timestamp() for r in done}
     after = max([cursor.after, *stamps.values()])
     seen = {run_id: ts for run_id, ts in {**cursor.seen, **stamps}.items() if ts >= after - OVERLAP_SECONDS}
     return TickOutcome(AuditCursor(after, seen), written, already, len(done))
-
-
-def rebuild_run_log(
-    instance: dg.DagsterInstance, catalog: IcebergCatalog, *, secrets: Iterable[str] | None = None
-) -> int:
-    """Recreate `audit.run_log` from the event log (one overwrite commit); returns the number of records.
-
-    Also compacts the table: the sensor's one-file-per-tick appends become a single file.
-    """
-    records = build_audit_records(instance, finished_run_records(instance), secrets=secrets)
-    rows = records_to_arrow(records)
-    properties = {"strata.writer": "rebuild"}
-
-    def write(table: Table) -> None:
-        if table.current_snapshot() is None:  # nothing to replace (overwrite would warn of an empty delete)
-            if rows.num_rows:
-                table.append(rows, snapshot_properties=properties)
-        else:
-            table.overwrite(rows, snapshot_properties=properties)
-
-    commit_with_retry(run_log_table(catalog), write)
-    return len(records)
 
 
 def build_audit_sensor() -> dg.SensorDefinition:

@@ -20,8 +20,8 @@ from datetime import datetime, timedelta
 
 import dagster as dg
 
-from assets.drop_ledger import loaded_drop_versions
-from assets.drop_protocol import MANIFEST_NAME, READY_NAME, drop_prefix, partition_key
+from assets.drops.ledger import loaded_drop_versions
+from assets.drops.protocol import MANIFEST_NAME, READY_NAME, drop_prefix, partition_key
 from resources.iceberg import IcebergCatalog
 from resources.landing import LandedObject, LandingZone
 

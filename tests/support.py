@@ -8,7 +8,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from assets.audit_metadata import table_checksum
+from audit.metadata import table_checksum
 from demo.simulator import DemoConfig, generate
 from resources.settings import StrataSettings
 

@@ -21,29 +21,20 @@ import pyarrow.parquet as pq
 import pytest
 from dagster._utils.error import SerializableErrorInfo
 
-from assets.audit_metadata import code_identity, table_checksum
-from assets.bronze_oltp import build_oltp_asset, extraction_query, latest_version_per_key
-from assets.contracts import conform_to_contract, oltp_contracts
-from assets.ingestion_guard import IngestionGuard
-from jobs.audit_cli import main, settings_catalog
-from jobs.audit_trail import (
-    MAX_ERROR_CHARS,
-    RUN_LOG_SCHEMA,
-    RUN_LOG_TABLE,
-    AuditFilter,
-    AuditRecord,
-    build_audit_record,
-    classify_trigger,
-    error_summary,
-    partition_matches,
-    records_from_arrow,
-    records_to_arrow,
-    scrub_secrets,
-    secret_values,
-)
+from assets.bronze.conform import conform_to_contract
+from assets.bronze.contracts import oltp_contracts
+from assets.bronze.oltp import build_oltp_asset, extraction_query, latest_version_per_key
+from audit.cli import main, settings_catalog
+from audit.errors import MAX_ERROR_CHARS, error_summary, scrub_secrets
+from audit.metadata import code_identity, table_checksum
+from audit.query import AuditFilter, partition_matches
+from audit.record import AuditRecord, build_audit_record, classify_trigger
+from audit.run_log import RUN_LOG_SCHEMA, RUN_LOG_TABLE, rebuild_run_log, records_from_arrow, records_to_arrow
 from resources.iceberg import IcebergCatalog
+from resources.ingestion_guard import IngestionGuard
+from resources.settings import secret_values
 from resources.source_db import SourceDatabase
-from sensors.audit_sensor import AuditCursor, build_audit_sensor, process_finished_runs, rebuild_run_log
+from sensors.audit_sensor import AuditCursor, build_audit_sensor, process_finished_runs
 from tests.test_bronze_oltp import CREATE, execute, row
 
 STATIONS = oltp_contracts()["stations"]

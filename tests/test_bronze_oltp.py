@@ -8,11 +8,12 @@ import dagster as dg
 import pyarrow as pa
 import pytest
 
-from assets.bronze_oltp import build_oltp_asset, extraction_query, latest_version_per_key, stored_watermark
-from assets.bronze_quarantine import quarantined_rows
-from assets.contracts import oltp_contracts
-from assets.ingestion_guard import NOT_RUN_TAG, IngestionGuard
+from assets.bronze.contracts import oltp_contracts
+from assets.bronze.oltp import build_oltp_asset, extraction_query, latest_version_per_key, stored_watermark
+from assets.bronze.quarantine import quarantined_rows
+from audit.metadata import NOT_RUN_TAG
 from resources.iceberg import IcebergCatalog
+from resources.ingestion_guard import IngestionGuard
 from resources.source_db import SourceDatabase, connect_adbc
 
 STATIONS = oltp_contracts()["stations"]

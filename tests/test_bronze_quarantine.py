@@ -12,20 +12,14 @@ import dagster as dg
 import pyarrow as pa
 import pytest
 
-from assets.bronze_oltp import stored_watermark
-from assets.bronze_quarantine import QUARANTINE_TABLE, quarantined_rows
-from assets.contracts import (
-    ColumnContract,
-    ContractViolation,
-    TableContract,
-    conform_rows,
-    conform_to_contract,
-    oltp_contracts,
-)
-from assets.drop_ledger import LEDGER_TABLE
-from assets.drop_protocol import ERROR_NAME, drop_prefix, manifest_partition
-from assets.drop_quarantine import QUARANTINE_ROOT
-from assets.drop_verification import verify_drop
+from assets.bronze.conform import ContractViolation, conform_rows, conform_to_contract
+from assets.bronze.contracts import ColumnContract, TableContract, oltp_contracts
+from assets.bronze.oltp import stored_watermark
+from assets.bronze.quarantine import QUARANTINE_TABLE, quarantined_rows
+from assets.drops.ledger import LEDGER_TABLE
+from assets.drops.protocol import ERROR_NAME, drop_prefix, manifest_partition
+from assets.drops.quarantine import QUARANTINE_ROOT
+from assets.drops.verification import verify_drop
 from resources.landing import LandingZone
 from tests.test_bronze_oltp import CREATE, catalog_at, execute
 from tests.test_bronze_oltp import materialize as materialize_stations

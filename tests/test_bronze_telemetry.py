@@ -7,14 +7,14 @@ from pathlib import Path
 import dagster as dg
 import pyarrow as pa
 
-from assets.audit_metadata import combine_checksums
-from assets.bronze_telemetry import build_telemetry_asset
-from assets.contracts import file_drop_contracts
-from assets.drop_protocol import partition_key
-from assets.ingestion_guard import NOT_RUN_TAG, IngestionGuard
+from assets.bronze.contracts import file_drop_contracts
+from assets.bronze.telemetry import build_telemetry_asset
+from assets.drops.protocol import partition_key
 from assets.partitions import hourly_partitions
+from audit.metadata import NOT_RUN_TAG, combine_checksums
 from demo.drop_producer import write_drop
 from resources.iceberg import IcebergCatalog
+from resources.ingestion_guard import IngestionGuard
 from resources.landing import LandingZone
 
 CONTRACT = file_drop_contracts()["telemetry"]

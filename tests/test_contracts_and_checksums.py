@@ -3,8 +3,9 @@
 import pyarrow as pa
 import pytest
 
-from assets.audit_metadata import is_sorted, table_checksum
-from assets.contracts import ContractViolation, _parse_table, conform_to_contract, file_drop_contracts, oltp_contracts
+from assets.bronze.conform import ContractViolation, conform_to_contract
+from assets.bronze.contracts import _parse_table, file_drop_contracts, oltp_contracts
+from audit.metadata import is_sorted, table_checksum
 
 STATIONS = oltp_contracts()["stations"]
 

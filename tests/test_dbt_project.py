@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from assets.contracts import TableContract, file_drop_contracts, oltp_contracts
+from assets.bronze.contracts import TableContract, file_drop_contracts, oltp_contracts
 
 DBT_DIR = Path(__file__).resolve().parent.parent / "dbt"
 

@@ -13,8 +13,8 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from assets.contracts import file_drop_contracts, oltp_contracts
-from assets.drop_protocol import MANIFEST_NAME, READY_NAME, drop_prefix
+from assets.bronze.contracts import file_drop_contracts, oltp_contracts
+from assets.drops.protocol import MANIFEST_NAME, READY_NAME, drop_prefix
 from demo.simulator import TRUTH_FILE, DemoConfig, advance, generate
 
 CFG = DemoConfig(start=date(2026, 10, 1), days=2, scale=0.01, seed=7)

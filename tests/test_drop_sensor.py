@@ -7,14 +7,14 @@ from datetime import datetime, timedelta
 import dagster as dg
 import pytest
 
-import assets.bronze_telemetry as bronze_telemetry
-from assets.bronze_telemetry import build_telemetry_asset
-from assets.drop_ledger import loaded_drop_versions
-from assets.drop_protocol import ERROR_NAME, drop_prefix
-from assets.ingestion_guard import IngestionGuard
+import assets.bronze.telemetry as bronze_telemetry
+from assets.bronze.telemetry import build_telemetry_asset
+from assets.drops.ledger import loaded_drop_versions
+from assets.drops.protocol import ERROR_NAME, drop_prefix
 from assets.partitions import hourly_partitions
 from demo.drop_producer import write_drop
 from resources.iceberg import IcebergCatalog
+from resources.ingestion_guard import IngestionGuard
 from resources.landing import LandingZone
 from sensors.telemetry_drop_sensor import SensorCursor, build_telemetry_drop_sensor, list_drops
 from tests.test_bronze_telemetry import hour_rows

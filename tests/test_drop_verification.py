@@ -11,9 +11,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from assets.contracts import file_drop_contracts
-from assets.drop_protocol import MANIFEST_NAME, READY_NAME, drop_prefix, manifest_partition
-from assets.drop_verification import DropVerificationError, verify_drop
+from assets.bronze.contracts import file_drop_contracts
+from assets.drops.protocol import MANIFEST_NAME, READY_NAME, drop_prefix, manifest_partition
+from assets.drops.verification import DropVerificationError, verify_drop
 from demo.drop_producer import write_drop
 from resources.landing import LandingZone
 from tests.test_bronze_telemetry import hour_rows

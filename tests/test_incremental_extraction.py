@@ -6,11 +6,11 @@ from datetime import datetime
 import dagster as dg
 import pyarrow as pa
 
-from assets.bronze_oltp import build_oltp_assets
-from assets.contracts import oltp_contracts
-from assets.ingestion_guard import IngestionGuard
+from assets.bronze.contracts import oltp_contracts
+from assets.bronze.oltp import build_oltp_assets
 from demo.simulator import DemoConfig, advance
 from resources.iceberg import IcebergCatalog
+from resources.ingestion_guard import IngestionGuard
 from resources.source_db import SourceDatabase
 from tests.conftest import TEST_START
 from tests.support import generate_demo

@@ -13,9 +13,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from assets.bronze_quarantine import quarantined_rows
-from assets.contracts import file_drop_contracts
-from assets.drop_protocol import drop_prefix, partition_key
+from assets.bronze.contracts import file_drop_contracts
+from assets.bronze.quarantine import quarantined_rows
+from assets.drops.protocol import drop_prefix, partition_key
 from definitions import build_definitions
 from demo.drop_producer import write_drop
 from jobs.backfill import run_backfill

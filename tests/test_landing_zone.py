@@ -17,11 +17,12 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from assets.contracts import file_drop_contracts
-from assets.drop_protocol import drop_prefix, manifest_partition
-from assets.drop_verification import DropVerificationError, verify_drop
+from assets.bronze.contracts import file_drop_contracts
+from assets.drops.protocol import drop_prefix, manifest_partition
+from assets.drops.verification import DropVerificationError, verify_drop
 from demo.drop_producer import write_drop
-from resources.landing import LandingZone, _s3_client
+from resources.landing import LandingZone
+from resources.landing_s3 import s3_client
 
 MANY = 1205  # more than one ListObjectsV2 page and one DeleteObjects batch
 WRITERS = 8  # below botocore's default pool of 10 connections
@@ -57,7 +58,7 @@ def counted_s3_requests(landing: LandingZone) -> Iterator[Counter]:
     if not is_s3(landing):
         yield counts
         return
-    client = _s3_client(landing.s3_endpoint_url, landing.s3_region)
+    client = s3_client(landing.s3_endpoint_url, landing.s3_region)
 
     def count(model, **_) -> None:
         counts[model.name] += 1

@@ -8,15 +8,15 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from assets.expectation_suites import (
+from assets.quality.checks import build_quality_checks, reported_parameters
+from assets.quality.gx_validation import validate
+from assets.quality.suites import (
     SuiteFileError,
     columns_to_read,
     load_suite_files,
     parse_suite_file,
     referenced_columns,
 )
-from assets.gx_validation import validate
-from assets.quality_checks import build_quality_checks, reported_parameters
 from definitions import build_definitions
 from resources.iceberg import IcebergCatalog
 from resources.source_db import connect_adbc

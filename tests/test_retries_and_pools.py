@@ -14,7 +14,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from assets.contracts import ContractViolation
+from assets.bronze.conform import ContractViolation
 from jobs.policies import (
     BRONZE,
     BRONZE_TELEMETRY_WINDOW,
@@ -86,7 +86,7 @@ def contract_breaking_extract(source: FlakySource) -> None:
     try:
         raise ContractViolation("source table customers: column signup_date is text, contract says date")
     except ContractViolation as violation:
-        # The change recommended for assets/bronze_oltp.py: the same bytes fail the same way every time.
+        # The change recommended for assets/bronze/oltp.py: the same bytes fail the same way every time.
         raise dg.Failure(description=str(violation), allow_retries=False) from violation
 
 
@@ -257,10 +257,10 @@ def test_gold_runs_are_dequeued_first():
 
 
 def test_global_policies_on_the_real_assets(settings):
-    from assets.bronze_oltp import build_oltp_assets
-    from assets.bronze_telemetry import build_telemetry_asset
-    from assets.dbt_models import build_dbt_assets
+    from assets.bronze.oltp import build_oltp_assets
+    from assets.bronze.telemetry import build_telemetry_asset
     from assets.partitions import daily_partitions, hourly_partitions
+    from assets.transform.dbt_models import build_dbt_assets
     from jobs import build_jobs
     from resources.environment import build_dbt_project, build_resources
 

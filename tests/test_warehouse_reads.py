@@ -20,9 +20,9 @@ import pyarrow as pa
 import pytest
 from dagster_dbt import DbtProject
 
-from assets.demand_forecast import FEATURES_SQL, read_features
-from assets.expectation_suites import parse_suite_file
-from assets.quality_checks import read_rows
+from assets.ml.demand_forecast import FEATURES_SQL, read_features
+from assets.quality.checks import read_rows
+from assets.quality.suites import parse_suite_file
 from resources.environment import build_resources, trino_fields
 from resources.secrets import SecretNotFoundError, SecretsResource
 from resources.settings import DBT_PROJECT_DIR, load_settings
@@ -374,7 +374,7 @@ def test_trino_fields_default_to_the_dbt_profile_and_refuse_unknown_methods():
 def test_dbt_gets_the_run_id_and_on_trino_the_password_from_the_secrets_backend(tls_trino, monkeypatch, tmp_path):
     import os
 
-    from assets.dbt_models import dbt_environment, subprocess_environment
+    from assets.transform.dbt_models import dbt_environment, subprocess_environment
 
     monkeypatch.delenv("STRATA_TRINO_PASSWORD", raising=False)
     trino = ldap_warehouse(tls_trino, env_secrets(monkeypatch))

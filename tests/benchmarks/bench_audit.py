@@ -42,7 +42,7 @@ TICK_TARGET_S = 10.0
 
 def template_assets(*, fail: bool) -> list:
     """The asset (and its checks) the template runs materialize; `fail` makes its read fail."""
-    from assets.audit_metadata import audit_metadata, table_checksum
+    from audit.metadata import audit_metadata, table_checksum
 
     key = dg.AssetKey(["bronze", "bench_stations"])
 
@@ -132,7 +132,7 @@ def clone_runs(instance: dg.DagsterInstance, template_ids: list[str], count: int
 
 def floor_read(instance: dg.DagsterInstance) -> int:
     """What any audit needs at least: the finished runs' records and their audit events."""
-    from jobs.audit_trail import AUDIT_EVENT_TYPES, TERMINAL_STATUSES
+    from audit.record import AUDIT_EVENT_TYPES, TERMINAL_STATUSES
 
     records = instance.get_run_records(
         dg.RunsFilter(statuses=list(TERMINAL_STATUSES)), limit=RUNS + 10, order_by="update_timestamp", ascending=True
@@ -162,8 +162,9 @@ def storage_overrides(root: Path, kind: str | None) -> dict | None:
 
 
 def bench_storage(label: str, kind: str | None) -> list[str]:
+    from audit.run_log import RUN_LOG_TABLE
     from resources.iceberg import IcebergCatalog
-    from sensors.audit_sensor import RUN_LOG_TABLE, build_audit_sensor
+    from sensors.audit_sensor import build_audit_sensor
 
     lines = []
     with tempfile.TemporaryDirectory(prefix="bench_audit_") as tmp:

@@ -176,7 +176,7 @@ def s3_client(endpoint: str, **config):
 
 def tiny_parts() -> dict[str, tuple[bytes, int]]:
     """{part name: (parquet bytes, rows)}: one small contract-conformant parquet blob per part."""
-    from assets.contracts import file_drop_contracts
+    from assets.bronze.contracts import file_drop_contracts
     from demo.drop_producer import PART_NAME_FORMAT, parquet_bytes
 
     schema = file_drop_contracts()[DATASET].arrow_schema()
@@ -202,7 +202,7 @@ def tiny_parts() -> dict[str, tuple[bytes, int]]:
 
 def drop_objects(hour: int, parts: dict[str, tuple[bytes, int]], ready: bool) -> list[tuple[str, bytes]]:
     """(key relative to the zone, bytes) of one drop, in the producer's order: parts, manifest, _READY."""
-    from assets.drop_protocol import MANIFEST_NAME, READY_NAME, drop_prefix
+    from assets.drops.protocol import MANIFEST_NAME, READY_NAME, drop_prefix
     from demo.drop_producer import build_manifest
 
     hour_start = SENSOR_START + timedelta(hours=hour)
@@ -268,8 +268,8 @@ def cpu_split(server: psutil.Process) -> Iterator[dict[str, float]]:
 
 
 def bench_sensor(tmp: Path, profile: bool, api_fill: bool) -> list[str]:
-    from assets.bronze_telemetry import build_telemetry_asset
-    from assets.drop_ledger import loaded_drop_versions
+    from assets.bronze.telemetry import build_telemetry_asset
+    from assets.drops.ledger import loaded_drop_versions
     from assets.partitions import hourly_partitions
     from resources.iceberg import IcebergCatalog
     from resources.landing import LandingZone
@@ -377,7 +377,7 @@ def tick_parts(asset: dg.AssetsDefinition, iceberg) -> str:
     """The tick's work after the listing, timed step by step on the same 100k keys held in memory."""
     from datetime import UTC
 
-    from assets.drop_ledger import loaded_drop_versions
+    from assets.drops.ledger import loaded_drop_versions
     from resources.landing import LandedObject
     from sensors.telemetry_drop_sensor import SensorCursor, group_drops, plan_tick
 
@@ -427,7 +427,8 @@ def write_big_drop(landing_root: Path) -> tuple[datetime, int]:
     """One hour of realistic telemetry (~1M rows) written as one drop; return (hour start, rows)."""
     from demo.drop_producer import write_drop
     from demo.telemetry import hour_table
-    from demo.world import HOUR_US, DemoConfig, build_world, from_us, to_us
+    from demo.world import HOUR_US, DemoConfig, from_us, to_us
+    from demo.world_builder import build_world
 
     cfg = DemoConfig(start=LOAD_START, days=1, scale=LOAD_SCALE)
     hour = to_us(cfg.start_dt) // HOUR_US + LOAD_HOUR
@@ -449,7 +450,7 @@ def floor_table(catalog, contract):
     from pyiceberg.partitioning import PartitionField, PartitionSpec
     from pyiceberg.transforms import HourTransform
 
-    from assets.bronze_telemetry import load_or_create_hourly_table
+    from assets.bronze.telemetry import load_or_create_hourly_table
 
     # Same Iceberg schema (field ids) as the platform's table: create one, copy its schema.
     schema = load_or_create_hourly_table(catalog, contract).schema()
@@ -461,10 +462,10 @@ def floor_table(catalog, contract):
 def bench_load(tmp: Path) -> list[str]:
     import pyarrow.parquet as pq
 
-    from assets.bronze_telemetry import load_hour_range, load_or_create_hourly_table
-    from assets.contracts import file_drop_contracts
-    from assets.drop_ledger import LEDGER_SCHEMA, LEDGER_TABLE
-    from assets.drop_protocol import drop_prefix
+    from assets.bronze.contracts import file_drop_contracts
+    from assets.bronze.telemetry import load_hour_range, load_or_create_hourly_table
+    from assets.drops.ledger import LEDGER_SCHEMA, LEDGER_TABLE
+    from assets.drops.protocol import drop_prefix
     from demo.drop_producer import PART_NAME_FORMAT
     from resources.landing import LandingZone
 
@@ -540,12 +541,12 @@ def load_breakdown(landing, contract, hour_start: datetime, folder: Path) -> lis
 
     import pyarrow.parquet as pq
 
-    from assets.audit_metadata import combine_checksums
-    from assets.bronze_telemetry import load_or_create_hourly_table, time_range_filter
-    from assets.contracts import conform_to_contract
-    from assets.drop_ledger import LEDGER_SCHEMA, LEDGER_TABLE, LoadedDrop, record_loaded_drops
-    from assets.drop_protocol import READY_NAME, drop_prefix, partition_key
-    from assets.drop_verification import read_manifest
+    from assets.bronze.conform import conform_to_contract
+    from assets.bronze.telemetry import load_or_create_hourly_table, time_range_filter
+    from assets.drops.ledger import LEDGER_SCHEMA, LEDGER_TABLE, LoadedDrop, record_loaded_drops
+    from assets.drops.protocol import READY_NAME, drop_prefix, partition_key
+    from assets.drops.verification import read_manifest
+    from audit.metadata import combine_checksums
     from demo.drop_producer import PART_NAME_FORMAT
 
     prefix = drop_prefix(DATASET, hour_start)

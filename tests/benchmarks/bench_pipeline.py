@@ -107,7 +107,7 @@ def compiled_models(floor_root: Path) -> list[tuple[str, str, str]]:
 def run_floor(root: Path, floor_root: Path) -> Measurement:
     import duckdb
 
-    from assets.contracts import oltp_contracts
+    from assets.bronze.contracts import oltp_contracts
     from resources.source_db import SourceDatabase
 
     floor_root.mkdir(parents=True, exist_ok=True)
@@ -128,7 +128,7 @@ def run_floor(root: Path, floor_root: Path) -> Measurement:
         con.execute("SET TimeZone = 'UTC'")
         for name, contract in oltp_contracts().items():
             rows = source.read_arrow(f"SELECT * FROM {name}")
-            from assets.contracts import conform_to_contract
+            from assets.bronze.conform import conform_to_contract
 
             rows = conform_to_contract(rows, contract, name, exact=False)
             con.execute(f"CREATE OR REPLACE TABLE bronze.{name} AS SELECT * FROM rows")
@@ -146,9 +146,9 @@ def warm_validation_seconds() -> tuple[int, float]:
     Expectations is already imported: the cost of the checks themselves, without the one-off import."""
     import time
 
-    from assets.expectation_suites import load_suite_files
-    from assets.gx_validation import validate
-    from assets.quality_checks import read_rows
+    from assets.quality.checks import read_rows
+    from assets.quality.gx_validation import validate
+    from assets.quality.suites import load_suite_files
     from resources.iceberg import IcebergCatalog
     from resources.settings import load_settings
 

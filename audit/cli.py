@@ -22,15 +22,9 @@ from pathlib import Path
 import dagster as dg
 import pyarrow as pa
 
-from jobs.audit_trail import (
-    RUN_LOG_TABLE,
-    AuditFilter,
-    AuditRecord,
-    build_audit_records,
-    finished_run_records,
-    records_from_arrow,
-    records_to_arrow,
-)
+from audit.query import AuditFilter
+from audit.record import AuditRecord, build_audit_records, finished_run_records
+from audit.run_log import RUN_LOG_TABLE, rebuild_run_log, records_from_arrow, records_to_arrow
 from resources.iceberg import IcebergCatalog
 from resources.settings import load_settings
 
@@ -163,8 +157,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "rebuild":
-        from sensors.audit_sensor import rebuild_run_log
-
         with dg.DagsterInstance.get() as instance:
             count = rebuild_run_log(instance, settings_catalog())
         print(f"rebuilt {RUN_LOG_TABLE}: {count} record(s)")

@@ -12,7 +12,7 @@ from datetime import date, timedelta
 import dagster as dg
 import pyarrow as pa
 
-from assets.audit_metadata import audit_metadata, table_checksum
+from audit.metadata import audit_metadata, table_checksum
 from resources.iceberg import IcebergCatalog, commit_with_retry
 from resources.warehouse import Warehouse
 

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from assets.contracts import ContractViolation, RowRejects, TableContract, conform_rows
-from assets.drop_protocol import ERROR_NAME, MANIFEST_NAME, READY_NAME
+from assets.bronze.conform import ContractViolation, RowRejects, conform_rows
+from assets.bronze.contracts import TableContract
+from assets.drops.protocol import ERROR_NAME, MANIFEST_NAME, READY_NAME
 from resources.landing import LandingZone
 
 # Files the protocol itself writes next to the data (the error marker is written on quarantine).

@@ -18,18 +18,13 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from assets.audit_metadata import audit_metadata, table_checksum
-from assets.bronze_quarantine import QUARANTINE_TABLE, describe_rejects, quarantine_records, record_quarantined_rows
-from assets.contracts import (
-    ConformedRows,
-    ContractViolation,
-    RowRejects,
-    TableContract,
-    conform_rows,
-    oltp_contracts,
-)
-from assets.ingestion_guard import IngestionGuard, guard_passes, source_problem
+from assets.bronze.conform import ConformedRows, ContractViolation, RowRejects, conform_rows
+from assets.bronze.contracts import TableContract, oltp_contracts
+from assets.bronze.guard import guard_passes, source_problem
+from assets.bronze.quarantine import QUARANTINE_TABLE, describe_rejects, quarantine_records, record_quarantined_rows
+from audit.metadata import audit_metadata, table_checksum
 from resources.iceberg import IcebergCatalog, commit_with_retry
+from resources.ingestion_guard import IngestionGuard
 from resources.source_db import SourceDatabase
 
 if TYPE_CHECKING:

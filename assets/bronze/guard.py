@@ -3,37 +3,19 @@
 A guard that fails is not a data failure. The asset does not run: it materializes nothing, so
 nothing downstream runs either, and the run is tagged `strata/not_run` with the reason. It ends as a
 success, because nothing was wrong with the data. The checks are source reachable with valid
-credentials, the expected partition's drops present, and enough free disk.
+credentials, the expected partition's drops present, and enough free disk (`resources/ingestion_guard.py`
+holds the guard's configuration).
 """
 
-import shutil
 from collections.abc import Sequence
 from datetime import datetime
-from pathlib import Path
 
 import dagster as dg
 
-from assets.drop_protocol import READY_NAME, drop_prefix
+from assets.drops.protocol import READY_NAME, drop_prefix
+from audit.metadata import NOT_RUN_TAG
 from resources.landing import LandingZone
 from resources.source_db import SourceDatabase
-
-NOT_RUN_TAG = "strata/not_run"
-
-
-class IngestionGuard(dg.ConfigurableResource):
-    """Preconditions of ingestion runs; `min_free_disk_gb` guards the local data folder."""
-
-    data_path: str
-    min_free_disk_gb: float = 1.0
-
-    def free_disk_problem(self) -> str | None:
-        folder = Path(self.data_path)
-        while not folder.exists() and folder != folder.parent:
-            folder = folder.parent
-        free_gb = shutil.disk_usage(folder).free / 2**30
-        if free_gb < self.min_free_disk_gb:
-            return f"free disk under {folder} is {free_gb:.2f} GiB, below the {self.min_free_disk_gb:g} GiB minimum"
-        return None
 
 
 def source_problem(source: SourceDatabase) -> str | None:

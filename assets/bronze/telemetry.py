@@ -16,15 +16,16 @@ from datetime import datetime, timedelta
 import dagster as dg
 import pyarrow as pa
 
-from assets.audit_metadata import audit_metadata, combine_checksums
-from assets.bronze_quarantine import QUARANTINE_TABLE, describe_rejects, quarantine_records, record_quarantined_rows
-from assets.contracts import TableContract, file_drop_contracts
-from assets.drop_ledger import LoadedDrop, record_loaded_drops
-from assets.drop_protocol import drop_prefix, manifest_partition, partition_key
-from assets.drop_quarantine import quarantine_drop
-from assets.drop_verification import DropVerificationError, VerifiedDrop, verify_drop
-from assets.ingestion_guard import IngestionGuard, guard_passes, missing_drops_problem
+from assets.bronze.contracts import TableContract, file_drop_contracts
+from assets.bronze.guard import guard_passes, missing_drops_problem
+from assets.bronze.quarantine import QUARANTINE_TABLE, describe_rejects, quarantine_records, record_quarantined_rows
+from assets.drops.ledger import LoadedDrop, record_loaded_drops
+from assets.drops.protocol import drop_prefix, manifest_partition, partition_key
+from assets.drops.quarantine import quarantine_drop
+from assets.drops.verification import DropVerificationError, VerifiedDrop, verify_drop
+from audit.metadata import audit_metadata, combine_checksums
 from resources.iceberg import IcebergCatalog, commit_with_retry
+from resources.ingestion_guard import IngestionGuard
 from resources.landing import LandingZone
 
 TELEMETRY = "telemetry"

@@ -3,29 +3,24 @@
 The event log is the source of truth. `build_audit_record` reads a run's record and the few event types
 the audit needs (materializations with their `strata/` metadata, asset check evaluations, step and run
 failures) and folds them into an `AuditRecord`. The Iceberg table `audit.run_log` written by the audit
-sensor is only a projection of these records: `rebuild_run_log` (sensors/audit_sensor.py) can recreate it
-from the instance at any time, and the `audit` CLI can read either.
-
-Error summaries are scrubbed before they are stored, because the audit table is read by people who must
-not see credentials: exception messages routinely echo connection strings or configuration values.
+sensor is only a projection of these records: `rebuild_run_log` (audit/run_log.py) can recreate it from
+the instance at any time, and the `audit` CLI can read either. Error summaries come from audit/errors.py.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import dagster as dg
-import pyarrow as pa
 
-from assets.audit_metadata import code_identity
+from audit.errors import error_summary, scrub_secrets, truncate
+from audit.metadata import NOT_RUN_TAG, code_identity
 from resources.settings import secret_values
 
-RUN_LOG_TABLE = "audit.run_log"
 TERMINAL_STATUSES = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
 # Only these event types are read: the rest of a run's log (engine events, log lines) is the bulk of it.
@@ -46,28 +41,6 @@ RANGE_END_TAG = "dagster/asset_partition_range_end"
 PARTITION_TAG = "dagster/partition"
 CODE_VERSION_TAG = "dagster/code_version"
 TRIGGER_TAG = "strata/trigger"
-# Set by the ingestion guard (assets/ingestion_guard.py) on a run that succeeded without running its asset.
-NOT_RUN_TAG = "strata/not_run"
-
-MAX_ERROR_CHARS = 1000
-MAX_ERROR_LINES = 2  # per error in a cause chain: the message, not the query or stack that follows
-URL_CREDENTIALS = re.compile(r"(?P<prefix>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*):(?P<password>[^@\s]+)@")
-SECRET_ASSIGNMENT = re.compile(
-    r"(?P<name>\b(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|secret[_-]?key)\b)"
-    r"(?P<sep>\s*[=:]\s*)(?P<value>\"[^\"]*\"|'[^']*'|[^\s&;,]+)",
-    re.IGNORECASE,
-)
-BEARER = re.compile(r"\b(?P<scheme>bearer)\s+[A-Za-z0-9._~+/=\-]+", re.IGNORECASE)
-# Dagster wraps a user error in these; their own message ("Error occurred while executing op") says nothing.
-WRAPPER_ERRORS = frozenset(
-    {
-        "DagsterExecutionStepExecutionError",
-        "DagsterExecutionHandleOutputError",
-        "DagsterExecutionLoadInputError",
-        "DagsterResourceFunctionError",
-        "DagsterUserCodeExecutionError",
-    }
-)
 
 
 @dataclass
@@ -101,24 +74,6 @@ class AuditRecord:
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), default=str, sort_keys=True)
-
-
-# --- secrets -----------------------------------------------------------------------------------------
-
-
-def scrub_secrets(text: str, secrets: Iterable[str] = ()) -> str:
-    """Remove URL passwords (any scheme), `password=...`-style assignments, bearer tokens and known values."""
-    text = URL_CREDENTIALS.sub(r"\g<prefix>:***@", text)
-    text = SECRET_ASSIGNMENT.sub(r"\g<name>\g<sep>***", text)
-    text = BEARER.sub(r"\g<scheme> ***", text)
-    # Longest first, so a secret containing another is removed whole.
-    for value in sorted(set(secrets), key=len, reverse=True):
-        text = text.replace(value, "***")
-    return text
-
-
-def truncate(text: str, limit: int = MAX_ERROR_CHARS) -> str:
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
 # --- building a record -------------------------------------------------------------------------------
@@ -159,52 +114,6 @@ def classify_trigger(tags: Mapping[str, str]) -> tuple[str, str]:
     if "dagster/parent_run_id" in tags:
         return "manual", f"re-execution of {tags['dagster/parent_run_id']}"
     return "manual", strata_trigger
-
-
-def _error_chain(error: Any) -> list[Any]:
-    chain, seen = [], set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        chain.append(error)
-        error = error.cause or getattr(error, "context", None)
-    return chain
-
-
-def describe_error(error: Any) -> str:
-    """The useful part of a SerializableErrorInfo: the messages of its cause chain, without stacks."""
-    chain = _error_chain(error)
-    useful = [e for e in chain if e.cls_name not in WRAPPER_ERRORS] or chain[:1]
-    parts: list[str] = []
-    for e in useful:
-        lines = [line.strip() for line in (e.message or e.cls_name or "").strip().splitlines() if line.strip()]
-        text = " / ".join(lines[:MAX_ERROR_LINES])
-        if text and text not in parts:
-            parts.append(text)
-    return " <- ".join(parts)
-
-
-def error_summary(
-    status: str,
-    step_failures: Sequence[tuple[str, Any]],
-    run_failure: tuple[str, Any] | None,
-    canceled_message: str | None,
-    failure_reason: str | None,
-    secrets: Iterable[str],
-) -> str | None:
-    """Which steps failed and why, scrubbed of secrets and cut to MAX_ERROR_CHARS; None for a success."""
-    if status == "SUCCESS":
-        return None
-    parts = [f"step {step}: {describe_error(error) if error else 'failed'}" for step, error in step_failures]
-    if not parts and run_failure is not None:
-        message, error = run_failure
-        parts.append(f"run: {describe_error(error) if error else message}")
-    if status == "CANCELED":
-        parts.insert(0, f"canceled: {canceled_message or 'run canceled'}")
-    if not parts:
-        parts.append("run failed without an error event")
-    prefix = f"[{failure_reason}] " if failure_reason and status == "FAILURE" else ""
-    # Scrub before cutting: a secret cut in half would no longer match its value.
-    return truncate(scrub_secrets(prefix + "; ".join(parts), secrets))
 
 
 @dataclass
@@ -422,113 +331,3 @@ def build_audit_records(
     instance: dg.DagsterInstance, run_records: Iterable[dg.RunRecord], *, secrets: Iterable[str] | None = None
 ) -> list[AuditRecord]:
     return [record for _, record in iter_audit_records(instance, run_records, secrets=secrets)]
-
-
-# --- one schema for Iceberg, CSV and Parquet ---------------------------------------------------------
-
-JSON_FIELDS = (
-    "asset_keys",
-    "partitions",
-    "data_windows",
-    "input_partitions",
-    "checksums",
-    "snapshot_ids",
-    "checks_passed",
-    "checks_failed",
-)
-TIMESTAMP = pa.timestamp("us", tz="UTC")
-RUN_LOG_SCHEMA = pa.schema(
-    [
-        pa.field("run_id", pa.string(), nullable=False),
-        pa.field("job_name", pa.string(), nullable=False),
-        pa.field("status", pa.string(), nullable=False),
-        pa.field("trigger", pa.string(), nullable=False),
-        pa.field("trigger_detail", pa.string(), nullable=False),
-        pa.field("asset_keys", pa.string(), nullable=False),  # JSON list
-        pa.field("partitions", pa.string(), nullable=False),  # JSON list
-        pa.field("code_version", pa.string(), nullable=False),
-        pa.field("git_sha", pa.string(), nullable=False),
-        pa.field("image", pa.string(), nullable=False),
-        pa.field("data_windows", pa.string(), nullable=False),  # JSON object
-        pa.field("input_partitions", pa.string(), nullable=False),  # JSON list
-        pa.field("rows_in", pa.int64(), nullable=False),
-        pa.field("rows_out", pa.int64(), nullable=False),
-        pa.field("rows_quarantined", pa.int64(), nullable=False),
-        pa.field("checksums", pa.string(), nullable=False),  # JSON object
-        pa.field("snapshot_ids", pa.string(), nullable=False),  # JSON object
-        pa.field("checks_passed", pa.string(), nullable=False),  # JSON list
-        pa.field("checks_failed", pa.string(), nullable=False),  # JSON list
-        pa.field("start_time", TIMESTAMP),
-        pa.field("end_time", TIMESTAMP),
-        pa.field("duration_s", pa.float64()),
-        pa.field("error_summary", pa.string()),
-        pa.field("not_run_reason", pa.string()),
-    ]
-)
-assert [f.name for f in RUN_LOG_SCHEMA] == [f.name for f in fields(AuditRecord)]
-
-
-def record_to_row(record: AuditRecord) -> dict[str, Any]:
-    row = {f.name: getattr(record, f.name) for f in fields(AuditRecord)}
-    for name in JSON_FIELDS:
-        row[name] = json.dumps(row[name], sort_keys=True)
-    return row
-
-
-def records_to_arrow(records: Iterable[AuditRecord]) -> pa.Table:
-    """The records as one Arrow table with the fixed RUN_LOG_SCHEMA (lists and maps as JSON text)."""
-    return pa.Table.from_pylist([record_to_row(r) for r in records], schema=RUN_LOG_SCHEMA)
-
-
-def records_from_arrow(table: pa.Table) -> list[AuditRecord]:
-    """Inverse of records_to_arrow, for rows read back from Iceberg or Parquet."""
-    records = []
-    for row in table.select([f.name for f in RUN_LOG_SCHEMA]).to_pylist():
-        for name in JSON_FIELDS:
-            row[name] = json.loads(row[name])
-        for name in ("start_time", "end_time"):
-            if row[name] is not None and row[name].tzinfo is None:
-                row[name] = row[name].replace(tzinfo=UTC)
-        records.append(AuditRecord(**row))
-    return records
-
-
-# --- filtering (the CLI's, shared by both sources) ---------------------------------------------------
-
-
-@dataclass(frozen=True)
-class AuditFilter:
-    """What an auditor narrows the trail by; every criterion given must hold."""
-
-    asset: str | None = None
-    partition: str | None = None
-    run_id: str | None = None
-    status: str | None = None
-    since: datetime | None = None  # on start time, inclusive
-    until: datetime | None = None  # on start time, exclusive
-
-    def matches(self, record: AuditRecord) -> bool:
-        if self.run_id and record.run_id != self.run_id:
-            return False
-        if self.status and record.status != self.status.upper():
-            return False
-        if self.asset and self.asset not in record.asset_keys:
-            return False
-        if self.partition and not any(partition_matches(p, self.partition) for p in record.partitions):
-            return False
-        if self.since and (record.start_time is None or record.start_time < self.since):
-            return False
-        return not (self.until and (record.start_time is None or record.start_time >= self.until))
-
-
-def partition_matches(recorded: str, wanted: str) -> bool:
-    """Whether a recorded partition (a key or a "start..end" range) covers `wanted`.
-
-    Keys compare by prefix, so a day (`2026-10-03`) finds the hourly runs of that day
-    (`2026-10-03-05:00`); partition keys are ISO-like, so a range check is a string comparison.
-    """
-    n = len(wanted)
-    if ".." in recorded:
-        start, _, end = recorded.partition("..")
-        return start[:n] <= wanted <= end[:n]
-    return recorded[:n] == wanted and (len(recorded) == n or not recorded[n].isalnum())

@@ -16,6 +16,10 @@ import pyarrow as pa
 
 from resources.settings import REPO_ROOT, load_settings
 
+# Run tag set by the ingestion guard (assets/bronze/guard.py) on a run that succeeded without running its
+# asset; the audit record reports it as `not_run_reason`.
+NOT_RUN_TAG = "strata/not_run"
+
 
 @cache
 def code_identity() -> tuple[str, str]:

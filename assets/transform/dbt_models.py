@@ -21,7 +21,7 @@ from dagster_dbt import (
     dbt_assets,
 )
 
-from assets.audit_metadata import code_identity
+from audit.metadata import code_identity
 from resources.iceberg import IcebergCatalog
 from resources.warehouse import WAREHOUSE_POOL, Warehouse
 

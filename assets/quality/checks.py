@@ -5,7 +5,7 @@ checks are blocking, so a failure stops what is downstream in the same run (and,
 automation conditions of jobs/policies.py, in later runs until the table passes); `warning` checks
 are reported but block nothing. Adding or editing a suite file changes the checks without any Python
 change. A check reads only the partition's rows and only the columns its suite names, Bronze from
-Iceberg and Silver/Gold from the warehouse, and hands them to `assets.gx_validation`.
+Iceberg and Silver/Gold from the warehouse, and hands them to `assets.quality.gx_validation`.
 """
 
 from collections.abc import Mapping, Sequence
@@ -14,8 +14,8 @@ from typing import Any
 
 import dagster as dg
 
-from assets.expectation_suites import SuiteFile, SuiteFileError, columns_to_read, load_suite_files
-from assets.gx_validation import validate
+from assets.quality.gx_validation import validate
+from assets.quality.suites import SuiteFile, SuiteFileError, columns_to_read, load_suite_files
 from resources.iceberg import IcebergCatalog
 from resources.warehouse import WAREHOUSE_POOL, Warehouse, quote_identifier, relation_name
 
@@ -72,7 +72,7 @@ def read_rows(suite: SuiteFile, window: dg.TimeWindow | None, iceberg: IcebergCa
         table = iceberg.load().load_table(f"bronze.{suite.table}")
         columns = tuple(columns_to_read(suite, table.schema().column_names))
         if window is not None and suite.time_column:
-            from assets.bronze_telemetry import time_range_filter
+            from assets.bronze.telemetry import time_range_filter
 
             scan = table.scan(row_filter=time_range_filter(suite.time_column, start, end), selected_fields=columns)
         else:

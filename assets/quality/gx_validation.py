@@ -17,7 +17,7 @@ from typing import Any
 
 import dagster as dg
 
-from assets.expectation_suites import SuiteFile, describe
+from assets.quality.suites import SuiteFile, describe
 
 SAMPLE_SIZE = 10
 RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE_SIZE}

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from assets.drop_protocol import ERROR_NAME
-from assets.drop_verification import DropVerificationError
+from assets.drops.protocol import ERROR_NAME
+from assets.drops.verification import DropVerificationError
 from resources.landing import LandingZone
 
 QUARANTINE_ROOT = "quarantine/"

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from assets.contracts import RowRejects
+from assets.bronze.conform import RowRejects
 from resources.iceberg import IcebergCatalog, commit_with_retry
 
 QUARANTINE_TABLE = "audit.bronze_quarantine"

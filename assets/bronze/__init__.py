@@ -1,0 +1,1 @@
+"""Bronze ingestion: OLTP extraction, telemetry drops, the source contracts, row quarantine, the pre-run guard."""

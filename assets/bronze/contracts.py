@@ -1,0 +1,118 @@
+"""Load the upstream data contracts (`source_contracts.yaml`) into typed objects.
+
+The contracts are data, not code, so a new source table or drop feed needs no Python. Everything that
+must agree on a table's shape (extraction casts, Iceberg schemas, drop verification, the demo
+generator) reads it from here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import pyarrow as pa
+import yaml
+
+CONTRACTS_FILE = Path(__file__).with_name("source_contracts.yaml")
+
+ARROW_TYPES: dict[str, pa.DataType] = {
+    "int64": pa.int64(),
+    "float64": pa.float64(),
+    "string": pa.string(),
+    "bool": pa.bool_(),
+    "date": pa.date32(),
+    "timestamp": pa.timestamp("us"),
+}
+
+
+@dataclass(frozen=True)
+class ColumnContract:
+    name: str
+    type_name: str
+    nullable: bool
+
+    @property
+    def arrow_type(self) -> pa.DataType:
+        return ARROW_TYPES[self.type_name]
+
+
+@dataclass(frozen=True)
+class TableContract:
+    """Shape of one upstream dataset: ordered columns, and for OLTP tables its key and watermark."""
+
+    name: str
+    columns: tuple[ColumnContract, ...]
+    primary_key: str | None = None
+    watermark: str | None = None
+    prefix: str | None = None
+    time_column: str | None = None
+    schema_version: int = 1
+    natural_key: tuple[str, ...] = ()  # what identifies a row of a feed without a primary key
+
+    @property
+    def row_key(self) -> tuple[str, ...]:
+        """The columns that identify a row (quarantine records name rows by them)."""
+        return (self.primary_key,) if self.primary_key else self.natural_key
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def arrow_schema(self) -> pa.Schema:
+        return pa.schema([pa.field(c.name, c.arrow_type, nullable=c.nullable) for c in self.columns])
+
+
+def _parse_column(name: str, spec: str, primary_key: str | None, where: str) -> ColumnContract:
+    words = spec.split()
+    type_name = words[0]
+    if type_name not in ARROW_TYPES:
+        raise ValueError(
+            f"{CONTRACTS_FILE.name}: {where}.{name} has unknown type {type_name!r}; use one of {sorted(ARROW_TYPES)}"
+        )
+    modifiers = " ".join(words[1:])
+    if modifiers not in ("", "not null"):
+        raise ValueError(f"{CONTRACTS_FILE.name}: {where}.{name} has unknown modifier {modifiers!r}")
+    return ColumnContract(name, type_name, nullable=not modifiers and name != primary_key)
+
+
+def _parse_table(name: str, entry: dict, where: str) -> TableContract:
+    primary_key = entry.get("primary_key")
+    columns = tuple(
+        _parse_column(col, str(spec), primary_key, f"{where}.{name}") for col, spec in entry["columns"].items()
+    )
+    names = {c.name for c in columns}
+    for role in ("primary_key", "watermark", "time_column"):
+        if entry.get(role) and entry[role] not in names:
+            raise ValueError(f"{CONTRACTS_FILE.name}: {where}.{name}.{role} names unknown column {entry[role]!r}")
+    natural_key = tuple(entry.get("natural_key", ()))
+    if unknown := [column for column in natural_key if column not in names]:
+        raise ValueError(f"{CONTRACTS_FILE.name}: {where}.{name}.natural_key names unknown column(s) {unknown}")
+    return TableContract(
+        name=name,
+        columns=columns,
+        primary_key=primary_key,
+        watermark=entry.get("watermark"),
+        prefix=entry.get("prefix"),
+        time_column=entry.get("time_column"),
+        schema_version=int(entry.get("schema_version", 1)),
+        natural_key=natural_key,
+    )
+
+
+@cache
+def _load(path: Path = CONTRACTS_FILE) -> tuple[dict[str, TableContract], dict[str, TableContract]]:
+    raw = yaml.safe_load(path.read_text())
+    oltp = {name: _parse_table(name, entry, "oltp") for name, entry in raw.get("oltp", {}).items()}
+    drops = {name: _parse_table(name, entry, "file_drops") for name, entry in raw.get("file_drops", {}).items()}
+    return oltp, drops
+
+
+def oltp_contracts() -> dict[str, TableContract]:
+    """OLTP tables extracted incrementally into Bronze, keyed by table name."""
+    return _load()[0]
+
+
+def file_drop_contracts() -> dict[str, TableContract]:
+    """File-drop feeds loaded from the landing zone, keyed by dataset name."""
+    return _load()[1]

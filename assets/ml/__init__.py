@@ -1,0 +1,1 @@
+"""Machine-learning assets downstream of Gold."""

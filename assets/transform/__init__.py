@@ -1,0 +1,1 @@
+"""The dbt project (dbt/) loaded as Silver and Gold assets."""
