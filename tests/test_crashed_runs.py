@@ -298,3 +298,79 @@ def test_a_run_killed_with_its_code_server_is_failed_after_its_max_runtime(dagst
         code_servers.start()  # the code server comes back (dagster dev restarted, the pod rescheduled)
         with daemon_workspace(instance, code_servers) as workspace:
             assert_next_run_waits_then_completes(instance, workspace, crashed)
+
+
+# --- dbt ends with its step ---------------------------------------------------------------------------------
+
+SLOW_MODEL = """
+def model(dbt, session):
+    import os, time
+    with open({pid_file!r}, "w") as out:
+        out.write(str(os.getpid()))
+    time.sleep(120)
+    return session.sql("select 1 as x")
+"""
+AFTER_MODEL = """
+def model(dbt, session):
+    dbt.ref("slow")
+    return session.sql("select 2 as y")
+"""
+STEP = """
+from dagster_dbt import DbtCliResource
+from resources.environment import dbt_executable
+dbt = DbtCliResource(project_dir={project!r}, profiles_dir={project!r}, dbt_executable=dbt_executable())
+dbt.cli(["run"], raise_on_error=False).wait()
+"""
+
+
+def slow_dbt_project(root: Path) -> Path:
+    """A dbt-duckdb project whose first model blocks for 2 minutes, and a second model after it."""
+    (root / "models").mkdir(parents=True)
+    (root / "dbt_project.yml").write_text("name: slow\nversion: '1.0'\nprofile: slow\n")
+    profile = {"type": "duckdb", "path": str(root / "warehouse.duckdb"), "threads": 1}
+    (root / "profiles.yml").write_text(yaml.safe_dump({"slow": {"target": "dev", "outputs": {"dev": profile}}}))
+    (root / "models" / "slow.py").write_text(SLOW_MODEL.format(pid_file=str(root / "dbt.pid")))
+    (root / "models" / "after.py").write_text(AFTER_MODEL)
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux-only")
+def test_dbt_stops_when_its_step_process_is_killed(tmp_path):
+    """SIGKILL of the process that runs dbt through DbtCliResource (as a step does) ends dbt too, which
+    cancels its query like on Ctrl-C and writes nothing more. Without the wrapper dbt would live on,
+    reparented to init, and go on to build `after`."""
+    import duckdb
+
+    project = slow_dbt_project(tmp_path / "project")
+    step = subprocess.Popen(
+        [sys.executable, "-c", STEP.format(project=str(project))],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    dbt_pid = None
+    try:
+
+        def dbt_started() -> str | None:
+            assert step.poll() is None, step.stderr.read().decode()[-3000:]
+            return (project / "dbt.pid").exists() and (project / "dbt.pid").read_text()
+
+        dbt_pid = int(wait_for("dbt to run the slow model", dbt_started))
+        status_lines = Path(f"/proc/{dbt_pid}/status").read_text().splitlines()
+        assert f"PPid:\t{step.pid}" in status_lines  # dbt is the step's own child
+        assert "dbt" in Path(f"/proc/{dbt_pid}/cmdline").read_text()
+
+        os.kill(step.pid, signal.SIGKILL)
+        step.wait()
+        wait_for("dbt to end", lambda: not alive(dbt_pid), timeout=20)
+    finally:
+        if dbt_pid and alive(dbt_pid):
+            os.kill(dbt_pid, signal.SIGKILL)
+
+    [log] = project.glob("target/*/dbt.log")  # dagster-dbt gives each invocation its own target folder
+    assert "query cancelled on connection model.slow.slow" in log.read_text()
+    with duckdb.connect(str(project / "warehouse.duckdb"), read_only=True) as warehouse:
+        tables = {name for (name,) in warehouse.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    assert tables == set()
