@@ -258,6 +258,7 @@ def daemon_workspace(instance: dg.DagsterInstance, servers: CodeServers):
     return create_test_daemon_workspace_context(target, instance)
 
 
+@pytest.mark.slow
 def test_a_run_whose_processes_are_killed_mid_step_gives_its_slot_back(dagster_home, code_servers):
     """The code server notices its run worker died and fails the run; monitoring frees the slot."""
     server = code_servers.start()
