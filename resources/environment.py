@@ -29,7 +29,11 @@ def build_dbt_project(settings: StrataSettings) -> DbtProject:
 
 
 def dbt_executable() -> str:
-    """dbt from PATH, else the one installed next to this interpreter (a venv that is not activated)."""
+    """On Linux, the wrapper that ends dbt when its step process dies (even by SIGKILL), so no dbt is left
+    writing the warehouse for a failed run. Elsewhere dbt from PATH, else the one next to this interpreter
+    (a venv that is not activated)."""
+    if sys.platform.startswith("linux"):
+        return str(Path(__file__).with_name("dbt_dies_with_parent.py"))
     return shutil.which("dbt") or str(Path(sys.executable).with_name("dbt"))
 
 

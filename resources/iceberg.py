@@ -79,13 +79,20 @@ class IcebergCatalog(dg.ConfigurableResource):
 
 
 def commit_with_retry(table: Table, write: Callable[[Table], T], *, attempts: int = COMMIT_ATTEMPTS) -> T:
-    """Run `write(table)`; on a concurrent-commit conflict reload the table and run it again."""
-    from pyiceberg.exceptions import CommitFailedException
+    """Run `write(table)`; on a concurrent-commit conflict reload the table and run it again.
+
+    pyiceberg already re-bases a refused snapshot commit on the new table state when the concurrent
+    change does not touch the rows it replaces (another hour). When it does (two loads of the same
+    hour, two upserts of the same keys), pyiceberg raises `ValidationException` instead: the write must
+    be computed again from the new state, which is what re-running `write` does. Both exceptions mean
+    the commit did not land.
+    """
+    from pyiceberg.exceptions import CommitFailedException, ValidationException
 
     for attempt in range(1, attempts + 1):
         try:
             return write(table)
-        except CommitFailedException:
+        except (CommitFailedException, ValidationException):
             if attempt == attempts:
                 raise
             time.sleep(min(2.0, 0.05 * 2**attempt) * (0.5 + random.random()))

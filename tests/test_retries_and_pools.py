@@ -307,3 +307,112 @@ def test_op_level_policies_must_cover_a_whole_multi_asset():
         apply_global_policies([mixed])
     with pytest.raises(ValueError, match="already uses pool 'source_db'"):
         with_op_policies(pooled_extract, pool="warehouse")
+
+
+# --- retries of the real Bronze assets under the global policies ----------------------------------------------
+
+
+def attempts(result: dg.ExecuteInProcessResult) -> int:
+    """How many times the (only) step ran, from the event log: one plus one per STEP_RESTARTED."""
+    restarts = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_RESTARTED]
+    retries = [e for e in result.all_events if e.is_step_up_for_retry]
+    assert len(restarts) == len(retries)
+    return 1 + len(restarts)
+
+
+def test_a_bad_telemetry_drop_is_attempted_once(tmp_path):
+    from assets.bronze.telemetry import build_telemetry_asset
+    from assets.drops.protocol import partition_key
+    from assets.partitions import hourly_partitions
+    from tests.test_bronze_telemetry import FIRST_HOUR, hour_rows, land, resources
+
+    [asset] = apply_global_policies([build_telemetry_asset(hourly_partitions(FIRST_HOUR.date()))])
+    assert asset.op.retry_policy == NETWORK_RETRY
+    data_file = land(tmp_path / "landing", FIRST_HOUR, hour_rows(FIRST_HOUR)) / "part-00000.parquet"
+    corrupted = bytearray(data_file.read_bytes())
+    corrupted[len(corrupted) // 2] ^= 0xFF
+    data_file.write_bytes(bytes(corrupted))
+
+    result = dg.materialize(
+        [asset], resources=resources(tmp_path), partition_key=partition_key(FIRST_HOUR), raise_on_error=False
+    )
+    assert not result.success
+    assert attempts(result) == 1
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert "sha256 check failed" in failure.step_failure_data.error.cause.message
+    # Quarantined once, by the only attempt.
+    assert len(list((tmp_path / "landing" / "quarantine").rglob("part-00000.parquet"))) == 1
+
+
+def stations_source(postgres_url: str, capacity_type: str) -> None:
+    from tests.test_bronze_oltp import CREATE, execute, row
+
+    execute(
+        postgres_url,
+        "DROP TABLE IF EXISTS stations",
+        CREATE.format(ts="TIMESTAMP").replace("capacity BIGINT", f"capacity {capacity_type}"),
+        row(1, "Bellecour", "2026-10-01 08:00:00.000000"),
+        row(2, "Part-Dieu", "2026-10-01 09:00:00.000000"),
+    )
+
+
+def materialize_stations(url: str, root: Path) -> dg.ExecuteInProcessResult:
+    from assets.bronze.contracts import oltp_contracts
+    from assets.bronze.oltp import build_oltp_asset
+    from resources.ingestion_guard import IngestionGuard
+    from resources.source_db import SourceDatabase
+    from tests.test_bronze_oltp import catalog_at
+
+    [asset] = apply_global_policies([build_oltp_asset(oltp_contracts()["stations"])])
+    assert asset.op.retry_policy == NETWORK_RETRY
+    return dg.materialize(
+        [asset],
+        resources={
+            "source_db": SourceDatabase(url=url),
+            "guard": IngestionGuard(data_path=str(root)),
+            "iceberg": catalog_at(root),
+        },
+        raise_on_error=False,
+    )
+
+
+def test_a_source_table_breaking_its_contract_is_attempted_once(tmp_path, postgres_url):
+    stations_source(postgres_url, "DOUBLE PRECISION")  # the contract says int64: no lossless cast
+    result = materialize_stations(postgres_url, tmp_path)
+    assert not result.success
+    assert attempts(result) == 1
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    message = failure.step_failure_data.error.message
+    assert "stations" in message and "capacity" in message, message
+
+
+def postgres_socket(url: str) -> str:
+    """The Unix socket the embedded server listens on (its URL is `postgresql://postgres:@/postgres?host=DIR`)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    [socket_dir] = parse_qs(urlsplit(url).query)["host"]
+    [path] = Path(socket_dir).glob(".s.PGSQL.*[0-9]")
+    return str(path)
+
+
+def test_a_source_lost_mid_extraction_is_retried_and_the_load_completes(tmp_path, postgres_url):
+    """The guard's probe finds the source up; the connection is reset as the extraction query is sent. The
+    retry (probe and extraction again, on new connections) loads every row once."""
+    from tests.tcp_faults import ResettingProxy
+    from tests.test_bronze_oltp import bronze_rows
+
+    stations_source(postgres_url, "BIGINT")
+    proxy = ResettingProxy(postgres_socket(postgres_url), trigger=b"FROM stations")
+    with proxy.running():
+        result = materialize_stations(f"postgresql://postgres@127.0.0.1:{proxy.port}/postgres", tmp_path)
+    assert result.success
+    assert proxy.resets == 1
+    assert attempts(result) == 2
+    [retry] = [e for e in result.all_events if e.is_step_up_for_retry]
+    cause = retry.step_retry_data.error.cause
+    assert cause.cls_name == "OperationalError"
+    assert "server closed the connection unexpectedly" in cause.message
+    assert bronze_rows(tmp_path) == {
+        1: ("Bellecour", "2026-10-01 08:00:00"),
+        2: ("Part-Dieu", "2026-10-01 09:00:00"),
+    }

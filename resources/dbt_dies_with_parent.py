@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""Runs dbt so that it ends when the process that started it dies (Linux), even by SIGKILL.
+
+dagster-dbt starts dbt as a plain child process and stops it only cooperatively (SIGINT when the step
+is interrupted). A step process killed outright (SIGKILL, the OOM killer) cannot do that, and dbt
+would keep running on its own, reparented to init, writing the warehouse while the run is marked
+failed and its pool slot is given to the next run. This wrapper asks the kernel for a parent-death
+signal (prctl PR_SET_PDEATHSIG) and then replaces itself with dbt: the setting survives `execve`, so
+dbt receives SIGINT the moment its parent dies and cancels its open queries as on Ctrl-C.
+
+`DbtCliResource(dbt_executable=...)` points here (resources/environment.py `dbt_executable`); every
+argument, `--version` included, goes to dbt unchanged. Standard library only: it may run on any
+`python3` on PATH, and finds dbt next to that interpreter, else on PATH.
+"""
+
+import ctypes
+import os
+import shutil
+import signal
+import sys
+from pathlib import Path
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+# SIGINT, not SIGKILL: dbt turns it into KeyboardInterrupt and cancels the adapter's open connections.
+DEATH_SIGNAL = signal.SIGINT
+
+
+def real_dbt() -> str:
+    beside = Path(sys.executable).with_name("dbt")
+    found = str(beside) if os.access(beside, os.X_OK) else shutil.which("dbt")
+    if not found:
+        sys.exit(f"{Path(__file__).name}: no dbt next to {sys.executable} nor on PATH")
+    return found
+
+
+def die_with_parent() -> None:
+    """Have the kernel send DEATH_SIGNAL when the parent dies; exit now if it already has."""
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, int(DEATH_SIGNAL), 0, 0, 0) != 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"prctl(PR_SET_PDEATHSIG) failed: {os.strerror(errno)}")
+    if os.getppid() != parent:  # the parent died between fork and prctl: nobody would signal us
+        sys.exit(f"{Path(__file__).name}: parent process {parent} is gone, not starting dbt")
+
+
+def main() -> None:
+    dbt = real_dbt()
+    if sys.platform.startswith("linux"):
+        die_with_parent()
+    os.execv(dbt, [dbt, *sys.argv[1:]])
+
+
+if __name__ == "__main__":
+    main()
