@@ -214,10 +214,13 @@ def plan_tick(
                     tags={"strata/drop": drop.prefix, "strata/drop_version": drop.manifest_etag or "none"},
                 )
             )
-    # The window never starts later than the lookback before the last partition that exists now
-    # (this also mends a cursor an older version moved past a future drop), and moves only with drops
-    # of existing partitions: a drop dated after them is listed again until its hour exists.
-    list_after = min(cursor.list_after, list_after_for(dataset, end - timedelta(hours=1)))
+    # The window moves only with drops of existing partitions, so a drop dated after them is listed
+    # again until its hour exists. A window past the lookback before the last partition can only come
+    # from an older version that followed a future drop: it is distrusted and the listing starts over
+    # (as for a lost cursor; the ledger and run keys keep the requests exactly once).
+    list_after = cursor.list_after
+    if list_after > list_after_for(dataset, end - timedelta(hours=1)):
+        list_after = ""
     if newest is not None:
         list_after = max(list_after, list_after_for(dataset, newest))
     kept = {p: e for p, e in requested.items() if p > list_after}
