@@ -77,7 +77,9 @@ def list_drops(landing: LandingZone, dataset: str, start_after: str | None, limi
     """List at most `limit` objects after `start_after`, whole drops only.
 
     When more objects follow, the last drop seen may be cut off (`_READY` sorts before the manifest),
-    so its objects are left for the next tick, which resumes after the last complete drop.
+    so its objects are left for the next tick, which resumes after the last complete drop. Only a drop
+    folder is kept whole: a key outside every drop (a stray file at the top of the dataset, whose
+    folder holds every key) cuts nothing, and a drop too big for one tick is listed in parts.
     """
     objects: list[LandedObject] = []
     truncated = False
@@ -88,13 +90,27 @@ def list_drops(landing: LandingZone, dataset: str, start_after: str | None, limi
         objects.append(obj)
     resume_after = None
     if truncated:
-        last_prefix = objects[-1].key.rpartition("/")[0] + "/"
-        while len(objects) > 1 and objects[-1].key.startswith(last_prefix):
-            objects.pop()
+        cut = enclosing_drop(objects[-1].key)
+        if cut and not objects[0].key.startswith(cut):
+            while objects[-1].key.startswith(cut):
+                objects.pop()
         resume_after = objects[-1].key
     listing = group_drops(objects)
     listing.resume_after = resume_after
     return listing
+
+
+def enclosing_drop(key: str) -> str | None:
+    """The drop folder holding `key` (directly or in a sub-folder), None for a key outside every drop."""
+    parts = key.split("/", 3)
+    if len(parts) < 4:
+        return None
+    prefix = "/".join(parts[:3]) + "/"
+    try:
+        parse_drop_prefix(parts[0], prefix)
+    except DropKeyError:
+        return None
+    return prefix
 
 
 def group_drops(objects: Iterable[LandedObject]) -> Listing:

@@ -162,9 +162,38 @@ def test_a_cursor_an_older_version_moved_past_today_is_mended(local) -> None:
         assert [r.partition_key for r in tick(instance, first.cursor).run_requests] == ["2026-10-01-00:00"]
 
 
+def test_a_listing_cut_at_a_stray_file_keeps_the_drops_before_it_whole(tmp_path: Path) -> None:
+    """The folder of a file at the top of the dataset holds every key: it must not cut the drops."""
+    landing = LandingZone(root=str(tmp_path))
+    hours = [START, START + timedelta(hours=1)]
+    for hour in hours:
+        put(landing, drop_prefix(DATASET, hour))
+    landing.write_bytes("telemetry/notes.txt", b"stray")
+    landing.write_bytes("telemetry/zz.txt", b"stray")
+    listing = list_drops(landing, DATASET, None, limit=5)
+    assert [(d.prefix, d.manifest_etag) for d in listing.ready] == [
+        (drop_prefix(DATASET, h), hashlib.md5(drop_prefix(DATASET, h).encode()).hexdigest()) for h in hours
+    ]
+    assert listing.resume_after == "telemetry/notes.txt"
+    assert [off.key for off in listing.unrecognised] == ["telemetry/notes.txt"]
+
+
+def test_a_drop_too_big_for_one_tick_is_listed_in_parts_not_one_object_a_tick(tmp_path: Path) -> None:
+    landing = LandingZone(root=str(tmp_path))
+    prefix = drop_prefix(DATASET, START)
+    put(landing, prefix)
+    for i in range(4):
+        landing.write_bytes(f"{prefix}part-{i:05d}.parquet", b"rows")
+    first = list_drops(landing, DATASET, None, limit=4)
+    assert [d.prefix for d in first.ready] == [prefix]
+    assert first.resume_after == f"{prefix}part-00001.parquet"
+    rest = list_drops(landing, DATASET, first.resume_after, limit=4)
+    assert (rest.objects, rest.resume_after, rest.incomplete) == (2, None, [prefix])
+
+
 # --- property: arbitrary key sets -----------------------------------------------------------------
 
-HOURS = st.integers(min_value=-40, max_value=24 * 12)  # hours after START; negative: before the partitions
+HOURS = st.integers(min_value=-12, max_value=24 * 7)  # hours after START; negative: before the partitions
 SEGMENT = st.text(alphabet="adhortxyz=-_019٣é", min_size=1, max_size=14)  # never '.', '/', or empty
 BAD_HOUR = st.sampled_from(["24", "99", "5", "19h", "", "0x", "\u0660\u0665", "005"])
 BAD_DATE = st.sampled_from(["2026-13-01", "2026-02-30", "2026-1-01", "20261001", "0000-01-01", "2026-10-01x"])
@@ -284,15 +313,16 @@ def without_folder_clashes(files: dict[str, bytes]) -> dict[str, bytes]:
     return {key: data for key, data in files.items() if key + "/" not in folders}
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    first_drops=st.lists(drops(), max_size=12, unique_by=lambda d: d.hour),
+    first_drops=st.lists(drops(), max_size=16, unique_by=lambda d: d.hour),
     junk=st.lists(junk_keys(), max_size=6, unique=True),
     loaded_share=st.randoms(use_true_random=False),
-    now=st.integers(min_value=1, max_value=24 * 6),
+    now=st.integers(min_value=1, max_value=24 * 5),
     later=st.integers(min_value=0, max_value=24 * 6),
     new_drops=st.lists(drops(), max_size=6, unique_by=lambda d: d.hour),
-    limit=st.sampled_from([12, 25, 10_000]),
+    # Above the objects of one drop folder with nested junk (4 + 6), as MAX_OBJECTS_PER_TICK is.
+    limit=st.sampled_from([12, 16, 10_000]),
 )
 def test_each_complete_drop_of_an_existing_partition_is_requested_once_whatever_else_is_landed(
     first_drops, junk, loaded_share, now, later, new_drops, limit
