@@ -1,8 +1,12 @@
 """The READY-marker sensor: completed drops in the landing zone start `bronze/telemetry` runs.
 
 Each tick lists the landing zone incrementally: keys sort by time (`telemetry/dt=YYYY-MM-DD/hour=HH/`),
-so the listing starts `LOOKBACK` (72 h) before the newest drop seen, never at the top of
-the bucket. The lookback lets a producer re-deliver a recent hour. A drop version is identified by
+so the listing starts `LOOKBACK` (72 h) before the newest drop of an existing partition, never at
+the top of the bucket. The lookback lets a producer re-deliver (or finish) a recent hour; the cursor
+moves only over keys that can no longer change, so a drop dated in the future is listed again until
+its hour exists instead of pulling the cursor past today's drops. Landed keys are outside input: a
+key that is not `<dataset>/dt=YYYY-MM-DD/hour=HH/<file>` is skipped and reported in the tick
+summary, never an error that stops the sensor. A drop version is identified by
 its prefix and its manifest's etag (md5), read from the listing itself: no manifest is fetched here.
 A version already in the ledger of loaded drops is never requested again (an identical re-delivery).
 Any other delivery (a new version, or the same bytes re-delivered after a quarantine) is requested
@@ -13,7 +17,6 @@ once: the cursor remembers the deliveries requested inside the lookback, and the
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -21,7 +24,15 @@ from datetime import datetime, timedelta
 import dagster as dg
 
 from assets.drops.ledger import loaded_drop_versions
-from assets.drops.protocol import MANIFEST_NAME, READY_NAME, drop_prefix, partition_key
+from assets.drops.protocol import (
+    DROP_LAYOUT,
+    MANIFEST_NAME,
+    READY_NAME,
+    DropKeyError,
+    drop_prefix,
+    parse_drop_prefix,
+    partition_key,
+)
 from resources.iceberg import IcebergCatalog
 from resources.landing import LandedObject, LandingZone
 
@@ -29,7 +40,7 @@ LOOKBACK = timedelta(hours=72)
 # A tick lists at most this many objects (10 S3 pages) and carries on where it stopped next tick, so
 # a large backlog never runs into Dagster's 60 s tick timeout.
 MAX_OBJECTS_PER_TICK = 10_000
-DROP_PATH = re.compile(r"^(?P<dataset>[^/]+)/dt=(?P<dt>\d{4}-\d{2}-\d{2})/hour=(?P<hour>\d{2})/$")
+OFF_LAYOUT_EXAMPLES = 3  # folders named in the tick summary; the count covers every key
 
 
 @dataclass(frozen=True)
@@ -45,12 +56,20 @@ class ReadyDrop:
         return f"{self.prefix}@{self.manifest_etag or 'no-manifest'}@{self.ready_modified}"
 
 
+@dataclass(frozen=True)
+class OffLayoutKey:
+    """A listed key that is no file of a drop folder, and why: reported so its producer can be fixed."""
+
+    key: str
+    reason: str
+
+
 @dataclass
 class Listing:
     objects: int = 0
     ready: list[ReadyDrop] = field(default_factory=list)
     incomplete: list[str] = field(default_factory=list)  # drop prefixes without _READY yet
-    unrecognised: list[str] = field(default_factory=list)  # keys outside the drop layout
+    unrecognised: list[OffLayoutKey] = field(default_factory=list)  # keys outside the drop layout
     resume_after: str | None = None  # set when the listing stopped early: the next tick starts here
 
 
@@ -58,7 +77,9 @@ def list_drops(landing: LandingZone, dataset: str, start_after: str | None, limi
     """List at most `limit` objects after `start_after`, whole drops only.
 
     When more objects follow, the last drop seen may be cut off (`_READY` sorts before the manifest),
-    so its objects are left for the next tick, which resumes after the last complete drop.
+    so its objects are left for the next tick, which resumes after the last complete drop. Only a drop
+    folder is kept whole: a key outside every drop (a stray file at the top of the dataset, whose
+    folder holds every key) cuts nothing, and a drop too big for one tick is listed in parts.
     """
     objects: list[LandedObject] = []
     truncated = False
@@ -69,30 +90,51 @@ def list_drops(landing: LandingZone, dataset: str, start_after: str | None, limi
         objects.append(obj)
     resume_after = None
     if truncated:
-        last_prefix = objects[-1].key.rpartition("/")[0] + "/"
-        while len(objects) > 1 and objects[-1].key.startswith(last_prefix):
-            objects.pop()
+        cut = enclosing_drop(objects[-1].key)
+        if cut and not objects[0].key.startswith(cut):
+            while objects[-1].key.startswith(cut):
+                objects.pop()
         resume_after = objects[-1].key
     listing = group_drops(objects)
     listing.resume_after = resume_after
     return listing
 
 
+def enclosing_drop(key: str) -> str | None:
+    """The drop folder holding `key` (directly or in a sub-folder), None for a key outside every drop."""
+    parts = key.split("/", 3)
+    if len(parts) < 4:
+        return None
+    prefix = "/".join(parts[:3]) + "/"
+    try:
+        parse_drop_prefix(parts[0], prefix)
+    except DropKeyError:
+        return None
+    return prefix
+
+
 def group_drops(objects: Iterable[LandedObject]) -> Listing:
-    """Group a sorted listing into drops: READY ones (with their manifest etag) and incomplete ones."""
+    """Group a sorted listing into drops: READY ones (with their manifest etag) and incomplete ones.
+
+    Each folder is parsed once; keys of folders outside the layout are set aside with the reason.
+    """
     listing = Listing()
-    seen: dict[str, dict[str, LandedObject]] = {}
+    drops: dict[str, tuple[datetime, dict[str, LandedObject]]] = {}
+    off_layout: dict[str, str] = {}  # folder -> why it holds no drop
     for obj in objects:
         listing.objects += 1
         prefix, _, name = obj.key.rpartition("/")
         prefix += "/"
-        if not DROP_PATH.match(prefix):
-            listing.unrecognised.append(obj.key)
-            continue
-        seen.setdefault(prefix, {})[name] = obj
-    for prefix, names in seen.items():
-        match = DROP_PATH.match(prefix)
-        hour_start = datetime.fromisoformat(f"{match['dt']}T{match['hour']}:00:00")
+        if prefix not in drops and prefix not in off_layout:
+            try:  # the dataset is the first segment: the listing is under `<dataset>/`
+                drops[prefix] = (parse_drop_prefix(prefix.partition("/")[0], prefix), {})
+            except DropKeyError as error:
+                off_layout[prefix] = error.reason
+        if prefix in off_layout:
+            listing.unrecognised.append(OffLayoutKey(obj.key, off_layout[prefix]))
+        else:
+            drops[prefix][1][name] = obj
+    for prefix, (hour_start, names) in drops.items():
         if READY_NAME in names:
             manifest = names.get(MANIFEST_NAME)
             etag = manifest.etag if manifest else ""
@@ -104,20 +146,35 @@ def group_drops(objects: Iterable[LandedObject]) -> Listing:
 
 @dataclass(frozen=True)
 class SensorCursor:
-    """Where the next listing starts, and the drop versions requested inside the lookback window."""
+    """Where the next listing starts, and the drop versions requested inside the lookback window.
+
+    `list_after` is the start of the lookback window: every key up to it is final. `resume_after`
+    is where a listing cut off by `MAX_OBJECTS_PER_TICK` carries on; once a listing reaches the end,
+    the next one starts again at `list_after`, so drops skipped on the way (dated in the future, not
+    READY yet) are listed again.
+    """
 
     list_after: str = ""
     requested: dict[str, str] = field(default_factory=dict)  # drop prefix -> delivery requested
+    resume_after: str | None = None
+
+    @property
+    def start_after(self) -> str:
+        """The key the next listing starts after ("" for the top of the dataset)."""
+        return max(self.resume_after or "", self.list_after)
 
     @classmethod
     def parse(cls, raw: str | None) -> SensorCursor:
         if not raw:
             return cls()
         data = json.loads(raw)
-        return cls(data.get("list_after", ""), dict(data.get("requested", {})))
+        return cls(data.get("list_after", ""), dict(data.get("requested", {})), data.get("resume_after"))
 
     def serialize(self) -> str:
-        return json.dumps({"list_after": self.list_after, "requested": self.requested}, sort_keys=True)
+        data = {"list_after": self.list_after, "requested": self.requested}
+        if self.resume_after:
+            data["resume_after"] = self.resume_after
+        return json.dumps(data, sort_keys=True)
 
 
 def list_after_for(dataset: str, newest: datetime) -> str:
@@ -152,32 +209,39 @@ def plan_tick(
     first_hour, end = partition_bounds(partitions)
     requests, already_loaded, already_requested, outside = [], [], [], []
     requested = dict(cursor.requested)
+    newest = None  # the newest READY drop of an existing partition: it anchors the lookback window
     for drop in listing.ready:
-        key = partition_key(drop.hour_start)
+        in_partitions = first_hour <= drop.hour_start < end
+        if in_partitions:
+            newest = drop.hour_start if newest is None else max(newest, drop.hour_start)
         if (drop.prefix, drop.manifest_etag) in loaded:
             already_loaded.append(drop.prefix)
         elif requested.get(drop.prefix) == drop.delivery:
             already_requested.append(drop.prefix)
-        elif not first_hour <= drop.hour_start < end:
+        elif not in_partitions:
             outside.append(drop.prefix)
         else:
             requested[drop.prefix] = drop.delivery
             requests.append(
                 dg.RunRequest(
                     run_key=drop.delivery,
-                    partition_key=key,
+                    partition_key=partition_key(drop.hour_start),
                     asset_selection=[asset_key],
                     tags={"strata/drop": drop.prefix, "strata/drop_version": drop.manifest_etag or "none"},
                 )
             )
-    if listing.resume_after:
-        list_after = listing.resume_after
-    else:
-        newest = max((d.hour_start for d in listing.ready), default=None)
-        list_after = max(list_after_for(dataset, newest) if newest else "", cursor.list_after)
+    # The window moves only with drops of existing partitions, so a drop dated after them is listed
+    # again until its hour exists. A window past the lookback before the last partition can only come
+    # from an older version that followed a future drop: it is distrusted and the listing starts over
+    # (as for a lost cursor; the ledger and run keys keep the requests exactly once).
+    list_after = cursor.list_after
+    if list_after > list_after_for(dataset, end - timedelta(hours=1)):
+        list_after = ""
+    if newest is not None:
+        list_after = max(list_after, list_after_for(dataset, newest))
     kept = {p: e for p, e in requested.items() if p > list_after}
     summary = (
-        f"listed {listing.objects} object(s) after '{cursor.list_after or dataset + '/'}': "
+        f"listed {listing.objects} object(s) after '{cursor.start_after or dataset + '/'}': "
         f"{len(listing.ready)} READY drop(s) -> {len(requests)} requested, {len(already_loaded)} already loaded, "
         f"{len(already_requested)} already requested, {len(outside)} outside the partitions; "
         f"{len(listing.incomplete)} incomplete drop(s) without {READY_NAME}"
@@ -186,9 +250,21 @@ def plan_tick(
         summary += f" (e.g. {listing.incomplete[0]})"
     if outside:
         summary += f"; outside the partitions: {outside[:3]}"
+    if listing.unrecognised:
+        summary += "; " + off_layout_summary(dataset, listing.unrecognised)
     if listing.resume_after:
-        summary += f"; stopped after {listing.objects} objects, the next tick resumes after '{list_after}'"
-    return TickPlan(requests, SensorCursor(list_after, kept), summary)
+        summary += f"; stopped after {listing.objects} objects, the next tick resumes after '{listing.resume_after}'"
+    return TickPlan(requests, SensorCursor(list_after, kept, listing.resume_after), summary)
+
+
+def off_layout_summary(dataset: str, keys: list[OffLayoutKey]) -> str:
+    """The count of keys outside the layout and one example key per folder, for the first few folders."""
+    examples: dict[str, OffLayoutKey] = {}
+    for off in keys:
+        examples.setdefault(off.key.rpartition("/")[0], off)
+    named = ", ".join(f"'{off.key}' ({off.reason})" for off in list(examples.values())[:OFF_LAYOUT_EXAMPLES])
+    more = f" and {len(examples) - OFF_LAYOUT_EXAMPLES} more folder(s)" if len(examples) > OFF_LAYOUT_EXAMPLES else ""
+    return f"{len(keys)} key(s) outside the layout {dataset}/{DROP_LAYOUT}<file>, skipped: {named}{more}"
 
 
 def build_telemetry_drop_sensor(dataset: str, asset: dg.AssetsDefinition) -> dg.SensorDefinition:
@@ -206,9 +282,10 @@ def build_telemetry_drop_sensor(dataset: str, asset: dg.AssetsDefinition) -> dg.
         context: dg.SensorEvaluationContext, landing: LandingZone, iceberg: IcebergCatalog
     ) -> dg.SensorResult:
         cursor = SensorCursor.parse(context.cursor)
-        listing = list_drops(landing, dataset, cursor.list_after or None, MAX_OBJECTS_PER_TICK)
+        listing = list_drops(landing, dataset, cursor.start_after or None, MAX_OBJECTS_PER_TICK)
         plan = plan_tick(dataset, listing, cursor, loaded_drop_versions(iceberg, dataset), partitions, asset_key)
-        context.log.info(plan.summary)
+        # A producer writing outside the layout is an operator's problem: a warning, not routine info.
+        (context.log.warning if listing.unrecognised else context.log.info)(plan.summary)
         return dg.SensorResult(
             run_requests=plan.requests,
             cursor=plan.cursor.serialize(),

@@ -169,6 +169,24 @@ def test_the_cursor_lists_incrementally_from_the_lookback_window(platform):
         assert "listed 12 object(s) after 'telemetry/dt=2026-10-03/hour=00'" in second.skip_reason.skip_message
 
 
+def test_a_ready_drop_under_hour_24_is_reported_and_skipped_on_s3(platform):
+    """Used to raise `ValueError: hour must be in 0..23` on every tick, so no later drop was requested."""
+    landing, _, _, _ = platform
+    bad = "telemetry/dt=2026-10-01/hour=24/"
+    landing.write_bytes(bad + "_manifest.json", b"{}")
+    landing.write_bytes(bad + "_READY", b"")
+    write_drop(landing, "telemetry", HOURS[2], [hour_rows(HOURS[2])])
+    with dg.instance_for_test() as instance:
+        first = tick(platform, instance)
+        assert [r.partition_key for r in first.run_requests] == ["2026-10-01-02:00"]
+        second = tick(platform, instance, first.cursor)
+        assert second.run_requests == []
+        assert second.skip_reason.skip_message.endswith(
+            "; 2 key(s) outside the layout telemetry/dt=YYYY-MM-DD/hour=HH/<file>, skipped: "
+            "'telemetry/dt=2026-10-01/hour=24/_READY' (hour='24' is not an hour 00..23)"
+        )
+
+
 def test_a_big_backlog_is_listed_in_bounded_ticks_without_losing_a_drop(tmp_path):
     landing = LandingZone(root=str(tmp_path / "landing"))
     hours = [START + timedelta(hours=h) for h in range(7)]
