@@ -123,7 +123,7 @@ def verify_drop(
     listed = [f["name"] for f in manifest["files"]]
     if not listed:
         raise DropVerificationError(prefix, "files", "the manifest lists no data files (empty drop)")
-    _check_names(prefix, listed)
+    check_file_names(prefix, listed)
     present = {key.removeprefix(prefix) for key in landing.list_keys(prefix)}
     unlisted = sorted(present - set(listed) - PROTOCOL_FILES)
     if unlisted:
@@ -139,7 +139,7 @@ def verify_drop(
     return VerifiedDrop(prefix, manifest, identity, pa.concat_tables(tables), digests, rejects)
 
 
-def _check_names(prefix: str, names: list[str]) -> None:
+def check_file_names(prefix: str, names: list[str]) -> None:
     """Each listed name is the canonical key of a data file under the drop, and appears once."""
     for name in names:
         canonical = posixpath.normpath(name)
