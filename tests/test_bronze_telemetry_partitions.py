@@ -143,3 +143,21 @@ def test_rows_outside_the_drops_hour_are_quarantined_and_no_other_partition_chan
         ("ts_within_drop_hour", "ts", "2026-10-01 02:06:00.000000", "2026-10-01-13:00"),
     ]
     assert json.loads(records[0]["raw_row"])["vehicle_id"] == 1
+
+
+def test_a_bad_drop_on_a_later_day_leaves_the_table_and_its_files_as_they_were(tmp_path):
+    hours = hours_from(FIRST_HOUR + timedelta(hours=22), 3)  # 22:00 and 23:00, then 00:00 the next day
+    for hour in hours:
+        land(tmp_path / "landing", hour, hour_rows(hour))
+    run_hours(tmp_path, hours[0], hours[-1])
+    snapshot = telemetry_table(tmp_path).current_snapshot().snapshot_id
+    files_before = sorted((tmp_path / "wh").rglob("*.parquet"))
+
+    land(tmp_path / "landing", hours[0], hour_rows(hours[0], vehicles=2))  # day 1 re-delivered, fine
+    drop = tmp_path / "landing" / f"telemetry/dt={hours[2]:%Y-%m-%d}/hour=00/part-00000.parquet"
+    drop.write_bytes(b"truncated")  # day 2 broken: day 1's files are written first, then the run fails
+    result = run_hours(tmp_path, hours[0], hours[-1], raise_on_error=False)
+
+    assert not result.success
+    assert telemetry_table(tmp_path).current_snapshot().snapshot_id == snapshot
+    assert sorted((tmp_path / "wh").rglob("*.parquet")) == files_before  # the run's own files removed

@@ -23,6 +23,7 @@ Each hour of a run gets its own materialization with its own values (rows, check
 emits one event per partition of the range, so no event carries the run's whole lists.
 """
 
+import contextlib
 import itertools
 import uuid
 import warnings
@@ -167,8 +168,9 @@ def load_hour_range(
 
     Slice by slice, the drops are verified and their rows written to new data files (not yet part of
     the table). Then one transaction deletes the range `[hours[0], hours[-1] + 1h)` and adds the
-    files. Data files written by a run that fails before the commit are never referenced (orphans for
-    table maintenance); the table is unchanged.
+    files. A run that fails before the commit deletes the files it wrote; the table is unchanged. (If
+    the commit itself fails, its files are left for table maintenance's orphan removal: the catalog
+    may have committed them without saying so.)
 
     Rejected rows are appended to the quarantine table just before the transaction commits: a crash in
     between records them without loading the hours, and the re-run records them again (harmless, the
@@ -195,12 +197,16 @@ def load_hour_range(
                 records.append(drop_quarantine_records(contract, drop, hour))
         pending.clear()
 
-    for hour in hours:
-        if pending and (hour.date() != pending[0][0].date() or _rows(pending) >= MAX_ROWS_PER_SLICE):
-            flush()
-        prefix = drop_prefix(contract.name, hour)
-        pending.append((hour, verify_drop(landing, prefix, contract, manifest_partition(hour))))
-    flush()
+    try:
+        for hour in hours:
+            if pending and (hour.date() != pending[0][0].date() or _rows(pending) >= MAX_ROWS_PER_SLICE):
+                flush()
+            prefix = drop_prefix(contract.name, hour)
+            pending.append((hour, verify_drop(landing, prefix, contract, manifest_partition(hour))))
+        flush()
+    except BaseException:
+        _delete_unreferenced(table, data_files)  # nothing was committed: no snapshot refers to them
+        raise
 
     recorded = False
 
@@ -298,6 +304,13 @@ def write_data_files(
         ) from exc
 
 
+def _delete_unreferenced(table: "Table", data_files: list["DataFile"]) -> None:
+    for data_file in data_files:
+        # Best effort: an orphan file is harmless, table maintenance removes it.
+        with contextlib.suppress(OSError):
+            table.io.delete(data_file.file_path)
+
+
 def _first_drop_failing_alone(drops: list[VerifiedDrop], write, table: "Table") -> VerifiedDrop | None:
     for drop in drops:
         try:
@@ -306,8 +319,7 @@ def _first_drop_failing_alone(drops: list[VerifiedDrop], write, table: "Table") 
             raise
         except Exception:
             return drop
-        for data_file in probe:  # never committed: remove them rather than leave orphans
-            table.io.delete(data_file.file_path)
+        _delete_unreferenced(table, probe)  # a probe is never committed
     return None
 
 
