@@ -1,6 +1,7 @@
 """Bronze telemetry range runs: each hour's own metadata, one bounded Iceberg commit, and a load that
 never writes outside the hours of its run."""
 
+import dataclasses
 import hashlib
 import json
 from datetime import datetime, timedelta
@@ -8,12 +9,15 @@ from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
+import pytest
 
 from assets.bronze.quarantine import quarantined_rows
 from assets.bronze.telemetry import time_range_filter
-from assets.drops.protocol import partition_key
+from assets.drops.protocol import drop_prefix, manifest_partition, partition_key
+from assets.drops.verification import DropVerificationError, verify_drop
 from audit.metadata import combine_checksums
-from tests.test_bronze_telemetry import FIRST_HOUR, hour_rows, land, resources, run_hours
+from resources.landing import LandingZone
+from tests.test_bronze_telemetry import CONTRACT, FIRST_HOUR, hour_rows, land, resources, run_hours
 
 
 def telemetry_table(root: Path):
@@ -161,3 +165,14 @@ def test_a_bad_drop_on_a_later_day_leaves_the_table_and_its_files_as_they_were(t
     assert not result.success
     assert telemetry_table(tmp_path).current_snapshot().snapshot_id == snapshot
     assert sorted((tmp_path / "wh").rglob("*.parquet")) == files_before  # the run's own files removed
+
+
+def test_a_contract_can_refuse_a_drop_with_rows_outside_its_hour_instead(tmp_path):
+    thirteen = FIRST_HOUR.replace(hour=13)
+    land(tmp_path / "landing", thirteen, stray_drop(thirteen))
+    refusing = dataclasses.replace(CONTRACT, outside_drop_hour="refuse")
+    zone = LandingZone(root=str(tmp_path / "landing"))
+    with pytest.raises(DropVerificationError) as refused:
+        verify_drop(zone, drop_prefix("telemetry", thirteen), refusing, manifest_partition(thirteen))
+    assert (refused.value.check, refused.value.file) == ("drop_hour", "part-00000.parquet")
+    assert "3 row(s) with ts outside the drop's hour [2026-10-01 13:00, 2026-10-01 14:00)" in str(refused.value)

@@ -260,11 +260,15 @@ def _check_within(rows: pa.Table, column: str, start: datetime, end: datetime) -
     bounds = pc.min_max(rows.column(column))
     low, high = bounds["min"].as_py(), bounds["max"].as_py()
     if low < start or high >= end:
-        raise RuntimeError(f"rows with {column} in [{low}, {high}] fall outside the slice [{start}, {end})")
+        raise dg.Failure(  # a broken promise of the code, not of the data: the same run would break it again
+            f"refusing to write rows with {column} in [{low}, {high}] outside the hours [{start}, {end}) being loaded",
+            allow_retries=False,
+        )
 
 
-# Failures of writing files that another attempt may not repeat: storage and network errors.
-TRANSIENT_WRITE_ERRORS: tuple[type[BaseException], ...] = (OSError, TimeoutError, ConnectionError)
+# Failures of writing files that another attempt may not repeat: storage and network errors (pyarrow's
+# S3 errors, ConnectionError and TimeoutError are all OSErrors).
+TRANSIENT_WRITE_ERRORS: tuple[type[BaseException], ...] = (OSError,)
 
 
 def write_data_files(
