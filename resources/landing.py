@@ -113,6 +113,11 @@ class LandingZone(dg.ConfigurableResource):
         return moved
 
 
+class RefusedObject(ValueError):
+    """A landed path that is not a plain object of the zone (e.g. a symbolic link on a local folder):
+    it is never read, listed or copied, because its bytes may live outside the landing root."""
+
+
 def checked_key(key: str) -> str:
     """Reject keys that would escape the root, so a manifest entry cannot point outside the zone."""
     if key.startswith("/") or ".." in key.split("/"):

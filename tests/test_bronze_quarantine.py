@@ -41,6 +41,14 @@ def metadata_of(result: dg.ExecuteInProcessResult) -> dict:
     return {k: v.value for k, v in result.get_asset_materialization_events()[0].materialization.metadata.items()}
 
 
+def metadata_by_partition(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
+    """Each partition's materialization metadata (values), checking that there is one event per partition."""
+    events = [e.materialization for e in result.get_asset_materialization_events()]
+    by_partition = {m.partition: {k: v.value for k, v in m.metadata.items()} for m in events}
+    assert len(by_partition) == len(events)
+    return by_partition
+
+
 # --- conformance ------------------------------------------------------------------------------------
 
 
@@ -294,13 +302,15 @@ def test_a_drop_with_bad_rows_loads_the_others_and_quarantines_those(tmp_path):
     land(tmp_path / "landing", hours[1], telemetry_with_bad_rows(hours[1]))
     result = run_hours(tmp_path, hours[0], hours[1])
 
-    meta = metadata_of(result)
-    assert meta["strata/rows_in"] == 24  # manifest rows: everything delivered
-    assert meta["strata/rows_out"] == 22
-    assert meta["strata/rows_quarantined"] == 2
-    assert meta["dagster/partition_row_count"] == 22
-    assert meta["dagster/row_count"] == 22
-    assert meta["strata/quarantine_table"] == QUARANTINE_TABLE
+    # One materialization per hour, each with that hour's own counts.
+    by_hour = metadata_by_partition(result)
+    clean, dirty = by_hour["2026-10-01-00:00"], by_hour["2026-10-01-01:00"]
+    assert (clean["strata/rows_in"], clean["strata/rows_out"], clean["strata/rows_quarantined"]) == (12, 12, 0)
+    assert (dirty["strata/rows_in"], dirty["strata/rows_out"], dirty["strata/rows_quarantined"]) == (12, 10, 2)
+    assert (clean["dagster/partition_row_count"], dirty["dagster/partition_row_count"]) == (12, 10)
+    assert clean["dagster/row_count"] == dirty["dagster/row_count"] == 22  # the whole table
+    assert dirty["strata/quarantine_table"] == QUARANTINE_TABLE
+    assert "strata/quarantine_table" not in clean
 
     loaded = catalog_at(tmp_path).load().load_table("bronze.telemetry").scan().to_arrow()
     per_hour = {h: 0 for h in hours}

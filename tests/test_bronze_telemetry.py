@@ -79,13 +79,15 @@ def test_a_range_run_loads_every_hour_and_a_rerun_replaces_instead_of_duplicatin
     for h in hours:
         land(tmp_path / "landing", h, hour_rows(h))
     first = run_hours(tmp_path, hours[0], hours[-1])
-    meta = first.get_asset_materialization_events()[0].materialization.metadata
-    assert meta["strata/rows_in"].value == 36
-    assert meta["dagster/partition_row_count"].value == 36
-    assert meta["strata/input_partitions"].value == [partition_key(h) for h in hours]
-    files = sorted((tmp_path / "landing" / "telemetry").rglob("*.parquet"))
+    events = [e.materialization for e in first.get_asset_materialization_events()]
+    assert [m.partition for m in events] == [partition_key(h) for h in hours]  # one event per hour
+    files = sorted((tmp_path / "landing" / "telemetry").rglob("*.parquet"))  # in hour order
     assert len(files) == 3
-    assert meta["strata/checksum"].value == combine_checksums(hashlib.sha256(f.read_bytes()).hexdigest() for f in files)
+    for hour, meta, file in zip(hours, (m.metadata for m in events), files, strict=True):
+        assert meta["strata/rows_in"].value == 12
+        assert meta["dagster/partition_row_count"].value == 12
+        assert meta["strata/input_partitions"].value == [partition_key(hour)]
+        assert meta["strata/checksum"].value == combine_checksums([hashlib.sha256(file.read_bytes()).hexdigest()])
 
     # A corrected re-delivery of hour 1 with fewer rows replaces exactly that hour.
     land(tmp_path / "landing", hours[1], hour_rows(hours[1], vehicles=2))
@@ -97,13 +99,13 @@ def test_a_range_run_loads_every_hour_and_a_rerun_replaces_instead_of_duplicatin
     assert per_hour == {hours[0]: 12, hours[1]: 8, hours[2]: 12}
 
     again = run_hours(tmp_path, hours[0], hours[-1])
-    meta_again = again.get_asset_materialization_events()[0].materialization.metadata
-    assert meta_again["dagster/row_count"].value == 32
+    meta_again = [e.materialization.metadata for e in again.get_asset_materialization_events()]
+    assert [m["dagster/row_count"].value for m in meta_again] == [32, 32, 32]  # the table
+    assert [m["dagster/partition_row_count"].value for m in meta_again] == [12, 8, 12]  # each hour
     rerun = run_hours(tmp_path, hours[0], hours[-1])
-    assert (
-        rerun.get_asset_materialization_events()[0].materialization.metadata["strata/checksum"].value
-        == meta_again["strata/checksum"].value
-    )
+    assert [e.materialization.metadata["strata/checksum"].value for e in rerun.get_asset_materialization_events()] == [
+        m["strata/checksum"].value for m in meta_again
+    ]
 
 
 def test_a_corrupted_drop_fails_naming_the_file_and_leaves_the_table_unchanged(tmp_path):

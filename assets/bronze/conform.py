@@ -1,13 +1,15 @@
 """Conform rows to their contract: lossless casts only, rows that cannot be typed set aside with a rule.
 
 A wrong column set or a lossy type is a `ContractViolation` of the whole batch; a single row that
-cannot be typed (a null key or required value, an unparseable value) becomes a `RowRejects` record per
-broken rule, so the rest of the batch still loads.
+cannot be typed (a null key or required value, an unparseable value, text that is not valid UTF-8, a
+time outside the window the batch may write) becomes a `RowRejects` record per broken rule, so the
+rest of the batch still loads.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -27,6 +29,25 @@ def not_null_rule(column: str) -> str:
 def parseable_rule(column: str, type_name: str) -> str:
     """Rule name of a value that cannot be read losslessly as the contract's type."""
     return f"{column}_parseable_as_{type_name}"
+
+
+def valid_utf8_rule(column: str) -> str:
+    """Rule name of a text value whose bytes are not valid UTF-8 (Parquet does not enforce it)."""
+    return f"{column}_valid_utf8"
+
+
+@dataclass(frozen=True)
+class RowWindow:
+    """Rows must have `column` in [start, end); the others break `rule`.
+
+    A batch that may only write one partition (a drop for one hour) says so with a window: a row
+    outside it would land in another partition, which the load does not own.
+    """
+
+    column: str
+    start: datetime
+    end: datetime
+    rule: str
 
 
 # One record per (rejected row, broken rule); `row` indexes `RowRejects.raw_rows`.
@@ -85,19 +106,31 @@ def conform_to_contract(table: pa.Table, contract: TableContract, where: str, *,
     return _conform(table, contract, where, exact=exact, row_level=False).rows
 
 
-def conform_rows(table: pa.Table, contract: TableContract, where: str, *, exact: bool = True) -> ConformedRows:
+def conform_rows(
+    table: pa.Table, contract: TableContract, where: str, *, exact: bool = True, window: RowWindow | None = None
+) -> ConformedRows:
     """Like `conform_to_contract`, but rows that break a ROW-level rule are returned apart, not raised.
 
-    Row-level: a null in a 'not null' column (`<column>_not_null`), or a value the lossless cast cannot
-    read, such as an unparseable text timestamp (`<column>_parseable_as_<type>`). Structural problems
-    (missing or unexpected columns, a type with no lossless conversion) concern every row alike, so
-    they still raise `ContractViolation` for the whole table. When every value casts, this costs what
-    `conform_to_contract` costs: bad values are searched only after a cast has failed.
+    Row-level: a null in a 'not null' column (`<column>_not_null`), a value the lossless cast cannot
+    read, such as an unparseable text timestamp (`<column>_parseable_as_<type>`), text that is not
+    valid UTF-8 (`<column>_valid_utf8`), and with `window` a time outside it (`window.rule`).
+    Structural problems (missing or unexpected columns, a type with no lossless conversion) concern
+    every row alike, so they still raise `ContractViolation` for the whole table. When every value
+    casts, this costs what `conform_to_contract` costs plus one UTF-8 validation pass over the text
+    columns: bad values are searched only after a cast or a validation has failed.
     """
-    return _conform(table, contract, where, exact=exact, row_level=True)
+    return _conform(table, contract, where, exact=exact, row_level=True, window=window)
 
 
-def _conform(table: pa.Table, contract: TableContract, where: str, *, exact: bool, row_level: bool) -> ConformedRows:
+def _conform(
+    table: pa.Table,
+    contract: TableContract,
+    where: str,
+    *,
+    exact: bool,
+    row_level: bool,
+    window: RowWindow | None = None,
+) -> ConformedRows:
     present = set(table.column_names)
     missing = [c for c in contract.column_names if c not in present]
     if missing:
@@ -114,6 +147,12 @@ def _conform(table: pa.Table, contract: TableContract, where: str, *, exact: boo
         if unreadable is not None:
             offending = original.take(unreadable).cast(pa.string())
             violations.append(_violations(unreadable, parseable_rule(column.name, column.type_name), column, offending))
+        if values.type == pa.string():
+            values, invalid = _without_invalid_utf8(values, column, where, locate=row_level)
+            if invalid is not None:
+                violations.append(invalid)
+        if window is not None and column.name == window.column and (outside := _outside_window(values, window, column)):
+            violations.append(outside)
         if not column.nullable and original.null_count:
             if not row_level:
                 raise ContractViolation(
@@ -137,6 +176,50 @@ def _violations(rows: pa.Array, rule: str, column: ColumnContract, offending: pa
     )
 
 
+def _without_invalid_utf8(
+    values: pa.ChunkedArray, column: ColumnContract, where: str, *, locate: bool
+) -> tuple[pa.ChunkedArray, pa.Table | None]:
+    """The text column with invalid UTF-8 values set to null, and their violations (None if all are valid).
+
+    Parquet readers do not validate text, so invalid bytes would otherwise reach the Iceberg writer and
+    fail it (a UnicodeDecodeError, for the whole load). One validation pass finds whether any value is
+    invalid; only then are they located, with the binary -> string cast that refuses exactly them.
+    """
+    try:
+        values.validate(full=True)
+        return values, None
+    except pa.ArrowInvalid:
+        pass
+    raw = values.cast(pa.binary())  # zero-copy, no validation
+    invalid = _uncastable(raw, pa.string())
+    if not locate:
+        raise ContractViolation(
+            f"{where}: column '{column.name}' has {invalid.true_count} value(s) that are not valid UTF-8"
+        )
+    positions = pc.indices_nonzero(invalid)
+    offending = pa.array([escaped_text(v) for v in raw.take(positions).to_pylist()], pa.string())
+    readable = pc.if_else(invalid, pa.scalar(None, pa.binary()), raw).cast(pa.string())
+    return pa.chunked_array([readable]), _violations(positions, valid_utf8_rule(column.name), column, offending)
+
+
+def escaped_text(value: bytes | str | None) -> str | None:
+    """Text that may hold invalid UTF-8, readable and lossless: invalid bytes become `\\xNN` escapes."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="backslashreplace")
+    return value
+
+
+def _outside_window(values: pa.ChunkedArray, window: RowWindow, column: ColumnContract) -> pa.Table | None:
+    """Violations of the rows whose `window.column` is outside [start, end) (nulls are judged elsewhere),
+    or None when every row is inside."""
+    start, end = pa.scalar(window.start, values.type), pa.scalar(window.end, values.type)
+    outside = pc.fill_null(pc.or_(pc.less(values, start), pc.greater_equal(values, end)), False)
+    positions = pc.indices_nonzero(outside.combine_chunks())
+    if not len(positions):
+        return None
+    return _violations(positions, window.rule, column, values.take(positions).cast(pa.string()).combine_chunks())
+
+
 def _with_contract_schema(conformed: pa.Table, contract: TableContract) -> pa.Table:
     # Safe only once no 'not null' column holds a null: the schema claims it.
     return pa.Table.from_arrays(conformed.columns, schema=contract.arrow_schema())
@@ -150,14 +233,15 @@ def _split_rejects(
     raw: pa.Table, conformed: pa.Table, contract: TableContract, violations: list[pa.Table]
 ) -> ConformedRows:
     # A stable sort keeps the contract's column order among the violations of one row.
-    found = pa.concat_tables(violations).sort_by([("row", "ascending")])
+    # Offending values are shown as text: escape any that are not valid UTF-8 (an unparseable timestamp can be).
+    found = _valid_text(pa.concat_tables(violations).sort_by([("row", "ascending")]))
     positions = sorted(set(found.column("row").to_pylist()))
     rejected = _mask(raw.num_rows, positions)
     index_of = {position: i for i, position in enumerate(positions)}
     renumbered = [index_of[r] for r in found.column("row").to_pylist()]  # into raw_rows, not the input
     taken = pa.array(positions, pa.int64())
     rejects = RowRejects(
-        raw_rows=raw.take(taken),
+        raw_rows=_valid_text(raw.take(taken)),
         typed_rows=conformed.take(taken),
         violations=found.set_column(0, VIOLATIONS_SCHEMA.field("row"), pa.array(renumbered, pa.int64())),
     )
@@ -165,6 +249,21 @@ def _split_rejects(
     keep = pc.invert(rejected)
     good = pa.Table.from_arrays([c.filter(keep) for c in conformed.columns], schema=contract.arrow_schema())
     return ConformedRows(good, rejects)
+
+
+def _valid_text(rows: pa.Table) -> pa.Table:
+    """`rows` with text that is not valid UTF-8 escaped (see `escaped_text`), so that the quarantine
+    can show the raw row; only the (few) rejected rows pass through here."""
+    columns = []
+    for column in rows.columns:
+        if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+            try:
+                column.validate(full=True)
+            except pa.ArrowInvalid:
+                raw = column.cast(pa.large_binary() if pa.types.is_large_string(column.type) else pa.binary())
+                column = pa.chunked_array([pa.array([escaped_text(v) for v in raw.to_pylist()], column.type)])
+        columns.append(column)
+    return pa.Table.from_arrays(columns, schema=rows.schema)
 
 
 # Conversions that cannot lose information; anything else is a contract violation, never a silent cast.

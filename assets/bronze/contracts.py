@@ -25,6 +25,8 @@ ARROW_TYPES: dict[str, pa.DataType] = {
     "timestamp": pa.timestamp("us"),
 }
 
+OUTSIDE_DROP_HOUR_POLICIES = ("quarantine", "refuse")
+
 
 @dataclass(frozen=True)
 class ColumnContract:
@@ -49,6 +51,8 @@ class TableContract:
     time_column: str | None = None
     schema_version: int = 1
     natural_key: tuple[str, ...] = ()  # what identifies a row of a feed without a primary key
+    # A drop's rows whose time is outside the drop's hour: "quarantine" them (row by row) or "refuse" the drop.
+    outside_drop_hour: str = "quarantine"
 
     @property
     def row_key(self) -> tuple[str, ...]:
@@ -85,6 +89,12 @@ def _parse_table(name: str, entry: dict, where: str) -> TableContract:
     for role in ("primary_key", "watermark", "time_column"):
         if entry.get(role) and entry[role] not in names:
             raise ValueError(f"{CONTRACTS_FILE.name}: {where}.{name}.{role} names unknown column {entry[role]!r}")
+    outside_drop_hour = entry.get("outside_drop_hour", "quarantine")
+    if outside_drop_hour not in OUTSIDE_DROP_HOUR_POLICIES:
+        raise ValueError(
+            f"{CONTRACTS_FILE.name}: {where}.{name}.outside_drop_hour is {outside_drop_hour!r}; "
+            f"use one of {list(OUTSIDE_DROP_HOUR_POLICIES)}"
+        )
     natural_key = tuple(entry.get("natural_key", ()))
     if unknown := [column for column in natural_key if column not in names]:
         raise ValueError(f"{CONTRACTS_FILE.name}: {where}.{name}.natural_key names unknown column(s) {unknown}")
@@ -97,6 +107,7 @@ def _parse_table(name: str, entry: dict, where: str) -> TableContract:
         time_column=entry.get("time_column"),
         schema_version=int(entry.get("schema_version", 1)),
         natural_key=natural_key,
+        outside_drop_hour=outside_drop_hour,
     )
 
 

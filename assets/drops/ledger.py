@@ -1,7 +1,9 @@
 """The ledger of loaded drops: which drop version (prefix + manifest md5) was loaded by which run.
 
 An Iceberg table `audit.loaded_drops`, appended right after the data commit. The sensor reads it to
-recognise an identical re-delivery without starting a run. Iceberg cannot commit two tables
+recognise an identical re-delivery without starting a run: a delivery is "already loaded" only when
+it is the version the table holds now, i.e. the LATEST load of its prefix. Re-delivering an older
+version after a newer one was loaded is a change of the table, so it is loaded again. Iceberg cannot commit two tables
 atomically, so a crash between the data commit and the ledger append leaves the drop unrecorded: it
 is then loaded again, which is harmless because a load overwrites exactly its hours.
 """
@@ -52,12 +54,16 @@ def record_loaded_drops(catalog: IcebergCatalog, drops: list[LoadedDrop], run_id
 
 
 def loaded_drop_versions(catalog: IcebergCatalog, dataset: str) -> set[tuple[str, str]]:
-    """(drop prefix, manifest md5) of every drop version of `dataset` loaded so far."""
+    """(drop prefix, manifest md5) of the version of each drop of `dataset` that the table holds now:
+    for every prefix, the version of its latest load (not every version ever loaded)."""
     from pyiceberg.expressions import EqualTo
 
     table = catalog.table_or_none(LEDGER_TABLE)
     if table is None or table.current_snapshot() is None:
         return set()
-    scan = table.scan(row_filter=EqualTo("dataset", dataset), selected_fields=("drop_prefix", "manifest_md5"))
-    rows = scan.to_arrow()
-    return set(zip(rows.column("drop_prefix").to_pylist(), rows.column("manifest_md5").to_pylist(), strict=True))
+    columns = ("drop_prefix", "manifest_md5", "loaded_at")
+    scan = table.scan(row_filter=EqualTo("dataset", dataset), selected_fields=columns)
+    rows = scan.to_arrow().sort_by([("loaded_at", "ascending")])
+    # Later loads overwrite earlier ones of the same prefix, as they overwrote its partition.
+    current = dict(zip(rows.column("drop_prefix").to_pylist(), rows.column("manifest_md5").to_pylist(), strict=True))
+    return set(current.items())

@@ -4,9 +4,13 @@ Every check names the drop, the file and what disagreed, so a producer can fix t
 error text alone. Bytes are read once: the same buffer is hashed and parsed.
 
 The manifest describes the files as delivered, so sizes, hashes and row counts are checked against all
-of their rows. Rows that then break a row-level rule of the contract (a null in a required column, an
-unparseable timestamp) do not fail the drop: they are returned apart, per file, for the quarantine
-table. A structural problem (a missing, unexpected or mistyped column) still fails the whole drop.
+of their rows. Each file is named once, by its canonical key: a manifest that lists a file twice (or
+under two spellings, `a.parquet` and `./a.parquet`) would load it twice. Rows that then break a
+row-level rule of the contract (a null in a required column, an unparseable timestamp, invalid UTF-8,
+a time outside the drop's hour) do not fail the drop: they are returned apart, per file, for the
+quarantine table. A structural problem (a missing, unexpected or mistyped column) still fails the
+whole drop, and so does anything else that goes wrong once a file's bytes are read and verified: the
+same bytes would fail the same way again, so the drop is classified (quarantined), never retried.
 """
 
 from __future__ import annotations
@@ -14,14 +18,16 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import posixpath
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 import pyarrow as pa
 
-from assets.bronze.conform import ContractViolation, RowRejects, conform_rows
+from assets.bronze.conform import ContractViolation, RowRejects, RowWindow, conform_rows
 from assets.bronze.contracts import TableContract
 from assets.drops.protocol import ERROR_NAME, MANIFEST_NAME, READY_NAME
-from resources.landing import LandingZone
+from resources.landing import TEMP_PREFIX, LandingZone, RefusedObject
 
 # Files the protocol itself writes next to the data (the error marker is written on quarantine).
 PROTOCOL_FILES = {MANIFEST_NAME, READY_NAME, ERROR_NAME}
@@ -56,6 +62,20 @@ class VerifiedDrop:
     @property
     def rows_quarantined(self) -> int:
         return sum(r.num_rows for r in self.rejects.values())
+
+
+def outside_hour_rule(time_column: str) -> str:
+    """Rule name of a drop's row whose time is outside the drop's hour."""
+    return f"{time_column}_within_drop_hour"
+
+
+def drop_hour_window(contract: TableContract, partition: dict[str, str]) -> RowWindow | None:
+    """[hour, hour + 1 h) of the drop whose manifest partition is `partition`: the only partition its rows
+    may write. None for a feed without a time column."""
+    if not contract.time_column:
+        return None
+    start = datetime.fromisoformat(f"{partition['dt']}T{partition['hour']}:00:00")
+    return RowWindow(contract.time_column, start, start + timedelta(hours=1), outside_hour_rule(contract.time_column))
 
 
 def manifest_identity(raw: bytes) -> str:
@@ -103,18 +123,44 @@ def verify_drop(
     listed = [f["name"] for f in manifest["files"]]
     if not listed:
         raise DropVerificationError(prefix, "files", "the manifest lists no data files (empty drop)")
+    check_file_names(prefix, listed)
     present = {key.removeprefix(prefix) for key in landing.list_keys(prefix)}
     unlisted = sorted(present - set(listed) - PROTOCOL_FILES)
     if unlisted:
         raise DropVerificationError(prefix, "files", f"file(s) not in the manifest: {unlisted}", unlisted[0])
     tables, digests, rejects = [], {}, {}
+    window = drop_hour_window(contract, expected_partition)
     for entry in manifest["files"]:
-        rows, rejected = _verify_file(landing, prefix, entry, contract, present)
+        rows, rejected = _verify_file(landing, prefix, entry, contract, present, window)
         tables.append(rows)
         digests[entry["name"]] = entry["sha256"]
         if rejected.num_rows:
             rejects[entry["name"]] = rejected
     return VerifiedDrop(prefix, manifest, identity, pa.concat_tables(tables), digests, rejects)
+
+
+def check_file_names(prefix: str, names: list[str]) -> None:
+    """Each listed name is the canonical key of a data file under the drop, and appears once."""
+    for name in names:
+        canonical = posixpath.normpath(name)
+        if name != canonical or name.startswith(("/", "../")) or name in ("", ".", ".."):
+            raise DropVerificationError(
+                prefix,
+                "files",
+                f"file name {name!r} is not a plain relative name (it would name {canonical!r}): "
+                "each file must be listed once, by its own name",
+                MANIFEST_NAME,
+            )
+        if posixpath.basename(name) in PROTOCOL_FILES or posixpath.basename(name).startswith(TEMP_PREFIX):
+            raise DropVerificationError(
+                prefix, "files", f"{name!r} is a protocol or temporary file, not a data file", MANIFEST_NAME
+            )
+    seen: set[str] = set()
+    duplicates = sorted({name for name in names if name in seen or seen.add(name)})
+    if duplicates:
+        raise DropVerificationError(
+            prefix, "files", f"file(s) listed more than once in the manifest: {duplicates}", MANIFEST_NAME
+        )
 
 
 def _check_header(prefix: str, manifest: dict, contract: TableContract, expected: dict[str, str]) -> None:
@@ -142,19 +188,39 @@ def _check_header(prefix: str, manifest: dict, contract: TableContract, expected
 
 
 def _verify_file(
-    landing: LandingZone, prefix: str, entry: dict, contract: TableContract, present: set[str]
+    landing: LandingZone,
+    prefix: str,
+    entry: dict,
+    contract: TableContract,
+    present: set[str],
+    window: RowWindow | None,
 ) -> tuple[pa.Table, RowRejects]:
-    import pyarrow.parquet as pq
-
     name = entry["name"]
     if name not in present:
-        raise DropVerificationError(prefix, "presence", "listed in the manifest but absent", name)
-    data = landing.read_bytes(prefix + name)
+        raise DropVerificationError(prefix, "presence", _absence(landing, prefix + name), name)
+    try:
+        data = landing.read_bytes(prefix + name)
+    except RefusedObject as exc:
+        raise DropVerificationError(prefix, "presence", f"refused: {exc}", name) from exc
     if len(data) != int(entry["bytes"]):
         raise DropVerificationError(prefix, "size", f"{len(data)} bytes, manifest says {entry['bytes']}", name)
     digest = hashlib.sha256(data).hexdigest()
     if digest != entry["sha256"]:
         raise DropVerificationError(prefix, "sha256", f"sha256 is {digest}, manifest says {entry['sha256']}", name)
+    try:
+        return _parse_and_conform(prefix, name, data, entry, contract, window)
+    except DropVerificationError:
+        raise
+    except Exception as exc:
+        # The bytes are verified: whatever fails from here fails again on the same bytes.
+        raise DropVerificationError(prefix, "unexpected", f"{type(exc).__name__}: {exc}", name) from exc
+
+
+def _parse_and_conform(
+    prefix: str, name: str, data: bytes, entry: dict, contract: TableContract, window: RowWindow | None
+) -> tuple[pa.Table, RowRejects]:
+    import pyarrow.parquet as pq
+
     try:
         table = pq.read_table(io.BytesIO(data))
     except (pa.ArrowInvalid, OSError) as exc:
@@ -162,7 +228,28 @@ def _verify_file(
     if table.num_rows != int(entry["rows"]):
         raise DropVerificationError(prefix, "row_count", f"{table.num_rows} rows, manifest says {entry['rows']}", name)
     try:
-        conformed = conform_rows(table, contract, f"drop {prefix}{name}")
+        conformed = conform_rows(table, contract, f"drop {prefix}{name}", window=window)
     except ContractViolation as exc:
         raise DropVerificationError(prefix, "contract", str(exc), name) from exc
+    if window is not None and contract.outside_drop_hour == "refuse":
+        outside = conformed.rejects.counts().get((window.column, window.rule), 0)
+        if outside:
+            raise DropVerificationError(
+                prefix,
+                "drop_hour",
+                f"{outside} row(s) with {window.column} outside the drop's hour "
+                f"[{window.start:%Y-%m-%d %H:%M}, {window.end:%Y-%m-%d %H:%M}) (contract: outside_drop_hour: refuse)",
+                name,
+            )
     return conformed.rows, conformed.rejects
+
+
+def _absence(landing: LandingZone, key: str) -> str:
+    """Why a listed file is not among the drop's objects: absent, or refused (e.g. a symbolic link)."""
+    try:
+        landing.read_bytes(key)
+    except RefusedObject as exc:
+        return f"refused: {exc}"
+    except FileNotFoundError:
+        pass
+    return "listed in the manifest but absent"

@@ -33,10 +33,12 @@ def suite_parameters(
             window_end=end.isoformat(),
             window_last_15_minutes=(end - timedelta(minutes=15)).isoformat(),
         )
-    record = latest_materialization(context, asset_key)
-    if record is not None:
+    records = latest_materializations(context, asset_key)
+    for record in records:
         metadata = record.asset_materialization.metadata
-        params.update(reported_parameters({key: value.value for key, value in metadata.items()}))
+        for name, value in reported_parameters({key: value.value for key, value in metadata.items()}).items():
+            # A range run is checked as a whole: each partition reports its own counts, so add them up.
+            params[name] = params.get(name, 0) + value
     return params
 
 
@@ -54,12 +56,19 @@ def reported_parameters(metadata: Mapping[str, Any]) -> dict[str, Any]:
     return params
 
 
-def latest_materialization(context: dg.AssetCheckExecutionContext, asset_key: dg.AssetKey):
-    partition = context.partition_key if context.has_partition_key else None
+def latest_materializations(context: dg.AssetCheckExecutionContext, asset_key: dg.AssetKey) -> list:
+    """The latest materialization of each partition being checked (of the asset when unpartitioned)."""
+    if not (context.has_partition_key or context.has_partition_key_range):
+        records = context.instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=asset_key), limit=1).records
+        return list(records)
+    partitions = list(context.partition_keys)
     records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=[partition] if partition else None), limit=1
+        dg.AssetRecordsFilter(asset_key=asset_key, asset_partitions=partitions), limit=len(partitions)
     ).records
-    return records[0] if records else None
+    latest: dict[str, object] = {}
+    for record in records:  # newest first
+        latest.setdefault(record.partition_key, record)
+    return list(latest.values())
 
 
 def read_rows(suite: SuiteFile, window: dg.TimeWindow | None, iceberg: IcebergCatalog, warehouse: Warehouse):

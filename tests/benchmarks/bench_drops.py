@@ -489,9 +489,9 @@ def bench_load(tmp: Path) -> list[str]:
         load_or_create_hourly_table(catalog, contract)
         catalog.load_or_create_table(LEDGER_TABLE, LEDGER_SCHEMA)
         with measured() as m:
-            stats = load_hour_range(contract, landing, catalog, [hour_start], f"bench-{attempt}")
-        if stats["rows_out"] != rows:
-            raise RuntimeError(f"platform loaded {stats['rows_out']} rows, expected {rows}")
+            loaded = load_hour_range(contract, landing, catalog, [hour_start], f"bench-{attempt}")
+        if loaded.rows_out != rows:
+            raise RuntimeError(f"platform loaded {loaded.rows_out} rows, expected {rows}")
         platforms.append(m)
 
         target = floor_table(fresh_catalog(tmp / f"floor-{attempt}"), contract)
