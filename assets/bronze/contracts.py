@@ -25,6 +25,8 @@ ARROW_TYPES: dict[str, pa.DataType] = {
     "timestamp": pa.timestamp("us"),
 }
 
+NEW_COLUMN_POLICIES = ("evolve", "ignore")
+
 
 @dataclass(frozen=True)
 class ColumnContract:
@@ -49,6 +51,7 @@ class TableContract:
     time_column: str | None = None
     schema_version: int = 1
     natural_key: tuple[str, ...] = ()  # what identifies a row of a feed without a primary key
+    on_new_columns: str = "evolve"  # OLTP: a source column the contract lacks is added to Bronze, or ignored
 
     @property
     def row_key(self) -> tuple[str, ...]:
@@ -85,6 +88,12 @@ def _parse_table(name: str, entry: dict, where: str) -> TableContract:
     for role in ("primary_key", "watermark", "time_column"):
         if entry.get(role) and entry[role] not in names:
             raise ValueError(f"{CONTRACTS_FILE.name}: {where}.{name}.{role} names unknown column {entry[role]!r}")
+    on_new_columns = entry.get("on_new_columns", "evolve")
+    if on_new_columns not in NEW_COLUMN_POLICIES:
+        raise ValueError(
+            f"{CONTRACTS_FILE.name}: {where}.{name}.on_new_columns is {on_new_columns!r}; "
+            f"use one of {NEW_COLUMN_POLICIES}"
+        )
     natural_key = tuple(entry.get("natural_key", ()))
     if unknown := [column for column in natural_key if column not in names]:
         raise ValueError(f"{CONTRACTS_FILE.name}: {where}.{name}.natural_key names unknown column(s) {unknown}")
@@ -97,6 +106,7 @@ def _parse_table(name: str, entry: dict, where: str) -> TableContract:
         time_column=entry.get("time_column"),
         schema_version=int(entry.get("schema_version", 1)),
         natural_key=natural_key,
+        on_new_columns=on_new_columns,
     )
 
 
