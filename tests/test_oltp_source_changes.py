@@ -128,7 +128,10 @@ def test_two_versions_of_a_key_with_the_same_updated_at_are_both_quarantined(tmp
         ("7", "one_version_per_key_and_updated_at", same),
         ("7", "one_version_per_key_and_updated_at", same),
     ]
-    assert bronze_rows(tmp_path) == {8: ("Jean Macé", "2026-10-01 08:00:00"), 9: ("Saxe-Gambetta", "2026-10-01 09:00:00")}
+    assert bronze_rows(tmp_path) == {
+        8: ("Jean Macé", "2026-10-01 08:00:00"),
+        9: ("Saxe-Gambetta", "2026-10-01 09:00:00"),
+    }
 
 
 MINUTE = timedelta(minutes=1)
@@ -210,9 +213,6 @@ def test_a_missing_sqlite_file_is_unreachable_and_is_not_created(tmp_path):
 
 @pytest.mark.parametrize("engine", ["sqlite", "postgresql"])
 def test_the_source_is_read_only(engine, tmp_path, request):
-    if engine == "postgresql":
-        url = request.getfixturevalue("postgres_url")
-    else:
-        url = loose_source(tmp_path)
-    with pytest.raises(Exception, match="read-?only"):
+    url = request.getfixturevalue("postgres_url") if engine == "postgresql" else loose_source(tmp_path)
+    with pytest.raises(Exception, match=r"read-?only"):
         SourceDatabase(url=url).read_arrow("CREATE TABLE written_by_strata (x INTEGER)")

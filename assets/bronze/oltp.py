@@ -296,12 +296,20 @@ def newest_watermark(contract: TableContract, tables: Sequence[pa.Table], previo
 
 
 def evolve_bronze_schema(table: "Table", columns: Sequence[ColumnContract]) -> list[str]:
-    """Add the new source columns Bronze lacks (Iceberg schema evolution, its own commit); their names."""
+    """Add the new source columns Bronze lacks (Iceberg schema evolution, its own commit); their names.
+
+    The same commit adds an empty snapshot: pyiceberg's upsert reads the current snapshot in the schema
+    that snapshot was written with, so without it the first upsert after the evolution would compare
+    rows with the new column against rows without it and fail.
+    """
     held = {f.name for f in table.schema().fields}
     missing = [c for c in columns if c.name not in held]
     if missing:
-        with table.update_schema() as update:
-            update.union_by_name(pa.schema([pa.field(c.name, c.arrow_type, nullable=True) for c in missing]))
+        with table.transaction() as tx:
+            with tx.update_schema() as update:
+                update.union_by_name(pa.schema([pa.field(c.name, c.arrow_type, nullable=True) for c in missing]))
+            if table.current_snapshot() is not None:
+                tx.append(tx.table_metadata.schema().as_arrow().empty_table())
     return [c.name for c in missing]
 
 
