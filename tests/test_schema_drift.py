@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
@@ -123,6 +124,22 @@ def test_a_new_column_is_reported_and_evolved_into_bronze_with_every_row(engine,
     meta = {k: v.value for k, v in later.get_asset_materialization_events()[0].materialization.metadata.items()}
     assert (meta["strata/rows_in"], meta["strata/new_source_columns"]) == (1, "operator (string)")
     assert "strata/evolved_columns" not in meta
+
+    # Switching the table to `ignore` keeps extracting what Bronze already holds (upserts carry every column).
+    execute(
+        url, "UPDATE stations SET operator = 'Keolis', updated_at = '2026-10-03 08:00:00.000000' WHERE station_id = 1"
+    )
+    assert run(url, tmp_path, replace(STATIONS, on_new_columns="ignore")).success
+    assert bronze(tmp_path).column("operator").to_pylist() == ["Keolis", "TCL"]
+
+    # The source drops the column again: reported; Bronze keeps it with the last values the source had.
+    execute(url, "ALTER TABLE stations DROP COLUMN operator")
+    execute(url, "UPDATE stations SET updated_at = '2026-10-04 08:00:00.000000' WHERE station_id = 2")
+    dropped = run(url, tmp_path)
+    meta = {k: v.value for k, v in dropped.get_asset_materialization_events()[0].materialization.metadata.items()}
+    assert (meta["strata/vanished_source_columns"], meta["strata/rows_updated"]) == ("operator", 1)
+    assert bronze(tmp_path).column("operator").to_pylist() == ["Keolis", "TCL"]
+    assert bronze(tmp_path).column("updated_at").to_pylist()[1] == datetime(2026, 10, 4, 8)
 
 
 def test_a_new_column_is_left_out_when_the_contract_says_ignore(tmp_path, request):

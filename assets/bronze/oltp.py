@@ -11,9 +11,10 @@ timestamp) are not upserted: they go to `audit.bronze_quarantine` and the other 
 """
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from functools import cache
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -193,7 +194,11 @@ def quarantined_versions(records: pa.Table, contract: TableContract) -> set[tupl
 
 
 def keys_to_reconcile(
-    contract: TableContract, source: SourceDatabase, watermark: str, bronze: pa.Table, quarantine: pa.Table
+    contract: TableContract,
+    source: SourceDatabase,
+    watermark: str,
+    bronze: pa.Table,
+    quarantine: Callable[[], pa.Table],
 ) -> list[object]:
     """Keys whose source row lies BELOW the watermark yet is neither in Bronze nor in the quarantine as it is.
 
@@ -227,15 +232,16 @@ def keys_to_reconcile(
     candidates += [(k, normalized_stamp(v)) for k, v in raw_pairs]
     if not candidates:
         return []
-    recorded = quarantined_versions(quarantine, contract) if quarantine.num_rows else set()
+    recorded = quarantined_versions(quarantine(), contract)
     return sorted({k for k, v in candidates if k is not None and (str(k), v) not in recorded})
 
 
-def new_records_only(records: pa.Table, quarantine: pa.Table) -> tuple[pa.Table, int]:
+def new_records_only(records: pa.Table, quarantine: Callable[[], pa.Table]) -> tuple[pa.Table, int]:
     """`records` without those the quarantine already holds (same row key, rule, column and raw row), so a
     row re-read on every run (at the watermark, or with a null watermark) is recorded once."""
-    if not records.num_rows or not quarantine.num_rows:
+    if not records.num_rows:
         return records, 0
+    quarantine = quarantine()
     fields = ["row_key", "rule", "column_name", "raw_row"]
     held = set(zip(*(quarantine.column(f).to_pylist() for f in fields), strict=True))
     rows = zip(*(records.column(f).to_pylist() for f in fields), strict=True)
@@ -262,6 +268,7 @@ class Extraction:
     backwards: int = 0
     duplicates: int = 0
     already_quarantined: int = 0  # records not written again: the quarantine holds them already
+    vanished: list[str] = field(default_factory=list)  # Bronze columns outside the contract the source dropped
     full_read: bool = False
 
     @property
@@ -293,6 +300,20 @@ def newest_watermark(contract: TableContract, tables: Sequence[pa.Table], previo
     if previous is not None:
         values.append(datetime.fromisoformat(previous))
     return max(values).isoformat(sep=" ") if values else None
+
+
+def _plain(arrow_type: pa.DataType) -> pa.DataType:
+    """pyiceberg reads strings as large_string; rows built here use the contract's plain string."""
+    return pa.string() if pa.types.is_large_string(arrow_type) else arrow_type
+
+
+def with_last_known_values(rows: pa.Table, table: "Table", key: str, columns: Sequence[str]) -> pa.Table:
+    """`rows` with Bronze's current values of `columns` (ones the source dropped) joined by key, so an
+    upsert keeps the last value the source had for each row instead of blanking it; null for new keys."""
+    last = table.scan(selected_fields=(key, *columns)).to_arrow()
+    last = last.cast(pa.schema([pa.field(f.name, _plain(f.type)) for f in last.schema]))
+    joined = rows.join(last, keys=key, join_type="left outer").select([*rows.column_names, *columns])
+    return joined.cast(pa.schema([*rows.schema, *(last.schema.field(c) for c in columns)]))  # a join drops not-null
 
 
 def evolve_bronze_schema(table: "Table", columns: Sequence[ColumnContract]) -> list[str]:
@@ -327,9 +348,12 @@ def extract_and_upsert(
     """
     identifier = f"bronze.{contract.name}"
     new_columns = new_source_columns(contract, source.table_columns(contract.name))  # before any row is read
-    kept = evolved_columns(new_columns) if contract.on_new_columns == "evolve" else ()
-    effective = replace(contract, columns=contract.columns + kept)
     table = catalog.load_or_create_table(identifier, contract.arrow_schema())
+    held = {f.name: f for f in table.schema().as_arrow()}
+    # A column Bronze already holds is still extracted under `ignore`: upserts must carry every column.
+    kept = tuple(c for c in evolved_columns(new_columns) if contract.on_new_columns == "evolve" or c.name in held)
+    effective = replace(contract, columns=contract.columns + kept)
+    vanished = [name for name in held if name not in effective.column_names]  # the source dropped them
     evolved = evolve_bronze_schema(table, kept)
     table = table.refresh() if evolved else table
     previous = stored_watermark(table)
@@ -340,7 +364,8 @@ def extract_and_upsert(
     where = f"source table {contract.name}"
 
     bronze = table.scan(selected_fields=(contract.primary_key, contract.watermark)).to_arrow()
-    quarantine = quarantined_rows(catalog, dataset=contract.name)
+    # The table's quarantine records, read only when something may already be there (rarely).
+    quarantine = cache(lambda: quarantined_rows(catalog, dataset=contract.name))
     reads = [source.read_arrow(extraction_query(effective, read_from))]
     late_keys = keys_to_reconcile(contract, source, read_from, bronze, quarantine) if read_from else []
     for start in range(0, len(late_keys), RECONCILE_BATCH):
@@ -362,6 +387,8 @@ def extract_and_upsert(
     record_quarantined_rows(catalog, new_records, run_id)
 
     rows = versions.rows
+    if vanished:
+        rows = with_last_known_values(rows, table, contract.primary_key, vanished)
     new_watermark = newest_watermark(contract, [good, *(c.rejects.typed_rows for c in conformed)], previous)
     properties = {WATERMARK_PROPERTY: new_watermark or "", COLUMNS_PROPERTY: extracted_columns, "strata.run_id": run_id}
 
@@ -404,6 +431,7 @@ def extract_and_upsert(
         backwards=versions.backwards.num_rows,
         duplicates=versions.duplicates,
         already_quarantined=already,
+        vanished=vanished,
         full_read=read_from is None and previous is not None,
     )
 
@@ -458,6 +486,12 @@ def build_oltp_asset(contract: TableContract) -> dg.AssetsDefinition:
             context.log.warning(f"{name}: source column(s) not in the contract: {listed}; {action}")
         if run.evolved:
             extra["evolved_columns"] = ", ".join(run.evolved)
+        if run.vanished:
+            extra["vanished_source_columns"] = ", ".join(run.vanished)
+            context.log.warning(
+                f"{name}: the source no longer has column(s) {', '.join(run.vanished)} (not in the contract); "
+                "Bronze keeps the column(s) with the last values the source had, null for new rows"
+            )
         if run.late_rows:
             extra["late_rows"] = run.late_rows
             context.log.warning(
