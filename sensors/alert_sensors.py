@@ -3,7 +3,7 @@
 A failed run alerts with its id, job, the failing step and the first line of its error. A run whose
 ingestion guard kept its assets from running (source unreachable, too little disk: tagged
 `strata/not_run`) ends as a success, since no data was wrong, but it is an outage: it alerts once, with
-the reasons and the assets that did not run. A failed
+the reasons and the assets that did not run (drops that are merely late are left to the freshness alert). A failed
 blocking check (severity ERROR) alerts on its own, because it is the reason downstream tables were
 not published even when the run that carried it is still going; both may fire for one run, with
 different subjects. Error text goes through `redact` (in `AlertingResource.send`) since exceptions
@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
+from assets.bronze.guard import OUTAGE_KEY
 from audit.metadata import NOT_RUN_TAG
 from resources.alerting import Alert, AlertingResource
 
@@ -93,20 +94,19 @@ def build_run_failure_alert_sensor(*, minimum_interval_seconds: int = 30) -> dg.
 def not_run_alert(run: dg.DagsterRun, not_run: dict[str, str], url: str | None = None) -> Alert:
     """What a person needs from a run whose guard said no: why, which assets, and what happens next.
 
-    `not_run` maps each asset that did not run to its guard's reason (from the run's observations);
-    the run tag, which holds the last reason only, is the fallback.
+    `not_run` maps each asset that did not run to its guard's reason (from the run's observations).
     """
-    reasons = list(dict.fromkeys(not_run.values())) or [run.tags.get(NOT_RUN_TAG, "")]
+    reasons = list(dict.fromkeys(not_run.values()))
     assets = sorted(not_run)
     shown = ", ".join(assets[:MAX_NOT_RUN_ASSETS]) + (
         f" and {len(assets) - MAX_NOT_RUN_ASSETS} more" if len(assets) > MAX_NOT_RUN_ASSETS else ""
     )
-    facts = {"Not run": shown} if assets else {}
+    facts = {"Not run": shown}
     # Nothing was extracted, so no watermark moved: the next run reads everything since the last load.
     facts["Next try"] = "the next schedule tick or sensor request (a new run); nothing was loaded, nothing is lost"
     return Alert(
         kind="not_run",
-        title=f"{run.job_name} run {run.run_id[:8]}: {len(assets) or 'its'} asset(s) not run, a precondition failed",
+        title=f"{run.job_name} run {run.run_id[:8]}: {len(assets)} asset(s) not run, a precondition failed",
         details="; ".join(reasons),
         run_id=run.run_id,
         job=run.job_name,
@@ -116,14 +116,17 @@ def not_run_alert(run: dg.DagsterRun, not_run: dict[str, str], url: str | None =
     )
 
 
-def not_run_assets(instance: dg.DagsterInstance, run_id: str) -> dict[str, str]:
-    """Asset key -> guard reason, from the `strata/not_run` observations the guard logged in the run."""
+def not_run_outages(instance: dg.DagsterInstance, run_id: str) -> dict[str, str]:
+    """Asset key -> guard reason of the assets a guard kept from running because of an outage (not
+    because drops were late), from the `strata/not_run` observations it logged in the run."""
     records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_OBSERVATION).records
     found = {}
     for record in records:
         observation = record.event_log_entry.asset_observation
-        if observation is not None and NOT_RUN_TAG in observation.metadata:
-            found[observation.asset_key.to_user_string()] = str(observation.metadata[NOT_RUN_TAG].value)
+        metadata = observation.metadata if observation is not None else {}
+        outage = metadata.get(OUTAGE_KEY)
+        if NOT_RUN_TAG in metadata and (outage is None or outage.value):
+            found[observation.asset_key.to_user_string()] = str(metadata[NOT_RUN_TAG].value)
     return found
 
 
@@ -146,7 +149,9 @@ def build_not_run_alert_sensor(*, minimum_interval_seconds: int = 30) -> dg.Sens
         run = context.dagster_run
         if NOT_RUN_TAG not in run.tags:
             return
-        not_run = not_run_assets(context.instance, run.run_id)
+        not_run = not_run_outages(context.instance, run.run_id)
+        if not not_run:
+            return  # only drops not ready yet: the freshness alert covers lateness
         delivered = alerting.send(not_run_alert(run, not_run, alerting.link(f"/runs/{run.run_id}")))
         context.log.info(f"run {run.run_id} ({run.job_name}) did not run {sorted(not_run)}; delivered: {delivered}")
 

@@ -21,6 +21,7 @@ import pytest
 
 from assets.bronze.contracts import oltp_contracts
 from assets.bronze.oltp import build_oltp_asset
+from audit.metadata import NOT_RUN_TAG
 from resources.alerting import Alert, AlertingResource, redact, webhook_payload
 from resources.iceberg import IcebergCatalog
 from resources.ingestion_guard import IngestionGuard
@@ -36,6 +37,7 @@ from sensors.alert_sensors import (
 )
 from tests.local_http import HOST, QuietHandler, serve_http
 from tests.test_bronze_oltp import CREATE, execute, row
+from tests.test_bronze_telemetry import FIRST_HOUR, run_hours
 
 WEBHOOK_SECRET_VAR = "STRATA_SECRET_ALERTING__WEBHOOK_URL"
 
@@ -534,5 +536,8 @@ def test_a_run_whose_guard_found_the_source_down_alerts_exactly_once(tmp_path, w
         execute(f"sqlite:///{missing}", CREATE.format(ts="TEXT"), row(1, "Bellecour", "2026-10-01 08:00:00.000000"))
         up = dg.materialize(assets[:1], resources=resources, instance=instance)
         assert up.success and len(up.get_asset_materialization_events()) == 1
+        # A drop that is not ready yet is lateness, not an outage: the freshness alert covers it.
+        late = run_hours(tmp_path / "telemetry", FIRST_HOUR, FIRST_HOUR, instance=instance)
+        assert late.success and NOT_RUN_TAG in instance.get_run_by_id(late.run_id).tags
         tick(cursor)
         assert len(webhook_server.received) == 1
