@@ -14,7 +14,11 @@ from jobs import build_jobs
 from jobs.policies import apply_global_policies
 from resources.environment import build_dbt_project, build_resources
 from resources.settings import StrataSettings, load_settings
-from sensors.alert_sensors import build_check_failure_alert_sensor, build_run_failure_alert_sensor
+from sensors.alert_sensors import (
+    build_check_failure_alert_sensor,
+    build_not_run_alert_sensor,
+    build_run_failure_alert_sensor,
+)
 from sensors.audit_sensor import build_audit_sensor
 from sensors.automation_sensor import build_automation_sensor
 from sensors.freshness_sensor import build_freshness_alert_sensor
@@ -44,6 +48,7 @@ def build_definitions(settings: StrataSettings) -> dg.Definitions:
             build_automation_sensor(),
             build_freshness_alert_sensor(),
             build_run_failure_alert_sensor(),
+            build_not_run_alert_sensor(),
             build_check_failure_alert_sensor(),
         ],
         resources=build_resources(settings, dbt_project),

@@ -21,7 +21,7 @@ import dagster as dg
 from resources.secrets import SecretsResource
 from resources.settings import StrataSettings
 
-AlertKind = Literal["run_failure", "check_failure", "freshness_breach", "freshness_recovered"]
+AlertKind = Literal["run_failure", "check_failure", "freshness_breach", "freshness_recovered", "not_run"]
 CHANNELS = ("log", "webhook", "smtp")
 
 HEADLINES: dict[str, tuple[str, str]] = {  # kind -> (emoji for Slack, words for subjects)
@@ -29,6 +29,7 @@ HEADLINES: dict[str, tuple[str, str]] = {  # kind -> (emoji for Slack, words for
     "check_failure": (":no_entry:", "Blocking check failed"),
     "freshness_breach": (":hourglass:", "Freshness breach"),
     "freshness_recovered": (":white_check_mark:", "Freshness recovered"),
+    "not_run": (":warning:", "Ingestion did not run"),
 }
 MAX_TEXT = 2900  # Slack rejects section text over 3000 characters
 

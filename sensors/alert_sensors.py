@@ -1,6 +1,9 @@
 """Alerts for failed runs and failed blocking asset checks, through `AlertingResource`.
 
-A failed run alerts with its id, job, the failing step and the first line of its error. A failed
+A failed run alerts with its id, job, the failing step and the first line of its error. A run whose
+ingestion guard kept its assets from running (source unreachable, too little disk: tagged
+`strata/not_run`) ends as a success, since no data was wrong, but it is an outage: it alerts once, with
+the reasons and the assets that did not run (drops that are merely late are left to the freshness alert). A failed
 blocking check (severity ERROR) alerts on its own, because it is the reason downstream tables were
 not published even when the run that carried it is still going; both may fire for one run, with
 different subjects. Error text goes through `redact` (in `AlertingResource.send`) since exceptions
@@ -15,9 +18,13 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
+from assets.bronze.guard import OUTAGE_KEY
+from audit.metadata import NOT_RUN_TAG
 from resources.alerting import Alert, AlertingResource
 
 RUN_FAILURE_SENSOR = "run_failure_alert_sensor"
+NOT_RUN_SENSOR = "not_run_alert_sensor"
+MAX_NOT_RUN_ASSETS = 10  # asset keys named in one not-run alert; the rest are counted
 CHECK_FAILURE_SENSOR = "blocking_check_alert_sensor"
 CHECK_HISTORY_PER_TICK = 20  # completed executions read per check with news; ticks are 30 s apart
 MAX_METADATA_FACTS = 4
@@ -82,6 +89,73 @@ def build_run_failure_alert_sensor(*, minimum_interval_seconds: int = 30) -> dg.
         context.log.info(f"run {run.run_id} ({run.job_name}) failed; alert delivered: {delivered}")
 
     return run_failure_alert_sensor
+
+
+def not_run_alert(run: dg.DagsterRun, not_run: dict[str, str], url: str | None = None) -> Alert:
+    """What a person needs from a run whose guard said no: why, which assets, and what happens next.
+
+    `not_run` maps each asset that did not run to its guard's reason (from the run's observations).
+    """
+    reasons = list(dict.fromkeys(not_run.values()))
+    assets = sorted(not_run)
+    shown = ", ".join(assets[:MAX_NOT_RUN_ASSETS]) + (
+        f" and {len(assets) - MAX_NOT_RUN_ASSETS} more" if len(assets) > MAX_NOT_RUN_ASSETS else ""
+    )
+    facts = {"Not run": shown}
+    # Nothing was extracted, so no watermark moved: the next run reads everything since the last load.
+    facts["Next try"] = "the next schedule tick or sensor request (a new run); nothing was loaded, nothing is lost"
+    return Alert(
+        kind="not_run",
+        title=f"{run.job_name} run {run.run_id[:8]}: {len(assets)} asset(s) not run, a precondition failed",
+        details="; ".join(reasons),
+        run_id=run.run_id,
+        job=run.job_name,
+        partition=run.tags.get("dagster/partition"),
+        url=url,
+        facts=facts,
+    )
+
+
+def not_run_outages(instance: dg.DagsterInstance, run_id: str) -> dict[str, str]:
+    """Asset key -> guard reason of the assets a guard kept from running because of an outage (not
+    because drops were late), from the `strata/not_run` observations it logged in the run."""
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_OBSERVATION).records
+    found = {}
+    for record in records:
+        observation = record.event_log_entry.asset_observation
+        metadata = observation.metadata if observation is not None else {}
+        outage = metadata.get(OUTAGE_KEY)
+        if NOT_RUN_TAG in metadata and (outage is None or outage.value):
+            found[observation.asset_key.to_user_string()] = str(metadata[NOT_RUN_TAG].value)
+    return found
+
+
+def build_not_run_alert_sensor(*, minimum_interval_seconds: int = 30) -> dg.SensorDefinition:
+    """Alerts once for every successful run tagged `strata/not_run` (the run-status cursor sees each run once).
+
+    The outage is not retried inside the run: retrying a down source for minutes would hold the
+    `source_db` pool slot. The next schedule tick is a new run (run key = the scheduled hour) that
+    checks again and, since no watermark moved, extracts everything changed since the last load.
+    """
+
+    @dg.run_status_sensor(
+        run_status=dg.DagsterRunStatus.SUCCESS,
+        name=NOT_RUN_SENSOR,
+        minimum_interval_seconds=minimum_interval_seconds,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Sends an alert for every run whose ingestion guard kept its assets from running (an outage).",
+    )
+    def not_run_alert_sensor(context: dg.RunStatusSensorContext, alerting: AlertingResource) -> None:
+        run = context.dagster_run
+        if NOT_RUN_TAG not in run.tags:
+            return
+        not_run = not_run_outages(context.instance, run.run_id)
+        if not not_run:
+            return  # only drops not ready yet: the freshness alert covers lateness
+        delivered = alerting.send(not_run_alert(run, not_run, alerting.link(f"/runs/{run.run_id}")))
+        context.log.info(f"run {run.run_id} ({run.job_name}) did not run {sorted(not_run)}; delivered: {delivered}")
+
+    return not_run_alert_sensor
 
 
 def is_failed_blocking(evaluation: dg.AssetCheckEvaluation) -> bool:

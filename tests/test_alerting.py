@@ -19,15 +19,25 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from assets.bronze.contracts import oltp_contracts
+from assets.bronze.oltp import build_oltp_asset
+from audit.metadata import NOT_RUN_TAG
 from resources.alerting import Alert, AlertingResource, redact, webhook_payload
+from resources.iceberg import IcebergCatalog
+from resources.ingestion_guard import IngestionGuard
 from resources.secrets import SecretNotFoundError, SecretsResource, vault_location
+from resources.source_db import SourceDatabase
 from sensors.alert_sensors import (
     CHECK_FAILURE_SENSOR,
+    NOT_RUN_SENSOR,
     RUN_FAILURE_SENSOR,
     build_check_failure_alert_sensor,
+    build_not_run_alert_sensor,
     build_run_failure_alert_sensor,
 )
 from tests.local_http import HOST, QuietHandler, serve_http
+from tests.test_bronze_oltp import CREATE, execute, row
+from tests.test_bronze_telemetry import FIRST_HOUR, run_hours
 
 WEBHOOK_SECRET_VAR = "STRATA_SECRET_ALERTING__WEBHOOK_URL"
 
@@ -479,3 +489,55 @@ def test_check_failure_sensor_alerts_once_per_failed_blocking_check(tmp_path, we
     assert alert["run_id"] == result.run_id and alert["job"] == "build_daily"
     assert alert["details"] == "revenue differs from payments by 12.5%"
     assert alert["facts"] == {"failed_row_count": "3"}
+
+
+def test_a_run_whose_guard_found_the_source_down_alerts_exactly_once(tmp_path, webhook_server):
+    """Issue 11, item 12: the run succeeds with every asset not run (no retry inside the run), and the
+    not-run sensor sends one alert per such run, on the tick after it, and none for a normal run."""
+    contracts = oltp_contracts()
+    assets = [build_oltp_asset(contracts["stations"]), build_oltp_asset(contracts["customers"])]
+    missing = tmp_path / "oltp.sqlite"
+    resources = {
+        "source_db": SourceDatabase(url=f"sqlite:///{missing}"),
+        "guard": IngestionGuard(data_path=str(tmp_path)),
+        "iceberg": IcebergCatalog(uri=f"sqlite:///{tmp_path / 'cat.db'}", warehouse=f"file://{tmp_path / 'wh'}"),
+    }
+    alerting = webhook_alerting(tmp_path, webhook_server.url, ui_url="http://localhost:3000")
+    sensor = build_not_run_alert_sensor()
+    with dg.instance_for_test() as instance:
+
+        def tick(cursor: str | None) -> str | None:
+            with dg.build_sensor_context(
+                instance=instance, cursor=cursor, resources={"alerting": alerting}, sensor_name=NOT_RUN_SENSOR
+            ) as context:
+                return sensor.evaluate_tick(context).cursor
+
+        cursor = tick(None)  # the first tick starts after what already happened
+        down = dg.materialize(assets, resources=resources, instance=instance)
+        assert down.success and down.get_asset_materialization_events() == []
+        assert not any(e.event_type == dg.DagsterEventType.STEP_UP_FOR_RETRY for e in down.all_events)
+        cursor = tick(cursor)
+        cursor = tick(cursor)  # the same run is not alerted twice
+        [request] = webhook_server.received
+        alert = request["json"]["alert"]
+        assert alert["kind"] == "not_run" and alert["run_id"] == down.run_id
+        assert (
+            alert["title"]
+            == f"__ephemeral_asset_job__ run {down.run_id[:8]}: 2 asset(s) not run, a precondition failed"
+        )
+        assert alert["details"] == (
+            f"source sqlite:///{missing} not reachable: "
+            f"FileNotFoundError: source database file {missing} does not exist"
+        )
+        assert alert["facts"]["Not run"] == "bronze/customers, bronze/stations"
+        assert alert["url"] == f"http://localhost:3000/runs/{down.run_id}"
+
+        # The source is back: the next run loads, and a run that ran alerts nothing.
+        execute(f"sqlite:///{missing}", CREATE.format(ts="TEXT"), row(1, "Bellecour", "2026-10-01 08:00:00.000000"))
+        up = dg.materialize(assets[:1], resources=resources, instance=instance)
+        assert up.success and len(up.get_asset_materialization_events()) == 1
+        # A drop that is not ready yet is lateness, not an outage: the freshness alert covers it.
+        late = run_hours(tmp_path / "telemetry", FIRST_HOUR, FIRST_HOUR, instance=instance)
+        assert late.success and NOT_RUN_TAG in instance.get_run_by_id(late.run_id).tags
+        tick(cursor)
+        assert len(webhook_server.received) == 1

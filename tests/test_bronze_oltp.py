@@ -125,10 +125,10 @@ def test_watermark_is_kept_in_the_iceberg_snapshot(tmp_path):
     assert stored_watermark(catalog.load().load_table("bronze.stations")) == "2026-10-03 10:00:00"
 
 
-def test_extraction_query_uses_the_watermark_inclusively():
+def test_extraction_query_uses_the_watermark_inclusively_and_reads_null_watermarks():
     assert extraction_query(STATIONS, None).endswith("FROM stations")
     query = extraction_query(STATIONS, "2026-10-02 08:00:00")
-    assert query.endswith("WHERE updated_at >= '2026-10-02 08:00:00.000000'")
+    assert query.endswith("WHERE updated_at >= '2026-10-02 08:00:00.000000' OR updated_at IS NULL")
     with pytest.raises(ValueError):
         extraction_query(STATIONS, "2026-10-02'; DROP TABLE stations; --")
 

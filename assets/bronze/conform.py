@@ -14,7 +14,7 @@ from datetime import datetime
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from assets.bronze.contracts import ColumnContract, TableContract
+from assets.bronze.contracts import ARROW_TYPES, ColumnContract, TableContract
 
 
 class ContractViolation(ValueError):
@@ -285,6 +285,13 @@ _LOSSLESS = {
     ("null", "string"),
     ("null", "timestamp"),
 }
+
+
+def readable_as(actual: pa.DataType, type_name: str) -> bool:
+    """True when values of Arrow type `actual` can be read as the contract type without loss."""
+    return actual == ARROW_TYPES[type_name] or pa.types.is_null(actual) or (str(actual), type_name) in _LOSSLESS
+
+
 # A failing slice is cut into this many parts, each cast again, down to slices of at most
 # _PER_VALUE_SLICE values that are judged value by value. A wide fan-out keeps the depth small, which
 # matters when most values are bad: Arrow formats an error for every bad value of a failing cast.

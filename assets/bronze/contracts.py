@@ -26,6 +26,7 @@ ARROW_TYPES: dict[str, pa.DataType] = {
 }
 
 OUTSIDE_DROP_HOUR_POLICIES = ("quarantine", "refuse")
+NEW_COLUMN_POLICIES = ("evolve", "ignore")
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,7 @@ class TableContract:
     natural_key: tuple[str, ...] = ()  # what identifies a row of a feed without a primary key
     # A drop's rows whose time is outside the drop's hour: "quarantine" them (row by row) or "refuse" the drop.
     outside_drop_hour: str = "quarantine"
+    on_new_columns: str = "evolve"  # OLTP: a source column the contract lacks is added to Bronze, or ignored
 
     @property
     def row_key(self) -> tuple[str, ...]:
@@ -80,6 +82,14 @@ def _parse_column(name: str, spec: str, primary_key: str | None, where: str) -> 
     return ColumnContract(name, type_name, nullable=not modifiers and name != primary_key)
 
 
+def _policy(entry: dict, key: str, allowed: tuple[str, ...], where: str) -> str:
+    """A contract's choice among `allowed` (the first is the default); anything else is a config error."""
+    value = entry.get(key, allowed[0])
+    if value not in allowed:
+        raise ValueError(f"{CONTRACTS_FILE.name}: {where}.{key} is {value!r}; use one of {list(allowed)}")
+    return value
+
+
 def _parse_table(name: str, entry: dict, where: str) -> TableContract:
     primary_key = entry.get("primary_key")
     columns = tuple(
@@ -89,12 +99,8 @@ def _parse_table(name: str, entry: dict, where: str) -> TableContract:
     for role in ("primary_key", "watermark", "time_column"):
         if entry.get(role) and entry[role] not in names:
             raise ValueError(f"{CONTRACTS_FILE.name}: {where}.{name}.{role} names unknown column {entry[role]!r}")
-    outside_drop_hour = entry.get("outside_drop_hour", "quarantine")
-    if outside_drop_hour not in OUTSIDE_DROP_HOUR_POLICIES:
-        raise ValueError(
-            f"{CONTRACTS_FILE.name}: {where}.{name}.outside_drop_hour is {outside_drop_hour!r}; "
-            f"use one of {list(OUTSIDE_DROP_HOUR_POLICIES)}"
-        )
+    outside_drop_hour = _policy(entry, "outside_drop_hour", OUTSIDE_DROP_HOUR_POLICIES, f"{where}.{name}")
+    on_new_columns = _policy(entry, "on_new_columns", NEW_COLUMN_POLICIES, f"{where}.{name}")
     natural_key = tuple(entry.get("natural_key", ()))
     if unknown := [column for column in natural_key if column not in names]:
         raise ValueError(f"{CONTRACTS_FILE.name}: {where}.{name}.natural_key names unknown column(s) {unknown}")
@@ -108,6 +114,7 @@ def _parse_table(name: str, entry: dict, where: str) -> TableContract:
         schema_version=int(entry.get("schema_version", 1)),
         natural_key=natural_key,
         outside_drop_hour=outside_drop_hour,
+        on_new_columns=on_new_columns,
     )
 
 

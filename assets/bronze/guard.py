@@ -5,6 +5,10 @@ nothing downstream runs either, and the run is tagged `strata/not_run` with the 
 success, because nothing was wrong with the data. The checks are source reachable with valid
 credentials, the expected partition's drops present, and enough free disk (`resources/ingestion_guard.py`
 holds the guard's configuration).
+
+An unreachable source or a full disk is an outage: the observation says so (`strata/outage`) and
+`not_run_alert_sensor` alerts once per run. Drops that are not ready yet are only late; the freshness
+policy of `bronze/telemetry` alerts on that, so it does not alert here too.
 """
 
 from collections.abc import Sequence
@@ -16,6 +20,12 @@ from assets.drops.protocol import READY_NAME, drop_prefix
 from audit.metadata import NOT_RUN_TAG
 from resources.landing import LandingZone
 from resources.source_db import SourceDatabase
+
+OUTAGE_KEY = "strata/outage"
+
+
+class NotReadyYet(str):
+    """A guard problem that is lateness upstream (drops not READY yet), not an outage of a system."""
 
 
 def source_problem(source: SourceDatabase) -> str | None:
@@ -31,7 +41,7 @@ def missing_drops_problem(landing: LandingZone, dataset: str, hours: Sequence[da
     missing = [drop_prefix(dataset, h) for h in hours if not landing.exists(drop_prefix(dataset, h) + READY_NAME)]
     if missing:
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-        return f"{len(missing)} of {len(hours)} expected drop(s) not ready (no {READY_NAME}): {shown}"
+        return NotReadyYet(f"{len(missing)} of {len(hours)} expected drop(s) not ready (no {READY_NAME}): {shown}")
     return None
 
 
@@ -43,5 +53,8 @@ def guard_passes(context: dg.AssetExecutionContext, problems: Sequence[str | Non
     reason = "; ".join(reasons)
     context.log.warning(f"not running {context.asset_key.to_user_string()}: {reason}")
     context.instance.add_run_tags(context.run.run_id, {NOT_RUN_TAG: reason[:4000]})
-    context.log_event(dg.AssetObservation(asset_key=context.asset_key, metadata={NOT_RUN_TAG: reason}))
+    outage = any(not isinstance(p, NotReadyYet) for p in reasons)
+    context.log_event(
+        dg.AssetObservation(asset_key=context.asset_key, metadata={NOT_RUN_TAG: reason, OUTAGE_KEY: outage})
+    )
     return False
