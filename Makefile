@@ -3,16 +3,32 @@ SHELL := /bin/bash
 UV ?= uv
 export STRATA_ROOT ?= $(CURDIR)/.strata
 export DAGSTER_HOME ?= $(STRATA_ROOT)/dagster_home
-# Demo data for `make dev` / `make demo`: 30 days at a tenth of full scale (~100k telemetry rows a day).
+# Demo data for `make dev` / `make demo`: DAYS of history up to today, at a tenth of full scale
+# (~100k telemetry rows a day).
 DAYS ?= 30
 SCALE ?= 0.1
 SEED ?= 42
+# `make dev`: where the UI listens, and the living demo (LIVE=0 turns it off). The demo window reaches
+# HORIZON_DAYS past today and is filled up to LAG_HOURS ago; `python -m demo live` then moves the world
+# on at LIVE_SPEED simulated seconds per second until it has caught up with the clock, then with it.
+HOST ?= 127.0.0.1
+PORT ?= 3000
+LIVE ?= 1
+LIVE_SPEED ?= 60
+HORIZON_DAYS ?= 30
+LAG_HOURS ?= 12
 PYTEST_ARGS ?=
+# The first partition is the first day of the demo data: DAYS before the day it was generated, kept in
+# DEMO_START_FILE so that the partitions do not move under the data on the following days.
+DEMO_START_FILE := $(STRATA_ROOT)/demo/start_date
+DEMO_START = $(shell cat $(DEMO_START_FILE) 2>/dev/null || date -u -d "$(DAYS) days ago" +%F)
+DEMO_TARGETS := dev demo demo-data $(STRATA_ROOT)/demo/ground_truth.json $(STRATA_ROOT)/demo/initial-load.done
+$(DEMO_TARGETS): export STRATA_START_DATE ?= $(DEMO_START)
 
 .PHONY: help env dev demo demo-data test test-fast bench lint format manifest clean
 
 help:
-	@echo "make dev     environment + demo data + dagster dev (UI on http://127.0.0.1:3000)"
+	@echo "make dev     environment + demo data + dagster dev (UI on http://HOST:PORT, default 127.0.0.1:3000) + live demo"
 	@echo "make demo    materialize the whole graph headless for the demo window and print a summary"
 	@echo "make test    the test suite (make test-fast skips the slow scale tests)"
 	@echo "make bench   benchmarks against plain-engine floors"
@@ -30,7 +46,9 @@ manifest: env
 	cd dbt && $(UV) run dbt parse --quiet --profiles-dir . --target local
 
 $(STRATA_ROOT)/demo/ground_truth.json:
-	$(UV) run python -m demo generate --days $(DAYS) --scale $(SCALE) --seed $(SEED)
+	mkdir -p $(STRATA_ROOT)/demo && echo $(DEMO_START) > $(DEMO_START_FILE)
+	$(UV) run python -m demo generate --start $(DEMO_START) --days $(DAYS) --horizon-days $(HORIZON_DAYS) \
+		--lag-hours $(LAG_HOURS) --scale $(SCALE) --seed $(SEED)
 
 demo-data: env $(STRATA_ROOT)/demo/ground_truth.json
 
@@ -39,8 +57,13 @@ demo-data: env $(STRATA_ROOT)/demo/ground_truth.json
 $(STRATA_ROOT)/demo/initial-load.done: | $(STRATA_ROOT)/demo/ground_truth.json
 	$(UV) run python -m jobs.backfill && touch $@ || echo "initial load failed: the runs are in the UI"
 
+# The living demo runs beside `dagster dev` and stops with it.
 dev: env $(DAGSTER_HOME)/dagster.yaml demo-data manifest $(STRATA_ROOT)/demo/initial-load.done
-	$(UV) run dagster dev -w workspace.yaml
+	@if [ "$(LIVE)" = 1 ]; then \
+		$(UV) run python -m demo live --speed $(LIVE_SPEED) & live_pid=$$!; \
+		trap "kill $$live_pid 2>/dev/null" EXIT; \
+	fi; \
+	$(UV) run dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
 
 demo: env $(DAGSTER_HOME)/dagster.yaml demo-data manifest
 	$(UV) run python -m jobs.backfill

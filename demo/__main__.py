@@ -1,16 +1,20 @@
-"""Command line: `python -m demo generate [...]` and `python -m demo advance --as-of ISO [...]`.
+"""Command line: `python -m demo generate [...]`, `python -m demo advance --as-of ISO [...]`, `python -m demo live`.
 
-Paths come from `load_settings()`; `advance` defaults its config to the one recorded by `generate`.
+Paths come from `load_settings()`; `advance` and `live` continue the config recorded by `generate`.
+`generate --horizon-days N --lag-hours H` makes a window that reaches N days past the history, filled
+only up to H hours ago, so that `live` can move the world on towards (and then with) the clock.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
+from demo.live import LivePace, run_live, utc_now_naive
 from demo.simulator import DemoConfig, advance, generate, read_truth
 from resources.settings import DEFAULT_DEMO_DAYS, load_settings
 
@@ -28,6 +32,19 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--scale", type=float)
         command.add_argument("--seed", type=int)
         command.add_argument("--as-of", type=datetime.fromisoformat, required=name == "advance")
+    generate_command = commands.choices["generate"]
+    generate_command.add_argument(
+        "--horizon-days", type=int, default=0, help="extend the window this many days past --days (for `live`)"
+    )
+    generate_command.add_argument(
+        "--lag-hours", type=float, help="fill the world up to this many hours before now (default: the window end)"
+    )
+    live = commands.add_parser("live", help="advance the generated world by itself, in compressed time")
+    live.add_argument("--speed", type=float, default=60.0, help="simulated seconds per real second (default 60)")
+    live.add_argument("--tick-seconds", type=float, default=10.0)
+    live.add_argument("--late-every", type=int, default=24, help="every Nth hour's drop is late (0: never)")
+    live.add_argument("--late-by-hours", type=int, default=2)
+    live.add_argument("--ticks", type=int, help="stop after this many ticks (default: run until stopped)")
     return parser
 
 
@@ -36,6 +53,7 @@ def _config(args: argparse.Namespace, recorded: dict | None, configured_start: d
     window begins where the partitions do."""
     base = DemoConfig.from_json(recorded) if recorded else None
     days = args.days or (base.days if base else DEFAULT_DEMO_DAYS)
+    days += getattr(args, "horizon_days", 0) or 0
     default_start = base.start if base else configured_start
     return DemoConfig(
         start=args.start or default_start,
@@ -63,10 +81,19 @@ def main(argv: list[str] | None = None) -> int:
         "truth_dir": settings.demo_dir,
     }
     began = time.perf_counter()
+    if args.command == "live":
+        pace = LivePace(args.speed, args.tick_seconds, args.late_every, args.late_by_hours)
+        print(f"live demo: {pace}; stop with Ctrl-C", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C, or `make dev` stopping
+            run_live(**paths, pace=pace, max_ticks=args.ticks, report=lambda line: print(line, flush=True))
+        return 0
     if args.command == "generate":
         cfg = _config(args, None, settings.start_date)
-        print(f"generating {cfg}", flush=True)
-        result = generate(cfg, as_of=args.as_of, **paths)
+        as_of = args.as_of
+        if args.lag_hours is not None:
+            as_of = min(cfg.end, utc_now_naive() - timedelta(hours=args.lag_hours))
+        print(f"generating {cfg} as of {as_of or cfg.end}", flush=True)
+        result = generate(cfg, as_of=as_of, **paths)
     else:
         cfg = _config(args, read_truth(settings.demo_dir)["config"], settings.start_date)
         print(f"advancing {cfg} to {args.as_of}", flush=True)

@@ -31,12 +31,25 @@ from demo.world_builder import build_world
 
 TRUTH_FILE = "ground_truth.json"
 
-__all__ = ["TRUTH_FILE", "DemoConfig", "advance", "generate", "naive_utc", "read_truth"]
+__all__ = ["ON_TIME", "TRUTH_FILE", "DemoConfig", "LateDrops", "advance", "generate", "naive_utc", "read_truth"]
 
 
 def naive_utc(moment: datetime) -> datetime:
     """All demo times are naive UTC; an aware datetime is converted."""
     return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+@dataclass(frozen=True)
+class LateDrops:
+    """Hours (since the epoch) whose drop a producer delivers late: `withheld` are not written yet,
+    `delivered` were withheld by an earlier call and are written now. The live demo and the simulated
+    week use it; by default every drop arrives on time."""
+
+    withheld: frozenset[int] = frozenset()
+    delivered: frozenset[int] = frozenset()
+
+
+ON_TIME = LateDrops()
 
 
 @dataclass
@@ -119,13 +132,29 @@ def _write_truth(truth_dir: Path, truth: dict) -> None:
     os.replace(temp, truth_dir / TRUTH_FILE)
 
 
-def _telemetry(world: World, landing_root: Path, hours: range, already_written: range, tally: TelemetryTally) -> int:
-    """Write a drop for each hour not written before (never rewriting a ready drop); tally every hour."""
+def _telemetry(
+    world: World,
+    landing_root: Path,
+    hours: range,
+    already_written: range,
+    tally: TelemetryTally,
+    late: LateDrops,
+) -> int:
+    """Write a drop for each hour not written before (never rewriting a ready drop); tally every hour.
+
+    Hours in `late.withheld` get no drop now; hours in `late.delivered` are written although they lie in
+    `already_written` (they were withheld by an earlier call). The truth tallies every elapsed hour.
+    """
     schema_version = file_drop_contracts()[TELEMETRY].schema_version
     written = 0
     for hour in hours:
         hour_start = from_us(hour * HOUR_US)
-        if hour in already_written or (Path(landing_root) / drop_prefix(TELEMETRY, hour_start) / READY_NAME).exists():
+        due = hour not in already_written or hour in late.delivered
+        if (
+            not due
+            or hour in late.withheld
+            or (Path(landing_root) / drop_prefix(TELEMETRY, hour_start) / READY_NAME).exists()
+        ):
             tally.add(hour, hour_positions(world, hour))
             continue
         table, positions = hour_table(world, hour)
@@ -136,7 +165,13 @@ def _telemetry(world: World, landing_root: Path, hours: range, already_written: 
 
 
 def generate(
-    cfg: DemoConfig, *, source_url: str, landing_root: Path, truth_dir: Path, as_of: datetime | None = None
+    cfg: DemoConfig,
+    *,
+    source_url: str,
+    landing_root: Path,
+    truth_dir: Path,
+    as_of: datetime | None = None,
+    late: LateDrops = ON_TIME,
 ) -> dict:
     """(Re)create the OLTP tables and telemetry drops as of `as_of` (default: window end); write ground truth.
 
@@ -149,13 +184,21 @@ def generate(
     replace_tables(source_url, tables)
     shutil.rmtree(Path(landing_root) / TELEMETRY, ignore_errors=True)
     tally = TelemetryTally()
-    written = _telemetry(world, landing_root, hours_elapsed(cfg, as_of_us), range(0), tally)
+    written = _telemetry(world, landing_root, hours_elapsed(cfg, as_of_us), range(0), tally, late)
     truth = ground_truth(cfg, as_of, tables, tally)
     _write_truth(truth_dir, truth)
     return {**truth, "drops_written": written}
 
 
-def advance(cfg: DemoConfig, *, source_url: str, landing_root: Path, truth_dir: Path, as_of: datetime) -> dict:
+def advance(
+    cfg: DemoConfig,
+    *,
+    source_url: str,
+    landing_root: Path,
+    truth_dir: Path,
+    as_of: datetime,
+    late: LateDrops = ON_TIME,
+) -> dict:
     """Move a generated database and landing zone forward to the later `as_of`.
 
     Rows changed since the previous as_of are updated in place, new rows inserted, nothing else touched;
@@ -177,7 +220,9 @@ def advance(cfg: DemoConfig, *, source_url: str, landing_root: Path, truth_dir: 
         changes[name] = {"updated": changed[name].num_rows - inserted, "inserted": inserted}
     upsert_rows(source_url, changed)
     tally = TelemetryTally()
-    written = _telemetry(world, landing_root, hours_elapsed(cfg, as_of_us), hours_elapsed(cfg, previous_us), tally)
+    written = _telemetry(
+        world, landing_root, hours_elapsed(cfg, as_of_us), hours_elapsed(cfg, previous_us), tally, late
+    )
     truth = ground_truth(cfg, as_of, tables, tally)
     _write_truth(truth_dir, truth)
     return {**truth, "changes": changes, "drops_written": written}

@@ -90,7 +90,11 @@ def table_row_counts(defs: dg.Definitions) -> dict[str, int]:
 
 
 def demo_window() -> tuple[date, date]:
-    """The window the demo generator wrote (its ground truth says), else the configured default."""
+    """The whole days the demo generator has filled (its ground truth says), else the configured default.
+
+    A window made for the live demo reaches past its `as_of`: the backfill stops at the last midnight
+    the data has passed, and the drops of the day under way are left to the drop sensor.
+    """
     import json
 
     from resources.settings import default_demo_end, load_settings
@@ -98,9 +102,10 @@ def demo_window() -> tuple[date, date]:
     settings = load_settings()
     truth = settings.demo_dir / "ground_truth.json"
     if truth.exists():
-        config = json.loads(truth.read_text())["config"]
-        start = date.fromisoformat(config["start"])
-        return start, start + timedelta(days=int(config["days"]))
+        recorded = json.loads(truth.read_text())
+        start = date.fromisoformat(recorded["config"]["start"])
+        filled_until = datetime.fromisoformat(recorded["as_of"]).date()
+        return start, min(start + timedelta(days=int(recorded["config"]["days"])), filled_until)
     return settings.start_date, default_demo_end()
 
 

@@ -2,6 +2,7 @@
 repeated backfill changes neither row counts nor checksums."""
 
 from datetime import timedelta
+from decimal import Decimal
 
 import dagster as dg
 import pytest
@@ -56,11 +57,13 @@ def test_every_asset_materializes_and_gold_matches_ground_truth(backfilled, sett
         km.setdefault(str(r["health_date"]), {})[str(r["vehicle_id"])] = round(r["km_driven"], 6)
     assert km == truth["km_driven_per_vehicle"]
 
-    # The Python ML asset downstream of dbt forecasts every (station, hour) the features hold.
-    forecast = IcebergCatalog.from_settings(settings).load().load_table("ml.demand_forecast").scan().to_arrow()
-    features = tables["gold.demand_features_hourly"]
-    assert forecast.num_rows == features.num_rows > 0
-    assert sum(forecast.column("expected_bookings").to_pylist()) == sum(features.column("bookings_started").to_pylist())
+    assert_kpi_daily_matches_truth(tables["gold.kpi_daily"].to_pylist(), truth)
+    telemetry_per_day: dict[str, int] = {}
+    for r in tables["silver.telemetry_clean"].select(["reading_date"]).to_pylist():
+        telemetry_per_day[str(r["reading_date"])] = telemetry_per_day.get(str(r["reading_date"]), 0) + 1
+    assert telemetry_per_day == truth["telemetry_rows_per_day"]
+    assert_dimensions_equal_source(tables, settings)
+    assert_forecast_follows_its_inputs(settings, tables)
 
     # A second backfill of the same window is idempotent: same rows, same content.
     before = fingerprints(tables)
@@ -103,3 +106,60 @@ def test_bronze_materializations_carry_the_audit_metadata(backfilled):
         "payments",
         "telemetry",
     }
+
+
+def assert_kpi_daily_matches_truth(kpi: list[dict], truth: dict) -> None:
+    """Every column of every kpi_daily row, recomputed from the generator's ground truth."""
+    expected = {}
+    for day in sorted(set(truth["bookings_per_status"]) | set(truth["daily_revenue_cents"])):
+        statuses = truth["bookings_per_status"].get(day, {})
+        km = truth["km_driven_per_vehicle"].get(day, {})
+        revenue = truth["daily_revenue_cents"].get(day, 0)
+        expected[day] = {
+            "bookings_total": sum(statuses.values()),
+            **{f"bookings_{s}": statuses.get(s, 0) for s in ("reserved", "active", "completed", "cancelled")},
+            "revenue_cents": revenue,
+            "revenue_eur": Decimal(revenue) / 100,
+            "km_driven": round(sum(km.values()), 6),
+            "active_vehicles": len(km),
+        }
+    actual = {str(r.pop("kpi_date")): r for r in kpi}
+    assert set(actual) == set(expected)
+    for day, row in expected.items():
+        assert actual[day].pop("km_driven") == pytest.approx(row.pop("km_driven"), abs=1e-5), day
+        assert actual[day] == row, day
+
+
+def assert_dimensions_equal_source(tables: dict, settings) -> None:
+    """The Gold dimensions hold exactly the source's current rows (the OLTP database is the truth)."""
+    from resources.source_db import SourceDatabase
+
+    source = SourceDatabase(url=settings.source_database_url)
+    for dimension, query, columns in (
+        ("gold.dim_stations", "SELECT station_id, station_name, city, capacity FROM stations",
+         ["station_id", "station_name", "city", "capacity"]),
+        ("gold.dim_customers", "SELECT customer_id, full_name, email, city, segment FROM customers",
+         ["customer_id", "full_name", "email", "city", "segment"]),
+        ("gold.dim_vehicles", "SELECT vehicle_id, vehicle_type, model, home_station_id FROM vehicles",
+         ["vehicle_id", "vehicle_type", "model", "home_station_id"]),
+    ):  # fmt: skip
+        expected = sorted(tuple(row.values()) for row in source.read_arrow(query).to_pylist())
+        actual = sorted(tuple(r[c] for c in columns) for r in tables[dimension].to_pylist())
+        assert actual == expected, dimension
+
+
+def assert_forecast_follows_its_inputs(settings, tables: dict) -> None:
+    """Row by row: tomorrow's forecast for a station and hour is today's bookings there, over capacity."""
+    forecast = IcebergCatalog.from_settings(settings).load().load_table("ml.demand_forecast").scan().to_arrow()
+    capacity = {r["station_id"]: r["capacity"] for r in tables["gold.dim_stations"].to_pylist()}
+    features = {
+        (r["feature_date"], r["start_station_id"], r["hour_of_day"]): r["bookings_started"]
+        for r in tables["gold.demand_features_hourly"].to_pylist()
+    }
+    rows = forecast.to_pylist()
+    assert len(rows) == len(features) > 0
+    for r in rows:
+        bookings = features[(r["feature_date"], r["start_station_id"], r["hour_of_day"])]
+        assert r["forecast_date"] == r["feature_date"] + timedelta(days=1)
+        assert r["expected_bookings"] == bookings
+        assert r["expected_utilisation"] == pytest.approx(bookings / capacity[r["start_station_id"]])

@@ -49,3 +49,40 @@ def test_final_bookings_are_merged_from_valid_rows_only(settings):
     assert [(r["booking_id"], r["rule"], r["offending_value"]) for r in quarantined] == [
         (broken, "status_allowed", "lost")
     ]
+
+
+def test_a_row_the_contract_quarantines_does_not_block_the_promotion_that_handles_it(settings):
+    """A negative distance is a Silver contract rule (quarantined row by row), so its staging test only
+    warns: the build goes on, quarantines that booking and publishes the good changes of the same build."""
+    generate_demo(settings, TEST_START, 1)
+    defs = build_definitions(settings)
+    instance = dg.DagsterInstance.ephemeral()
+    defs.resolve_job_def("load_hourly").execute_in_process(instance=instance, partition_key="2026-10-01-00:00")
+    refresh = defs.resolve_job_def("refresh_unpartitioned")
+    assert refresh.execute_in_process(instance=instance).success
+    before = published_bookings(settings)
+
+    with connect_adbc(settings.source_database_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT booking_id FROM bookings WHERE status = 'completed' ORDER BY booking_id LIMIT 2")
+        good, negative = [row[0] for row in cur.fetchall()]
+        cur.execute(f"UPDATE bookings SET status = 'cancelled', updated_at = '{LATER}' WHERE booking_id = {good}")
+        cur.execute(f"UPDATE bookings SET distance_km = -1.5, updated_at = '{LATER}' WHERE booking_id = {negative}")
+        conn.commit()
+    result = refresh.execute_in_process(instance=instance, raise_on_error=False)
+
+    assert result.success
+    after = published_bookings(settings)
+    assert after[good]["status"] == "cancelled"  # the good change of the same build is published
+    assert after[negative] == before[negative]  # the broken version is not
+    quarantined = warehouse_tables(settings)["silver.bookings_quarantine"].to_pylist()
+    assert [(r["booking_id"], r["rule"], r["offending_value"]) for r in quarantined] == [
+        (negative, "distance_km_not_negative", "-1.5")
+    ]
+    staging_checks = {
+        e.check_name: e
+        for e in result.get_asset_check_evaluations()
+        if e.asset_key == dg.AssetKey(["silver", "stg_bookings"])
+    }
+    distance = next(e for name, e in staging_checks.items() if "distance_km" in name)
+    assert not distance.passed and distance.severity == dg.AssetCheckSeverity.WARN
+    assert all(e.passed for name, e in staging_checks.items() if "distance_km" not in name)
