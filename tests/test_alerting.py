@@ -19,7 +19,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from resources.alerting import Alert, AlertingResource, redact, webhook_payload
+from resources.alerting import Alert, AlertingResource, webhook_payload
+from resources.redaction import scrub
 from resources.secrets import SecretNotFoundError, SecretsResource, vault_location
 from sensors.alert_sensors import (
     CHECK_FAILURE_SENSOR,
@@ -199,15 +200,15 @@ BREACH = Alert(
 # --- redaction and payloads -----------------------------------------------------------------------------
 
 
-def test_redact_masks_url_passwords_and_key_value_secrets():
+def test_scrub_masks_url_passwords_and_key_value_secrets():
     text = (
         "could not connect to postgresql://strata:hunter2@db:5432/oltp; "
         "password=hunter2 token: abc123 hvs.CAESIJ0123456789abcdef https://hooks.slack.com/services/T0/B0/XyZ"
     )
-    clean = redact(text)
+    clean = scrub(text)
     assert "hunter2" not in clean and "abc123" not in clean and "CAESIJ" not in clean and "XyZ" not in clean
     assert "postgresql://strata:***@db:5432/oltp" in clean
-    assert redact("s3://bucket/key and http://host/path") == "s3://bucket/key and http://host/path"
+    assert scrub("s3://bucket/key and http://host/path") == "s3://bucket/key and http://host/path"
 
 
 def test_webhook_payload_is_slack_compatible_with_structured_fields():
