@@ -23,7 +23,8 @@ RUN_FAILURE_SENSOR = "run_failure_alert_sensor"
 CHECK_FAILURE_SENSOR = "blocking_check_alert_sensor"
 CHECK_HISTORY_PER_TICK = 20  # completed executions read per check with news; ticks are 30 s apart
 MAX_METADATA_FACTS = 4
-RETRY_ERROR = "RetryRequested"  # what Dagster records when a step's retries ran out
+# What Dagster records as a step's error when its retries ran out ("Exceeded max_retries of 3").
+RETRY_ERRORS = frozenset({"RetryRequested", "RetryRequestedFromPolicy"})
 
 
 def first_line(text: str | None) -> str:
@@ -34,7 +35,7 @@ def underlying_error(error: Any) -> str:
     """`Class: first line` of the user's exception in a SerializableErrorInfo chain, past Dagster's
     wrappers and its retry error, whose own message ("Exceeded max_retries of 3") says nothing of the cause."""
     for link in error_chain(error):
-        if link.cls_name not in WRAPPER_ERRORS and link.cls_name != RETRY_ERROR:
+        if link.cls_name not in WRAPPER_ERRORS and link.cls_name not in RETRY_ERRORS:
             return first_line(link.message)  # Dagster's message already starts with the class name
     return first_line(error.message)
 
@@ -49,7 +50,7 @@ def step_error(event: dg.DagsterEvent) -> str:
     if error is None and data.error is not None:
         error = underlying_error(data.error)
     text = first_line(error or event.message)
-    if data.error is not None and data.error.cls_name == RETRY_ERROR and data.error.message.startswith("Exceeded"):
+    if data.error is not None and data.error.cls_name in RETRY_ERRORS and data.error.message.startswith("Exceeded"):
         text += f" ({first_line(data.error.message).lower()})"
     return text
 
