@@ -36,7 +36,7 @@ _ASSIGNMENT = re.compile(
 )
 # Userinfo of a URL up to the LAST `@` before the host, so a password holding `@` is masked whole.
 _URL_PASSWORD = re.compile(
-    r"(?P<prefix>\b[A-Za-z][\w+.-]*://[^:/?#@\s]*):(?P<password>[^/?#\s]*)@(?=[^@/?#\s]*(?:[/?#\s'\"),;\]>]|$))"
+    r"(?P<prefix>\b[A-Za-z][\w+.-]*://[^:/?#@\s]*):(?P<password>[^/?#\s]+)@(?=[^@/?#\s]*(?:[/?#\s'\"),;\]>]|$))"
 )
 _BEARER = re.compile(r"\b(?P<scheme>bearer)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
 _KNOWN_TOKENS = (
@@ -103,16 +103,16 @@ def split_url_password(url: str) -> tuple[str, str | None]:
     setting out of resource config and into the secrets resource."""
     parts = urlsplit(url)
     query = parse_qsl(parts.query, keep_blank_values=True)
-    in_query = [value for name, value in query if name.lower() == "password"]
-    if parts.password is None and not in_query:
+    in_query = [value for name, value in query if name.lower() == "password" and value]
+    if not parts.password and not in_query:  # `user:@host` (empty) is no password
         return url, None
     netloc, query_text = parts.netloc, parts.query
-    if parts.password is not None:
+    if parts.password:
         userinfo, _, host = netloc.rpartition("@")
         netloc = f"{userinfo.split(':', 1)[0]}@{host}"
     if in_query:
         query_text = urlencode([(name, value) for name, value in query if name.lower() != "password"])
-    password = unquote(parts.password) if parts.password is not None else in_query[-1]
+    password = unquote(parts.password) if parts.password else in_query[-1]
     return urlunsplit((parts.scheme, netloc, parts.path, query_text, parts.fragment)), password
 
 
@@ -126,14 +126,15 @@ def with_url_password(url: str, password: str) -> str:
 
 
 def scrub_url(url: str) -> str:
-    """A URL fit for logs: its password and secret-looking query parameters masked."""
+    """A URL fit for logs: its password and secret-looking query parameters masked, the rest as given
+    (rebuilding it would also turn `sqlite:////abs/path` into `sqlite://abs/path`)."""
     parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if not parts.password and not any(_is_secret_name(name) for name, _ in query):
+        return scrub(url)
     netloc = parts.netloc
-    if parts.password is not None:
+    if parts.password:
         userinfo, _, host = netloc.rpartition("@")
         netloc = f"{userinfo.split(':', 1)[0]}:{MASK}@{host}"
-    query = urlencode(
-        [(k, MASK if _is_secret_name(k) else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)],
-        safe="*",
-    )
-    return scrub(urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment)))
+    masked = urlencode([(k, MASK if _is_secret_name(k) else v) for k, v in query], safe="*")
+    return scrub(urlunsplit((parts.scheme, netloc, parts.path, masked, parts.fragment)))

@@ -97,6 +97,20 @@ def test_a_password_put_into_a_url_comes_back_out_and_is_masked(password: str):
 @pytest.mark.parametrize(
     "url",
     [
+        "sqlite:////srv/strata/source/oltp.sqlite",
+        "postgresql://postgres:@/postgres?host=/tmp/pg/data",  # an empty password is none
+        "postgresql://strata@db:5432/oltp?sslmode=require",
+    ],
+)
+def test_urls_without_a_password_are_shown_as_given(url: str):
+    assert scrub_url(url) == url
+    assert split_url_password(url) == (url, None)
+    assert SourceDatabase(url=url).connection_url() == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
         "postgresql://strata:pl%40nted@db:5432/oltp?sslmode=require",
         "postgresql://strata@db:5432/oltp?sslmode=require&password=pl%40nted",
     ],
