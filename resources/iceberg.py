@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 import dagster as dg
 
-from resources.secrets import SecretsResource, hold_in_memory
+from resources.secrets import SecretsResource, build_secrets_resource, hold_in_memory
 from resources.settings import ICEBERG_CATALOG_NAME, SECRET_NAME, StrataSettings, iceberg_secret_property
 
 if TYPE_CHECKING:
@@ -57,8 +57,7 @@ class IcebergCatalog(dg.ConfigurableResource):
         common = dict(uri=settings.iceberg_catalog_uri, warehouse=settings.iceberg_warehouse, properties=properties)
         if not secret_properties:
             return IcebergCatalog(**common)
-        if secrets is None:
-            raise ValueError(f"Iceberg secret properties {sorted(secret_properties)} need the secrets resource")
+        secrets = secrets or build_secrets_resource(settings)  # e.g. the audit CLI, outside Dagster
         return IcebergCatalogWithSecrets(**common, secret_properties=secret_properties, secrets=secrets)
 
     def load(self) -> Catalog:
