@@ -178,6 +178,9 @@ def load_settings(environ: dict[str, str] | None = None) -> StrataSettings:
 # Shorter "secrets" (flags such as "1" or "true") would mangle every message they were scrubbed from.
 MIN_SECRET_LENGTH = 4
 SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|KEY|CREDENTIAL", re.IGNORECASE)
+# Strata's own variables that hold a secret's NAME or the backend's name, not a secret: masking
+# "vault" or "source_db/password" everywhere would only garble messages.
+SECRET_REFERENCE = re.compile(r"STRATA_(?!SECRET_)(?:\w+_SECRET|ICEBERG_SECRET_PROP_\w+|SECRETS_BACKEND)")
 
 
 def secret_values(environ: Mapping[str, str] | None = None) -> frozenset[str]:
@@ -188,5 +191,5 @@ def secret_values(environ: Mapping[str, str] | None = None) -> frozenset[str]:
     return frozenset(
         value.strip()
         for name, value in env.items()
-        if SECRET_NAME.search(name) and len(value.strip()) >= MIN_SECRET_LENGTH
+        if SECRET_NAME.search(name) and not SECRET_REFERENCE.fullmatch(name) and len(value.strip()) >= MIN_SECRET_LENGTH
     )

@@ -443,10 +443,15 @@ def test_secret_values_come_from_secret_looking_variable_names():
         "VAULT_TOKEN": "hvs.x9",
         "DB_CREDENTIALS": "user:pass",
         "FEATURE_KEY_ENABLED": "1",  # too short to be a secret; scrubbing it would mangle every message
+        "STRATA_SECRET_ALERTING__CLIENT_SECRET": "client-s3cret",  # a value, in the env backend
+        # Names of secrets and of the backend, not secrets:
+        "STRATA_SOURCE_PASSWORD_SECRET": "source_db/password",
+        "STRATA_ICEBERG_SECRET_PROP_S3__SECRET_ACCESS_KEY": "iceberg/s3_secret_access_key",
+        "STRATA_SECRETS_BACKEND": "vault",
         "PATH": "/usr/bin",
         "HOME": "/root",
     }
-    assert secret_values(environ) == {"hunter22", "abcd1234", "hvs.x9", "user:pass"}
+    assert secret_values(environ) == {"hunter22", "abcd1234", "hvs.x9", "user:pass", "client-s3cret"}
 
 
 def test_error_summary_scrubs_before_truncating():
