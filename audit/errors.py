@@ -1,24 +1,19 @@
 """Error summaries for the audit trail: the useful message of a failure, scrubbed of secrets.
 
 The audit table is read by people who must not see credentials, and exception messages routinely echo
-connection strings or configuration values, so every summary is scrubbed before it is stored.
+connection strings or configuration values, so every summary is scrubbed (`resources.redaction.scrub`,
+the platform's one scrubber) before it is stored.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from resources.redaction import scrub
+
 MAX_ERROR_CHARS = 1000
 MAX_ERROR_LINES = 2  # per error in a cause chain: the message, not the query or stack that follows
-URL_CREDENTIALS = re.compile(r"(?P<prefix>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*):(?P<password>[^@\s]+)@")
-SECRET_ASSIGNMENT = re.compile(
-    r"(?P<name>\b(?:password|passwd|pwd|secret|token|api[_-]?key|access[_-]?key|secret[_-]?key)\b)"
-    r"(?P<sep>\s*[=:]\s*)(?P<value>\"[^\"]*\"|'[^']*'|[^\s&;,]+)",
-    re.IGNORECASE,
-)
-BEARER = re.compile(r"\b(?P<scheme>bearer)\s+[A-Za-z0-9._~+/=\-]+", re.IGNORECASE)
 # Dagster wraps a user error in these; their own message ("Error occurred while executing op") says nothing.
 WRAPPER_ERRORS = frozenset(
     {
@@ -31,22 +26,11 @@ WRAPPER_ERRORS = frozenset(
 )
 
 
-def scrub_secrets(text: str, secrets: Iterable[str] = ()) -> str:
-    """Remove URL passwords (any scheme), `password=...`-style assignments, bearer tokens and known values."""
-    text = URL_CREDENTIALS.sub(r"\g<prefix>:***@", text)
-    text = SECRET_ASSIGNMENT.sub(r"\g<name>\g<sep>***", text)
-    text = BEARER.sub(r"\g<scheme> ***", text)
-    # Longest first, so a secret containing another is removed whole.
-    for value in sorted(set(secrets), key=len, reverse=True):
-        text = text.replace(value, "***")
-    return text
-
-
 def truncate(text: str, limit: int = MAX_ERROR_CHARS) -> str:
     return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
 
 
-def _error_chain(error: Any) -> list[Any]:
+def error_chain(error: Any) -> list[Any]:
     chain, seen = [], set()
     while error is not None and id(error) not in seen:
         seen.add(id(error))
@@ -57,7 +41,7 @@ def _error_chain(error: Any) -> list[Any]:
 
 def describe_error(error: Any) -> str:
     """The useful part of a SerializableErrorInfo: the messages of its cause chain, without stacks."""
-    chain = _error_chain(error)
+    chain = error_chain(error)
     useful = [e for e in chain if e.cls_name not in WRAPPER_ERRORS] or chain[:1]
     parts: list[str] = []
     for e in useful:
@@ -89,4 +73,4 @@ def error_summary(
         parts.append("run failed without an error event")
     prefix = f"[{failure_reason}] " if failure_reason and status == "FAILURE" else ""
     # Scrub before cutting: a secret cut in half would no longer match its value.
-    return truncate(scrub_secrets(prefix + "; ".join(parts), secrets))
+    return truncate(scrub(prefix + "; ".join(parts), secrets))

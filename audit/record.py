@@ -17,9 +17,9 @@ from typing import Any
 
 import dagster as dg
 
-from audit.errors import error_summary, scrub_secrets, truncate
+from audit.errors import error_summary, truncate
 from audit.metadata import NOT_RUN_TAG, code_identity
-from resources.settings import secret_values
+from resources.redaction import scrub
 
 TERMINAL_STATUSES = (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELED)
 
@@ -264,7 +264,7 @@ def record_from_events(
         error_summary=error_summary(
             status, step_failures, run_failure, canceled_message, tags.get("dagster/failure_reason"), secrets
         ),
-        not_run_reason=truncate(scrub_secrets(tags[NOT_RUN_TAG], secrets)) if tags.get(NOT_RUN_TAG) else None,
+        not_run_reason=truncate(scrub(tags[NOT_RUN_TAG], secrets)) if tags.get(NOT_RUN_TAG) else None,
     )
 
 
@@ -284,7 +284,7 @@ def build_audit_record(
     return record_from_events(
         run_record,
         audit_events(instance, run_id),
-        secrets=secret_values() if secrets is None else secrets,
+        secrets=() if secrets is None else secrets,
     )
 
 
@@ -321,7 +321,7 @@ def iter_audit_records(
     instance: dg.DagsterInstance, run_records: Iterable[dg.RunRecord], *, secrets: Iterable[str] | None = None
 ) -> Iterator[tuple[dg.RunRecord, AuditRecord]]:
     """(run record, audit record) per run, lazily, so a caller can stop when its time is up."""
-    secrets = secret_values() if secrets is None else frozenset(secrets)
+    secrets = frozenset(secrets or ())
     identity = code_identity()
     for r in run_records:
         yield r, record_from_events(r, audit_events(instance, r.dagster_run.run_id), secrets=secrets, identity=identity)

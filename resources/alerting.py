@@ -3,14 +3,13 @@
 Dagster OSS has no alert delivery, so the alert sensors (`sensors/alert_sensors.py`,
 `sensors/freshness_sensor.py`) build an `Alert` and hand it to this resource. Sending never raises:
 a broken channel is logged and reported in the return value, so a sensor tick is never lost to an
-unreachable mail server. Everything sent is passed through `redact` first, since error messages may
-quote connection URLs with passwords in them.
+unreachable mail server. Everything sent is passed through `resources.redaction.scrub` first, since
+error messages may quote connection URLs, credentials or secret values.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ from typing import Literal
 
 import dagster as dg
 
+from resources.redaction import scrub
 from resources.secrets import SecretsResource
 from resources.settings import StrataSettings
 
@@ -32,22 +32,6 @@ HEADLINES: dict[str, tuple[str, str]] = {  # kind -> (emoji for Slack, words for
     "not_run": (":warning:", "Ingestion did not run"),
 }
 MAX_TEXT = 2900  # Slack rejects section text over 3000 characters
-
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][\w+.-]*://)(?P<user>[^/\s:@]*):(?P<password>[^/\s@]+)@")
-_KEY_VALUE_SECRET = re.compile(
-    r"(?i)\b(?P<key>password|passwd|pwd|secret|secret_id|token|api[_-]?key|access[_-]?key|authorization)"
-    r"(?P<sep>\s*[=:]\s*)(?P<quote>['\"]?)(?P<value>(?:bearer\s+)?[^\s'\"&,;]+)"
-)
-_VAULT_TOKEN = re.compile(r"\bhv[sbr]\.[A-Za-z0-9_-]{8,}")
-_SLACK_HOOK = re.compile(r"(hooks\.slack\.com/services/)[\w/]+")
-
-
-def redact(text: str) -> str:
-    """Mask credentials that error messages commonly carry: URL passwords, key=value secrets, tokens."""
-    text = _URL_CREDENTIALS.sub(lambda m: f"{m['scheme']}{m['user']}:***@", text)
-    text = _KEY_VALUE_SECRET.sub(lambda m: f"{m['key']}{m['sep']}{m['quote']}***", text)
-    text = _VAULT_TOKEN.sub("***", text)
-    return _SLACK_HOOK.sub(r"\1***", text)
 
 
 @dataclass(frozen=True)
@@ -68,15 +52,15 @@ class Alert:
     def redacted(self) -> Alert:
         return Alert(
             kind=self.kind,
-            title=redact(self.title),
-            details=redact(self.details),
+            title=scrub(self.title),
+            details=scrub(self.details),
             asset=self.asset,
             check=self.check,
             run_id=self.run_id,
             job=self.job,
             partition=self.partition,
             url=self.url,
-            facts={k: redact(str(v)) for k, v in self.facts.items()},
+            facts={k: scrub(str(v)) for k, v in self.facts.items()},
         )
 
     @property
@@ -182,12 +166,8 @@ class AlertingResource(dg.ConfigurableResource):
         return delivered
 
     def _safe(self, error: Exception) -> str:
-        message = redact(f"{type(error).__name__}: {error}")
-        try:  # the webhook URL is a credential; never echo it back in a log line
-            url = self.secrets.get_optional(self.webhook_url_secret) if "webhook" in self.channels else None
-        except Exception:
-            url = None
-        return message.replace(url, "<webhook url>") if url else message
+        # The webhook URL is a credential: read through `secrets`, it is registered and masked by value.
+        return scrub(f"{type(error).__name__}: {error}")
 
     def _send_log(self, alert: Alert) -> None:
         facts = ", ".join(f"{k}={v}" for k, v in alert.labelled_facts())

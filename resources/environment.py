@@ -12,9 +12,10 @@ from resources.alerting import build_alerting_resource
 from resources.iceberg import IcebergCatalog
 from resources.ingestion_guard import IngestionGuard
 from resources.landing import LandingZone
-from resources.secrets import build_secrets_resource
+from resources.redaction import split_url_password
+from resources.secrets import SecretsResource, build_secrets_resource, hold_in_memory
 from resources.settings import DBT_PROJECT_DIR, StrataSettings
-from resources.source_db import SourceDatabase
+from resources.source_db import SourceDatabase, SourceDatabaseWithPassword
 from resources.trino_results import TRINO_AUTH_METHODS
 from resources.warehouse import Warehouse
 
@@ -62,13 +63,31 @@ def trino_fields(trino: dict[str, str]) -> dict[str, object]:
     }
 
 
+# Where a password found inside STRATA_SOURCE_URL (deprecated) is kept: this process's memory only.
+SOURCE_URL_PASSWORD_SECRET = "source_db/password_from_url"
+
+
+def source_database(settings: StrataSettings, secrets: SecretsResource) -> SourceDatabase:
+    """The source DB resource: the URL without password, plus the password's secret name.
+
+    A password still written into STRATA_SOURCE_URL (as `user:pass@` or `?password=`) is accepted for
+    backwards compatibility: it is moved out of the URL into an in-memory secret, so it never enters
+    resource config. STRATA_SOURCE_PASSWORD_SECRET (e.g. `source_db/password`) is the supported way.
+    """
+    url, password = split_url_password(settings.source_database_url)
+    secret = hold_in_memory(SOURCE_URL_PASSWORD_SECRET, password) if password else settings.source_password_secret
+    if not secret:
+        return SourceDatabase(url=url)
+    return SourceDatabaseWithPassword(url=url, password_secret=secret, secrets=secrets)
+
+
 def build_resources(settings: StrataSettings, dbt_project: DbtProject) -> dict[str, object]:
     secrets = build_secrets_resource(settings)
     return {
         "secrets": secrets,
         "alerting": build_alerting_resource(settings, secrets),
-        "iceberg": IcebergCatalog.from_settings(settings),
-        "source_db": SourceDatabase(url=settings.source_database_url),
+        "iceberg": IcebergCatalog.from_settings(settings, secrets),
+        "source_db": source_database(settings, secrets),
         "landing": LandingZone(
             root=settings.landing_root, s3_endpoint_url=settings.s3_endpoint_url, s3_region=settings.s3_region
         ),

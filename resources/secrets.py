@@ -4,6 +4,9 @@ Code asks for a secret by a logical name such as `alerting/webhook_url`; the bac
 lives. The `env` backend reads `STRATA_SECRET_ALERTING__WEBHOOK_URL` (see `resources.settings`); the
 `vault` backend reads key `webhook_url` of the KV v2 secret `<vault_path>/alerting`. Values are read
 on use and never logged, and never stored in resource config, because Dagster shows that in the UI.
+Every value read is registered with `resources.redaction`, which masks it in every text that leaves a
+run. `hold_in_memory` adds process-local secrets: a password that a deprecated setting carried inside a
+URL is moved there, so it reaches the driver without ever being part of resource config.
 """
 
 from __future__ import annotations
@@ -14,9 +17,24 @@ from typing import Any
 import dagster as dg
 from pydantic import PrivateAttr
 
+from resources.redaction import register_secret
 from resources.settings import StrataSettings, environment_secret, secret_env_var
 
 KUBERNETES_JWT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+
+
+# name -> value, for secrets this process derived from its own settings (see `hold_in_memory`).
+_IN_MEMORY: dict[str, str] = {}
+
+
+def hold_in_memory(name: str, value: str) -> str:
+    """Serve `value` as secret `name` in this process, ahead of the backend; returns the name.
+
+    Every process that loads the definitions derives it again from its own settings, so the value
+    never has to travel in run config or storage."""
+    register_secret(value)
+    _IN_MEMORY[name] = value
+    return name
 
 
 class SecretNotFoundError(KeyError):
@@ -68,11 +86,17 @@ class SecretsResource(dg.ConfigurableResource):
         return value
 
     def get_optional(self, name: str) -> str | None:
-        if self.backend == "env":
-            return environment_secret(name, Path(self.dotenv_path) if self.dotenv_path else None)
-        if self.backend == "vault":
-            return self._vault_get(name)
-        raise ValueError(f"unknown secrets backend {self.backend!r}; use 'env' or 'vault'")
+        """The secret's value or None; the value is registered for scrubbing before it is returned."""
+        if name in _IN_MEMORY:
+            value: str | None = _IN_MEMORY[name]
+        elif self.backend == "env":
+            value = environment_secret(name, Path(self.dotenv_path) if self.dotenv_path else None)
+        elif self.backend == "vault":
+            value = self._vault_get(name)
+        else:
+            raise ValueError(f"unknown secrets backend {self.backend!r}; use 'env' or 'vault'")
+        register_secret(value)
+        return value
 
     def _where(self, name: str) -> str:
         if self.backend == "vault":
@@ -114,6 +138,7 @@ class SecretsResource(dg.ConfigurableResource):
             raise ValueError(f"unknown Vault auth method {self.vault_auth!r}; use 'kubernetes' or 'approle'")
         if self.vault_auth == "kubernetes":
             jwt = Path(self.kubernetes_jwt_path).read_text().strip()
+            register_secret(jwt)
             client.auth.kubernetes.login(
                 role=self.vault_role, jwt=jwt, mount_point=self.vault_auth_mount or "kubernetes"
             )
@@ -121,6 +146,7 @@ class SecretsResource(dg.ConfigurableResource):
             secret_id = environment_secret(
                 self.vault_secret_id_name, Path(self.dotenv_path) if self.dotenv_path else None
             )
+            register_secret(secret_id)
             if not self.vault_role_id or not secret_id:
                 raise ValueError(
                     "AppRole auth needs vault_role_id (STRATA_VAULT_ROLE_ID) and a secret id in "
@@ -129,6 +155,7 @@ class SecretsResource(dg.ConfigurableResource):
             client.auth.approle.login(
                 role_id=self.vault_role_id, secret_id=secret_id, mount_point=self.vault_auth_mount or "approle"
             )
+        register_secret(client.token)  # the session token is as good as the credentials behind it
         self._client = client
         return client
 

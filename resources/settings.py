@@ -36,13 +36,18 @@ class StrataSettings:
     env: str = "local"
     root: Path = field(default_factory=lambda: REPO_ROOT / ".strata")
     start_date: date = field(default_factory=default_start_date)
-    source_url: str | None = None
+    # May still carry a password (deprecated): `resources.environment` moves it into an in-memory secret.
+    source_url: str | None = field(default=None, repr=False)
+    # Secret name of the source DB password (STRATA_SOURCE_PASSWORD_SECRET, e.g. "source_db/password").
+    source_password_secret: str = ""
     landing_url: str | None = None
     s3_endpoint_url: str | None = None
     s3_region: str = "us-east-1"
     catalog_uri: str | None = None
     warehouse_url: str | None = None
-    catalog_properties: dict[str, str] = field(default_factory=dict)
+    catalog_properties: dict[str, str] = field(default_factory=dict, repr=False)
+    # Iceberg property -> secret name (STRATA_ICEBERG_SECRET_PROP_*): values come from the secrets backend.
+    catalog_secret_properties: dict[str, str] = field(default_factory=dict)
     trino: dict[str, str] = field(default_factory=dict)
     image: str = ""
     git_sha: str = ""
@@ -119,6 +124,12 @@ def environment_secret(name: str, dotenv_path: Path | None = None, environ: dict
     return None
 
 
+def iceberg_secret_property(suffix: str) -> str:
+    """The pyiceberg property an environment suffix names: `S3__SECRET_ACCESS_KEY` -> `s3.secret-access-key`.
+    Every secret property of pyiceberg is spelled with dots and hyphens, which variable names cannot hold."""
+    return suffix.lower().replace("__", ".").replace("_", "-")
+
+
 def _prefixed(environ: dict[str, str], prefix: str) -> dict[str, str]:
     return {k[len(prefix) :].lower(): v for k, v in environ.items() if k.startswith(prefix)}
 
@@ -136,6 +147,7 @@ def load_settings(environ: dict[str, str] | None = None) -> StrataSettings:
         root=root,
         start_date=date.fromisoformat(start) if start else default_start_date(),
         source_url=env.get("STRATA_SOURCE_URL"),
+        source_password_secret=env.get("STRATA_SOURCE_PASSWORD_SECRET", ""),
         landing_url=env.get("STRATA_LANDING_URL"),
         s3_endpoint_url=env.get("STRATA_S3_ENDPOINT_URL"),
         s3_region=env.get("STRATA_S3_REGION", "us-east-1"),
@@ -143,6 +155,11 @@ def load_settings(environ: dict[str, str] | None = None) -> StrataSettings:
         warehouse_url=env.get("STRATA_ICEBERG_WAREHOUSE"),
         # e.g. STRATA_ICEBERG_S3__ENDPOINT -> s3.endpoint (double underscore stands for the dot)
         catalog_properties={k.replace("__", "."): v for k, v in _prefixed(env, "STRATA_ICEBERG_PROP_").items()},
+        # e.g. STRATA_ICEBERG_SECRET_PROP_S3__SECRET_ACCESS_KEY=iceberg/s3_secret_access_key -> the property
+        # s3.secret-access-key read from secret iceberg/s3_secret_access_key (pyiceberg spells these with '-')
+        catalog_secret_properties={
+            iceberg_secret_property(k): v for k, v in _prefixed(env, "STRATA_ICEBERG_SECRET_PROP_").items()
+        },
         trino=_prefixed(env, "STRATA_TRINO_"),
         image=env.get("STRATA_IMAGE", ""),
         git_sha=env.get("STRATA_GIT_SHA", ""),
@@ -161,6 +178,9 @@ def load_settings(environ: dict[str, str] | None = None) -> StrataSettings:
 # Shorter "secrets" (flags such as "1" or "true") would mangle every message they were scrubbed from.
 MIN_SECRET_LENGTH = 4
 SECRET_NAME = re.compile(r"PASSWORD|PASSWD|SECRET|TOKEN|KEY|CREDENTIAL", re.IGNORECASE)
+# Strata's own variables that hold a secret's NAME or the backend's name, not a secret: masking
+# "vault" or "source_db/password" everywhere would only garble messages.
+SECRET_REFERENCE = re.compile(r"STRATA_(?!SECRET_)(?:\w+_SECRET|ICEBERG_SECRET_PROP_\w+|SECRETS_BACKEND)")
 
 
 def secret_values(environ: Mapping[str, str] | None = None) -> frozenset[str]:
@@ -171,5 +191,5 @@ def secret_values(environ: Mapping[str, str] | None = None) -> frozenset[str]:
     return frozenset(
         value.strip()
         for name, value in env.items()
-        if SECRET_NAME.search(name) and len(value.strip()) >= MIN_SECRET_LENGTH
+        if SECRET_NAME.search(name) and not SECRET_REFERENCE.fullmatch(name) and len(value.strip()) >= MIN_SECRET_LENGTH
     )

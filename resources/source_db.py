@@ -14,6 +14,9 @@ from urllib.parse import quote
 import dagster as dg
 import pyarrow as pa
 
+from resources.redaction import scrub_url, split_url_password, with_url_password
+from resources.secrets import SecretsResource
+
 
 def connect_adbc(url: str, *, read_only: bool = False) -> Any:
     """Open an ADBC DB-API connection for `sqlite:///path` or `postgresql://...` URLs.
@@ -56,22 +59,30 @@ def sqlite_affinity_type(declared: str) -> pa.DataType | None:
 
 
 def redact_url(url: str) -> str:
-    """Hide the password of a URL so it can appear in logs and errors."""
-    scheme, sep, rest = url.partition("://")
-    if "@" not in rest:
-        return url
-    creds, _, host = rest.rpartition("@")
-    user = creds.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{host}" if ":" in creds else url
+    """Hide the password of a URL (userinfo or `?password=`) so it can appear in logs and errors."""
+    return scrub_url(url)
 
 
 class SourceDatabase(dg.ConfigurableResource):
-    """Read-only access to the upstream OLTP database."""
+    """Read-only access to the upstream OLTP database.
+
+    `url` holds no password, because Dagster stores resource config in every run's job snapshot and
+    shows it in the UI: a source with a password is a `SourceDatabaseWithPassword`.
+    """
 
     url: str
 
+    def connection_url(self) -> str:
+        """The URL to connect with, password included: pass it to the driver only, never log it."""
+        if split_url_password(self.url)[1] is not None:
+            raise ValueError(
+                f"source database URL {self.display_url} carries a password in resource config, which Dagster "
+                "stores and shows; give the URL without it and the password's secret name (password_secret)"
+            )
+        return self.url
+
     def read_arrow(self, query: str) -> pa.Table:
-        with connect_adbc(self.url, read_only=True) as conn, conn.cursor() as cur:
+        with connect_adbc(self.connection_url(), read_only=True) as conn, conn.cursor() as cur:
             cur.execute(query)
             return cur.fetch_arrow_table()
 
@@ -79,7 +90,7 @@ class SourceDatabase(dg.ConfigurableResource):
         """The source table's columns and their Arrow types as the engine declares them, before any row is
         read; None when the table does not exist. A type is None when the engine cannot say (SQLite
         columns without a declared type or with NUMERIC affinity: their values decide, row by row)."""
-        with connect_adbc(self.url, read_only=True) as conn:
+        with connect_adbc(self.connection_url(), read_only=True) as conn:
             if self.url.startswith("sqlite:///"):
                 with conn.cursor() as cur:
                     cur.execute(f"SELECT name, type FROM pragma_table_info('{table}')")
@@ -96,3 +107,15 @@ class SourceDatabase(dg.ConfigurableResource):
     @property
     def display_url(self) -> str:
         return redact_url(self.url)
+
+
+class SourceDatabaseWithPassword(SourceDatabase):
+    """A source whose password is the secret `password_secret`, read from `secrets` at each connection and
+    put into the URL handed to the driver. A class of its own because a nested resource makes Dagster
+    open the whole resource as a context manager; the source without password stays a plain resource."""
+
+    password_secret: str
+    secrets: SecretsResource
+
+    def connection_url(self) -> str:
+        return with_url_password(super().connection_url(), self.secrets.get(self.password_secret))

@@ -6,8 +6,8 @@ ingestion guard kept its assets from running (source unreachable, too little dis
 the reasons and the assets that did not run (drops that are merely late are left to the freshness alert). A failed
 blocking check (severity ERROR) alerts on its own, because it is the reason downstream tables were
 not published even when the run that carried it is still going; both may fire for one run, with
-different subjects. Error text goes through `redact` (in `AlertingResource.send`) since exceptions
-from database drivers quote connection URLs.
+different subjects. Error text goes through `resources.redaction.scrub` (in `AlertingResource.send`)
+since exceptions from database drivers quote connection URLs.
 """
 
 from __future__ import annotations
@@ -15,10 +15,12 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import dagster as dg
 
 from assets.bronze.guard import OUTAGE_KEY
+from audit.errors import WRAPPER_ERRORS, error_chain
 from audit.metadata import NOT_RUN_TAG
 from resources.alerting import Alert, AlertingResource
 
@@ -28,22 +30,36 @@ MAX_NOT_RUN_ASSETS = 10  # asset keys named in one not-run alert; the rest are c
 CHECK_FAILURE_SENSOR = "blocking_check_alert_sensor"
 CHECK_HISTORY_PER_TICK = 20  # completed executions read per check with news; ticks are 30 s apart
 MAX_METADATA_FACTS = 4
+# What Dagster records as a step's error when its retries ran out ("Exceeded max_retries of 3").
+RETRY_ERRORS = frozenset({"RetryRequested", "RetryRequestedFromPolicy"})
 
 
 def first_line(text: str | None) -> str:
     return next((line.strip() for line in (text or "").splitlines() if line.strip()), "")
 
 
+def underlying_error(error: Any) -> str:
+    """`Class: first line` of the user's exception in a SerializableErrorInfo chain, past Dagster's
+    wrappers and its retry error, whose own message ("Exceeded max_retries of 3") says nothing of the cause."""
+    for link in error_chain(error):
+        if link.cls_name not in WRAPPER_ERRORS and link.cls_name not in RETRY_ERRORS:
+            return first_line(link.message)  # Dagster's message already starts with the class name
+    return first_line(error.message)
+
+
 def step_error(event: dg.DagsterEvent) -> str:
-    """The first line of a step failure's error (the user's exception, not Dagster's wrapper)."""
+    """What made a step fail: the description of a `Failure`, else the first line of the user's exception
+    (on the last attempt, when retries ran out, with the number of retries)."""
     data = event.step_failure_data
     error = (
         data.user_failure_data.description if data.user_failure_data and data.user_failure_data.description else None
     )
     if error is None and data.error is not None:
-        cause = data.error.cause if data.error.cls_name == "DagsterExecutionStepExecutionError" else None
-        error = (cause or data.error).to_string()
-    return first_line(error or event.message)
+        error = underlying_error(data.error)
+    text = first_line(error or event.message)
+    if data.error is not None and data.error.cls_name in RETRY_ERRORS and data.error.message.startswith("Exceeded"):
+        text += f" ({first_line(data.error.message).lower()})"
+    return text
 
 
 def run_failure_alert(

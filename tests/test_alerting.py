@@ -22,9 +22,10 @@ import pytest
 from assets.bronze.contracts import oltp_contracts
 from assets.bronze.oltp import build_oltp_asset
 from audit.metadata import NOT_RUN_TAG
-from resources.alerting import Alert, AlertingResource, redact, webhook_payload
+from resources.alerting import Alert, AlertingResource, webhook_payload
 from resources.iceberg import IcebergCatalog
 from resources.ingestion_guard import IngestionGuard
+from resources.redaction import scrub
 from resources.secrets import SecretNotFoundError, SecretsResource, vault_location
 from resources.source_db import SourceDatabase
 from sensors.alert_sensors import (
@@ -209,15 +210,15 @@ BREACH = Alert(
 # --- redaction and payloads -----------------------------------------------------------------------------
 
 
-def test_redact_masks_url_passwords_and_key_value_secrets():
+def test_scrub_masks_url_passwords_and_key_value_secrets():
     text = (
         "could not connect to postgresql://strata:hunter2@db:5432/oltp; "
         "password=hunter2 token: abc123 hvs.CAESIJ0123456789abcdef https://hooks.slack.com/services/T0/B0/XyZ"
     )
-    clean = redact(text)
+    clean = scrub(text)
     assert "hunter2" not in clean and "abc123" not in clean and "CAESIJ" not in clean and "XyZ" not in clean
     assert "postgresql://strata:***@db:5432/oltp" in clean
-    assert redact("s3://bucket/key and http://host/path") == "s3://bucket/key and http://host/path"
+    assert scrub("s3://bucket/key and http://host/path") == "s3://bucket/key and http://host/path"
 
 
 def test_webhook_payload_is_slack_compatible_with_structured_fields():
@@ -435,6 +436,44 @@ def test_run_failure_sensor_alerts_with_run_job_step_and_redacted_error(tmp_path
     )
     assert alert["url"] == f"http://localhost:3000/runs/{result.run_id}"
     assert "hunter2" not in json.dumps(request["json"])
+
+
+@dg.asset(
+    key=["bronze", "payments"],
+    group_name="bronze",
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=0.01),
+)
+def always_failing_extract(source_db: SourceDb) -> None:
+    source_db.connect()
+
+
+def test_a_run_that_ran_out_of_retries_alerts_with_the_error_of_its_last_attempt(tmp_path, webhook_server):
+    """Dagster records "Exceeded max_retries of 2" as the step's error; the alert must say what failed."""
+    job = dg.define_asset_job("refresh_unpartitioned", selection=[always_failing_extract])
+    url = "postgresql://strata@db.internal:5432/oltp?password=pl4nted-in-query"
+    defs = dg.Definitions(assets=[always_failing_extract], jobs=[job], resources={"source_db": SourceDb(url=url)})
+    with dg.instance_for_test() as instance:
+        result = defs.resolve_job_def("refresh_unpartitioned").execute_in_process(
+            instance=instance, raise_on_error=False
+        )
+        [step_failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+        assert step_failure.step_failure_data.error.message.startswith("Exceeded max_retries of 2")
+        failure = next(e for e in result.all_events if e.event_type == dg.DagsterEventType.RUN_FAILURE)
+        alerting = webhook_alerting(tmp_path, webhook_server.url)
+        with dg.build_run_status_sensor_context(
+            sensor_name=RUN_FAILURE_SENSOR,
+            dagster_event=failure,
+            dagster_instance=instance,
+            dagster_run=instance.get_run_by_id(result.run_id),
+            resources={"alerting": alerting},
+        ) as context:
+            build_run_failure_alert_sensor()(context.for_run_failure())
+    [request] = webhook_server.received
+    assert request["json"]["alert"]["details"] == (
+        "ConnectionError: could not connect to server: postgresql://strata@db.internal:5432/oltp?password=*** "
+        "(exceeded max_retries of 2)"
+    )
+    assert "pl4nted-in-query" not in json.dumps(request["json"])
 
 
 @dg.asset(

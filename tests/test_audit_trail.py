@@ -25,13 +25,14 @@ from assets.bronze.conform import conform_to_contract
 from assets.bronze.contracts import oltp_contracts
 from assets.bronze.oltp import build_oltp_asset, extraction_query, latest_version_per_key
 from audit.cli import main, settings_catalog
-from audit.errors import MAX_ERROR_CHARS, error_summary, scrub_secrets
+from audit.errors import MAX_ERROR_CHARS, error_summary
 from audit.metadata import code_identity, table_checksum
 from audit.query import AuditFilter, partition_matches
 from audit.record import AuditRecord, build_audit_record, classify_trigger
 from audit.run_log import RUN_LOG_SCHEMA, RUN_LOG_TABLE, rebuild_run_log, records_from_arrow, records_to_arrow
 from resources.iceberg import IcebergCatalog
 from resources.ingestion_guard import IngestionGuard
+from resources.redaction import scrub
 from resources.settings import secret_values
 from resources.source_db import SourceDatabase
 from sensors.audit_sensor import AuditCursor, build_audit_sensor, process_finished_runs
@@ -423,18 +424,18 @@ def test_cli_rebuild(trail: Trail, capsys):
 # --- pure functions ----------------------------------------------------------------------------------
 
 
-def test_scrub_secrets_removes_url_passwords_assignments_tokens_and_known_values():
+def test_scrub_removes_url_passwords_assignments_tokens_and_known_values():
     text = (
         "connect postgresql://strata:s3cret@db:5432/oltp and mysql+pymysql://u:p%40ss@h/x, "
         "https://user:pw@example.com/path; password=hunter2 token: abc.def api_key='k-123' "
         "Authorization: Bearer eyJhbGciOi.payload.sig; vault said hvs.XYZ-known-value-1"
     )
-    scrubbed = scrub_secrets(text, ["hvs.XYZ-known-value-1"])
+    scrubbed = scrub(text, ["hvs.XYZ-known-value-1"])
     for secret in ("s3cret", "p%40ss", ":pw@", "hunter2", "abc.def", "k-123", "eyJhbGciOi", "hvs.XYZ"):
         assert secret not in scrubbed
     assert "postgresql://strata:***@db:5432/oltp" in scrubbed
     assert "https://user:***@example.com/path" in scrubbed
-    assert scrub_secrets("no table named stations in sqlite:///tmp/oltp.sqlite") == (
+    assert scrub("no table named stations in sqlite:///tmp/oltp.sqlite") == (
         "no table named stations in sqlite:///tmp/oltp.sqlite"
     )
 
@@ -446,10 +447,15 @@ def test_secret_values_come_from_secret_looking_variable_names():
         "VAULT_TOKEN": "hvs.x9",
         "DB_CREDENTIALS": "user:pass",
         "FEATURE_KEY_ENABLED": "1",  # too short to be a secret; scrubbing it would mangle every message
+        "STRATA_SECRET_ALERTING__CLIENT_SECRET": "client-s3cret",  # a value, in the env backend
+        # Names of secrets and of the backend, not secrets:
+        "STRATA_SOURCE_PASSWORD_SECRET": "source_db/password",
+        "STRATA_ICEBERG_SECRET_PROP_S3__SECRET_ACCESS_KEY": "iceberg/s3_secret_access_key",
+        "STRATA_SECRETS_BACKEND": "vault",
         "PATH": "/usr/bin",
         "HOME": "/root",
     }
-    assert secret_values(environ) == {"hunter22", "abcd1234", "hvs.x9", "user:pass"}
+    assert secret_values(environ) == {"hunter22", "abcd1234", "hvs.x9", "user:pass", "client-s3cret"}
 
 
 def test_error_summary_scrubs_before_truncating():

@@ -19,6 +19,7 @@ import dagster as dg
 from assets.drops.protocol import READY_NAME, drop_prefix
 from audit.metadata import NOT_RUN_TAG
 from resources.landing import LandingZone
+from resources.redaction import scrub
 from resources.source_db import SourceDatabase
 
 OUTAGE_KEY = "strata/outage"
@@ -33,7 +34,8 @@ def source_problem(source: SourceDatabase) -> str | None:
     try:
         source.read_arrow("SELECT 1 AS ok")
     except Exception as exc:  # any driver error means the same thing here: we cannot extract now
-        return f"source {source.display_url} not reachable: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+        first = (scrub(str(exc)).splitlines() or [""])[0][:200]  # scrubbed before the cut: no half secret
+        return f"source {source.display_url} not reachable: {type(exc).__name__}: {first}"
     return None
 
 
@@ -50,7 +52,8 @@ def guard_passes(context: dg.AssetExecutionContext, problems: Sequence[str | Non
     reasons = [p for p in problems if p]
     if not reasons:
         return True
-    reason = "; ".join(reasons)
+    # The reason goes into a run tag, the event log and the console: scrubbed like every text leaving a run.
+    reason = scrub("; ".join(reasons))
     context.log.warning(f"not running {context.asset_key.to_user_string()}: {reason}")
     context.instance.add_run_tags(context.run.run_id, {NOT_RUN_TAG: reason[:4000]})
     outage = any(not isinstance(p, NotReadyYet) for p in reasons)
