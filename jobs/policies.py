@@ -11,10 +11,16 @@ not hammer a recovering source at the same moment. Deterministic failures are ne
   outside the retry boundary, so it is not retried either;
 - dbt (Silver/Gold) gets no retry policy: its failures are SQL or data-test failures.
 
-Automation is gated by quality: Silver, Gold and ML assets follow their inputs (`eager`) only while
-every blocking check of those inputs passes (`all_deps_blocking_checks_passed`). A failed critical
-GX check or dbt test therefore holds back what is downstream across runs too, until the input is
-materialized again and passes; the blocking check already stops it within the run.
+Automation is gated by quality and by completeness. Silver, Gold and ML assets follow their inputs
+(`FOLLOW_INPUTS_PER_DAY`) only while every blocking check of those inputs passes
+(`all_deps_blocking_checks_passed`): a failed critical GX check or dbt test holds back what is
+downstream across runs too, until the input is materialized again and passes. A daily partition is
+requested only once every input partition it maps to exists (`~any_deps_missing`): a day of
+telemetry is complete when its 24 hourly Bronze partitions are loaded. That is the daily build:
+each day is built once it is complete, by automation, not by a clock. Days up to `LATE_DAY_LOOKBACK`
+old are still built when a late hour completes them, and rebuilt when one of their own (per-day)
+input partitions is re-delivered; the newest day also follows its unpartitioned inputs (the hourly
+OLTP refresh), older days do not, so a booking update does not rebuild a week every hour.
 """
 
 from __future__ import annotations
@@ -57,12 +63,32 @@ POOLS: list[tuple[str, dg.AssetSelection, str]] = [
     ("the SQL engine (DuckDB has one writer; Trino is shared)", DBT_MODELS, WAREHOUSE_POOL),
     ("ML reads the marts (a DuckDB reader cannot open the file while dbt writes it)", ML, WAREHOUSE_POOL),
 ]
-# Follow the inputs when they update, but never past an input whose blocking checks failed.
-QUALITY_GATED_EAGER = (
-    dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
-).with_label("eager, while all blocking checks of the inputs pass")
+# A late hour still completes (and builds) its day within this lookback; older days need a backfill.
+LATE_DAY_LOOKBACK = timedelta(days=7)
+# Inputs that hold data per partition (hourly Bronze telemetry, the daily dbt models, ML): an update of
+# one of these is a change of the days it maps to, so older days in the lookback follow it too.
+PER_DAY_INPUTS = BRONZE_TELEMETRY | dg.AssetSelection.tag("daily", "") | ML
+FOLLOW_INPUTS_LABEL = "follow inputs, day complete"
+# Dagster's `eager`, widened from the latest day to the lookback: a partition new since the last
+# evaluation (newly missing), or the newest day when any input updated, or any day of the lookback
+# whose per-day inputs updated; never while an input partition is missing or in progress.
+FOLLOW_INPUTS_PER_DAY = (
+    dg.AutomationCondition.in_latest_time_window(LATE_DAY_LOOKBACK)
+    & (
+        dg.AutomationCondition.newly_missing()
+        | (dg.AutomationCondition.in_latest_time_window() & dg.AutomationCondition.any_deps_updated())
+        | dg.AutomationCondition.any_deps_updated().allow(PER_DAY_INPUTS)
+    ).since_last_handled()
+    & ~dg.AutomationCondition.any_deps_missing()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label(FOLLOW_INPUTS_LABEL)
+# Follow the inputs when they update and are complete, but never past an input whose blocking checks failed.
+QUALITY_GATED_EAGER = (FOLLOW_INPUTS_PER_DAY & dg.AutomationCondition.all_deps_blocking_checks_passed()).with_label(
+    "follow complete inputs, while all their blocking checks pass"
+)
 AUTOMATION_CONDITIONS: list[tuple[str, dg.AssetSelection, dg.AutomationCondition]] = [
-    ("Silver, Gold and ML follow their inputs once those pass their blocking checks", DBT_MODELS | ML,
+    ("Silver, Gold and ML follow their complete inputs once those pass their blocking checks", DBT_MODELS | ML,
      QUALITY_GATED_EAGER),
 ]  # fmt: skip
 # Run priority (`dagster/priority`, higher starts first) for the QueuedRunCoordinator: the daily Gold

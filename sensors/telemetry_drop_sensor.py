@@ -8,13 +8,16 @@ A version already in the ledger of loaded drops is never requested again (an ide
 Any other delivery (a new version, or the same bytes re-delivered after a quarantine) is requested
 once: the cursor remembers the deliveries requested inside the lookback, and the run key
 (prefix@etag@_READY time) lets Dagster drop a request made twice.
+
+The sensor targets the `load_hourly` job, not an implicit asset job, and every request carries that
+job's priority tag, so drop runs queue under the same rules as any other `load_hourly` run.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -22,6 +25,8 @@ import dagster as dg
 
 from assets.drops.ledger import loaded_drop_versions
 from assets.drops.protocol import MANIFEST_NAME, READY_NAME, drop_prefix, partition_key
+from jobs import JOB_BY_PARTITIONING
+from jobs.policies import priority_tags
 from resources.iceberg import IcebergCatalog
 from resources.landing import LandedObject, LandingZone
 
@@ -147,6 +152,7 @@ def plan_tick(
     loaded: set[tuple[str, str]],
     partitions: dg.PartitionsDefinition,
     asset_key: dg.AssetKey,
+    run_tags: Mapping[str, str] | None = None,
 ) -> TickPlan:
     """Decide which drops to request; pure, so tests can check every branch without a sensor."""
     first_hour, end = partition_bounds(partitions)
@@ -167,7 +173,11 @@ def plan_tick(
                     run_key=drop.delivery,
                     partition_key=key,
                     asset_selection=[asset_key],
-                    tags={"strata/drop": drop.prefix, "strata/drop_version": drop.manifest_etag or "none"},
+                    tags={
+                        **(run_tags or {}),
+                        "strata/drop": drop.prefix,
+                        "strata/drop_version": drop.manifest_etag or "none",
+                    },
                 )
             )
     if listing.resume_after:
@@ -191,13 +201,19 @@ def plan_tick(
     return TickPlan(requests, SensorCursor(list_after, kept), summary)
 
 
-def build_telemetry_drop_sensor(dataset: str, asset: dg.AssetsDefinition) -> dg.SensorDefinition:
+LOAD_JOB = JOB_BY_PARTITIONING["hourly"][0]
+
+
+def build_telemetry_drop_sensor(
+    dataset: str, asset: dg.AssetsDefinition, job_name: str = LOAD_JOB
+) -> dg.SensorDefinition:
     partitions = asset.partitions_def
     asset_key = asset.key
+    run_tags = priority_tags(job_name)
 
     @dg.sensor(
         name=f"{dataset}_drop_sensor",
-        asset_selection=[asset_key],
+        job_name=job_name,
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Starts a {asset_key.to_user_string()} run for every new READY drop under {dataset}/.",
@@ -207,7 +223,9 @@ def build_telemetry_drop_sensor(dataset: str, asset: dg.AssetsDefinition) -> dg.
     ) -> dg.SensorResult:
         cursor = SensorCursor.parse(context.cursor)
         listing = list_drops(landing, dataset, cursor.list_after or None, MAX_OBJECTS_PER_TICK)
-        plan = plan_tick(dataset, listing, cursor, loaded_drop_versions(iceberg, dataset), partitions, asset_key)
+        plan = plan_tick(
+            dataset, listing, cursor, loaded_drop_versions(iceberg, dataset), partitions, asset_key, run_tags
+        )
         context.log.info(plan.summary)
         return dg.SensorResult(
             run_requests=plan.requests,

@@ -118,7 +118,9 @@ def test_jobs_split_by_partitioning(settings):
 def test_the_drop_sensor_targets_bronze_telemetry(settings):
     defs = build_definitions(settings)
     sensor = defs.resolve_sensor_def("telemetry_drop_sensor")
-    assert sensor.asset_selection.resolve(defs.resolve_asset_graph()) == {dg.AssetKey(["bronze", "telemetry"])}
+    # the hourly job, not an implicit asset job: its runs queue with load_hourly's priority
+    assert sensor.job_name == "load_hourly"
+    assert defs.resolve_job_def("load_hourly").asset_layer.selected_asset_keys == {dg.AssetKey(["bronze", "telemetry"])}
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
 
 
