@@ -149,3 +149,58 @@ def test_a_day_is_built_once_complete_late_days_within_the_lookback_and_nothing_
             ("silver/stg_telemetry", "2026-10-02"),  # hour re-delivered
             ("gold/kpi_daily", "2026-10-02"),  # ... and so its input changed
         }
+
+
+def failed_checks(result: dg.ExecuteInProcessResult) -> set[tuple[str, str]]:
+    return {(e.asset_key.to_user_string(), e.check_name) for e in result.get_asset_check_evaluations() if not e.passed}
+
+
+def materialized(result: dg.ExecuteInProcessResult) -> set[str]:
+    return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+
+
+@pytest.mark.slow
+def test_an_empty_or_partial_day_fails_the_blocking_volume_check_unless_the_rebuild_is_deliberate(settings):
+    from assets.transform.dbt_models import INCOMPLETE_OK_TAG
+    from definitions import build_definitions
+    from tests.support import generate_demo, warehouse_tables
+
+    generate_demo(settings, START, 5)
+    defs = build_definitions(settings)
+    instance = dg.DagsterInstance.ephemeral()
+    load, daily = defs.resolve_job_def("load_hourly"), defs.resolve_job_def("build_daily")
+
+    def hour_range(first: str, last: str) -> dict[str, str]:
+        return {RANGE_START: first, RANGE_END: last}
+
+    # Three complete days; on 4 October the 10:00 drop never arrives; 5 October has no drop at all.
+    assert load.execute_in_process(instance=instance, tags=hour_range("2026-10-01-00:00", "2026-10-03-23:00")).success
+    assert load.execute_in_process(instance=instance, tags=hour_range("2026-10-04-00:00", "2026-10-04-09:00")).success
+    assert load.execute_in_process(instance=instance, tags=hour_range("2026-10-04-11:00", "2026-10-04-23:00")).success
+    assert defs.resolve_job_def("refresh_unpartitioned").execute_in_process(instance=instance).success
+    days = {"dagster/asset_partition_range_start": "2026-10-01", "dagster/asset_partition_range_end": "2026-10-03"}
+    complete = daily.execute_in_process(instance=instance, tags=days)
+    assert complete.success and not failed_checks(complete)
+
+    # A person builds 4 and 5 October: the volume test fails for both days and holds back what reads them.
+    days = {"dagster/asset_partition_range_start": "2026-10-04", "dagster/asset_partition_range_end": "2026-10-05"}
+    incomplete = daily.execute_in_process(instance=instance, tags=days, raise_on_error=False)
+    assert not incomplete.success
+    [volume] = [e for e in incomplete.get_asset_check_evaluations() if e.check_name.startswith("expected_daily_volume")]
+    assert volume.asset_key == dg.AssetKey(["silver", "telemetry_clean"])
+    assert (volume.passed, volume.blocking) == (False, True)
+    assert volume.metadata["dagster_dbt/failed_row_count"].value == 2  # the partial day and the empty day
+    assert failed_checks(incomplete) == {("silver/telemetry_clean", volume.check_name)}
+    assert {"gold/fleet_health_daily", "gold/kpi_daily"}.isdisjoint(materialized(incomplete))
+    kpi_days = {row["kpi_date"] for row in warehouse_tables(settings)["gold.kpi_daily"].to_pylist()}
+    assert max(kpi_days) == date(2026, 10, 3)
+
+    # Rebuilding 4 October on purpose is possible, and the run says so.
+    deliberate = daily.execute_in_process(
+        instance=instance, partition_key="2026-10-04", tags={INCOMPLETE_OK_TAG: "true"}
+    )
+    assert deliberate.success and not failed_checks(deliberate)
+    assert {"gold/fleet_health_daily", "gold/kpi_daily"} <= materialized(deliberate)
+    assert deliberate.dagster_run.tags[INCOMPLETE_OK_TAG] == "true"
+    hours = warehouse_tables(settings)["silver.telemetry_clean"].to_pylist()
+    assert len({r["ts"].hour for r in hours if r["reading_date"] == date(2026, 10, 4)}) == 23
