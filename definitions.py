@@ -11,7 +11,8 @@ from assets.partitions import daily_partitions, hourly_partitions
 from assets.quality.checks import build_quality_checks
 from assets.transform.dbt_models import build_dbt_assets
 from jobs import build_jobs
-from jobs.policies import apply_global_policies
+from jobs.partition_freshness import build_partition_freshness_checks, check_keys, resolve_rules
+from jobs.policies import PARTITION_FRESHNESS, apply_global_policies
 from jobs.schedules import build_schedules
 from resources.environment import build_dbt_project, build_resources
 from resources.settings import StrataSettings, load_settings
@@ -35,17 +36,21 @@ def build_definitions(settings: StrataSettings) -> dg.Definitions:
         ]
     )
     partitions_by_asset = {key: asset.partitions_def for asset in assets for key in asset.keys}
-    jobs = build_jobs(assets)
+    partition_freshness = resolve_rules(PARTITION_FRESHNESS, assets)
+    jobs = build_jobs(assets, exclude_checks=check_keys(partition_freshness))
     return dg.Definitions(
         assets=assets,
-        asset_checks=build_quality_checks(partitions_by_asset),
+        asset_checks=[
+            *build_quality_checks(partitions_by_asset),
+            *build_partition_freshness_checks(partition_freshness),
+        ],
         jobs=jobs,
         schedules=build_schedules(jobs),
         sensors=[
             build_telemetry_drop_sensor(TELEMETRY, telemetry),
             build_audit_sensor(),
             *build_automation_sensors(assets),
-            build_freshness_alert_sensor(),
+            build_freshness_alert_sensor(partition_rules=partition_freshness),
             build_run_failure_alert_sensor(),
             build_check_failure_alert_sensor(),
         ],

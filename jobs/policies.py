@@ -1,4 +1,5 @@
 """Platform-wide policies as configuration: freshness, retries, pools, automation and run priorities.
+(The schedules are a table too, in jobs/schedules.py.)
 
 `definitions.py` calls `apply_global_policies` once on every asset, so no asset module repeats them.
 The tables below are the whole policy: an asset selection (or job name) and what applies to it.
@@ -30,6 +31,7 @@ from datetime import timedelta
 
 import dagster as dg
 
+from jobs.partition_freshness import PartitionDeadline
 from resources.warehouse import WAREHOUSE_POOL
 
 # --- the policy tables -------------------------------------------------------------------------------
@@ -41,20 +43,34 @@ BRONZE_OLTP = BRONZE - BRONZE_TELEMETRY
 DBT_MODELS = dg.AssetSelection.groups("silver", "gold")
 ML = dg.AssetSelection.groups("ml")
 
-# Gold (the daily marts and the dimensions) holds the previous day by 06:00 UTC: a materialization
-# between 00:00 and 06:00 (after the day closed, before the deadline) meets the day's deadline.
+DAILY_MODELS = dg.AssetSelection.tag("daily", "")  # dbt models tagged `daily` (the daily-partitioned ones)
+# A late hour still completes (and builds) its day within this lookback; older days need a backfill.
+# Partition freshness reports missing partitions over the same window.
+LATE_DAY_LOOKBACK = timedelta(days=7)
+
+# The unpartitioned Gold tables (the dimensions) are rebuilt by 06:00 UTC: a materialization between
+# 00:00 and 06:00 (after the day closed, before the deadline) meets the day's deadline. Judged on the
+# materialization time, which is all an unpartitioned table has.
 GOLD_DAILY_DEADLINE = dg.FreshnessPolicy.cron(
     deadline_cron="0 6 * * *", lower_bound_delta=timedelta(hours=6), timezone="UTC"
 )
-# Hourly telemetry drops are loaded within two hours; warn after one so someone can look first.
-BRONZE_TELEMETRY_WINDOW = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=2), warn_window=timedelta(hours=1))
+# Partitioned tables are judged on the partitions they hold (jobs/partition_freshness.py), not on when
+# they were last materialized: a rebuild of an old day must not hide a missing yesterday.
+GOLD_PREVIOUS_DAY_BY_0600 = PartitionDeadline(fail_after=timedelta(hours=6), lookback=LATE_DAY_LOOKBACK)
+EACH_HOUR_WITHIN_2H = PartitionDeadline(
+    fail_after=timedelta(hours=2), warn_after=timedelta(hours=1), lookback=LATE_DAY_LOOKBACK
+)
 # 3 retries after ~2 s, ~6 s, ~14 s (exponential), each +/- 2 s of jitter.
 NETWORK_RETRY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 FRESHNESS_POLICIES: list[tuple[str, dg.AssetSelection, dg.FreshnessPolicy]] = [
-    ("Gold marts and dimensions: previous day ready by 06:00 UTC", GOLD, GOLD_DAILY_DEADLINE),
-    ("Bronze telemetry: loaded within 2 h", BRONZE_TELEMETRY, BRONZE_TELEMETRY_WINDOW),
+    ("Gold dimensions: rebuilt by 06:00 UTC", GOLD - DAILY_MODELS, GOLD_DAILY_DEADLINE),
 ]
+PARTITION_FRESHNESS: list[tuple[str, dg.AssetSelection, PartitionDeadline]] = [
+    ("Gold daily marts: the previous day present by 06:00 UTC", GOLD & DAILY_MODELS, GOLD_PREVIOUS_DAY_BY_0600),
+    ("Bronze telemetry: each hour loaded within 2 h of its end (warning after 1 h)", BRONZE_TELEMETRY,
+     EACH_HOUR_WITHIN_2H),
+]  # fmt: skip
 RETRY_POLICIES: list[tuple[str, dg.AssetSelection, dg.RetryPolicy]] = [
     ("Bronze loads read the source DB and the landing zone over the network", BRONZE, NETWORK_RETRY),
 ]
@@ -63,11 +79,9 @@ POOLS: list[tuple[str, dg.AssetSelection, str]] = [
     ("the SQL engine (DuckDB has one writer; Trino is shared)", DBT_MODELS, WAREHOUSE_POOL),
     ("ML reads the marts (a DuckDB reader cannot open the file while dbt writes it)", ML, WAREHOUSE_POOL),
 ]
-# A late hour still completes (and builds) its day within this lookback; older days need a backfill.
-LATE_DAY_LOOKBACK = timedelta(days=7)
 # Inputs that hold data per partition (hourly Bronze telemetry, the daily dbt models, ML): an update of
 # one of these is a change of the days it maps to, so older days in the lookback follow it too.
-PER_DAY_INPUTS = BRONZE_TELEMETRY | dg.AssetSelection.tag("daily", "") | ML
+PER_DAY_INPUTS = BRONZE_TELEMETRY | DAILY_MODELS | ML
 FOLLOW_INPUTS_LABEL = "follow inputs, day complete"
 # Dagster's `eager`, widened from the latest day to the lookback: a partition new since the last
 # evaluation (newly missing), or the newest day when any input updated, or any day of the lookback
