@@ -8,7 +8,9 @@ Runs started by automation use Dagster's implicit asset job, so they would not g
 job the assets belong to. There is one sensor per job instead (`jobs.JOB_BY_PARTITIONING`: the daily
 assets of `build_daily`, the unpartitioned ones of `refresh_unpartitioned`), each stamping its runs
 with that job's `dagster/priority`: an automated daily build queues exactly like a `build_daily` run.
-Pools are set on the assets' ops, so they hold in any job.
+Pools are set on the assets' ops, so they hold in any job. The sensors request runs, not backfills
+(`emit_backfills=False`): a backfill would count against the run queue's backfill limit meant for
+people's backfills, and its runs' tags are not the sensor's to set.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def build_automation_sensors(assets: Sequence[dg.AssetsDefinition]) -> list[dg.A
             automation_sensor_name(job_name),
             target=dg.AssetSelection.assets(*keys),
             run_tags=priority_tags(job_name),
+            emit_backfills=False,
             default_status=dg.DefaultSensorStatus.RUNNING,
             minimum_interval_seconds=60,
             description=(

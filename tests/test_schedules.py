@@ -68,6 +68,7 @@ def test_each_automation_sensor_carries_the_priority_of_the_job_its_assets_belon
         assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
         # the daemon stamps these on every run it requests for the sensor (`materialize_run_tags`)
         assert sensor.run_tags == priority_tags(job_name)
+        assert not sensor.emit_backfills  # plain runs: a backfill would take the queue's backfill slots
         keys = sensor.asset_selection.resolve(graph)
         assert keys <= defs.resolve_job_def(job_name).asset_layer.selected_asset_keys
         targeted |= keys
