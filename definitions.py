@@ -11,7 +11,9 @@ from assets.partitions import daily_partitions, hourly_partitions
 from assets.quality.checks import build_quality_checks
 from assets.transform.dbt_models import build_dbt_assets
 from jobs import build_jobs
-from jobs.policies import apply_global_policies
+from jobs.partition_freshness import build_partition_freshness_checks, check_keys, resolve_rules
+from jobs.policies import PARTITION_FRESHNESS, apply_global_policies
+from jobs.schedules import build_schedules
 from resources.environment import build_dbt_project, build_resources
 from resources.settings import StrataSettings, load_settings
 from sensors.alert_sensors import (
@@ -20,7 +22,7 @@ from sensors.alert_sensors import (
     build_run_failure_alert_sensor,
 )
 from sensors.audit_sensor import build_audit_sensor
-from sensors.automation_sensor import build_automation_sensor
+from sensors.automation_sensor import build_automation_sensors
 from sensors.freshness_sensor import build_freshness_alert_sensor
 from sensors.telemetry_drop_sensor import build_telemetry_drop_sensor
 
@@ -38,15 +40,21 @@ def build_definitions(settings: StrataSettings) -> dg.Definitions:
         ]
     )
     partitions_by_asset = {key: asset.partitions_def for asset in assets for key in asset.keys}
+    partition_freshness = resolve_rules(PARTITION_FRESHNESS, assets)
+    jobs = build_jobs(assets, exclude_checks=check_keys(partition_freshness))
     return dg.Definitions(
         assets=assets,
-        asset_checks=build_quality_checks(partitions_by_asset),
-        jobs=build_jobs(assets),
+        asset_checks=[
+            *build_quality_checks(partitions_by_asset),
+            *build_partition_freshness_checks(partition_freshness),
+        ],
+        jobs=jobs,
+        schedules=build_schedules(jobs),
         sensors=[
             build_telemetry_drop_sensor(TELEMETRY, telemetry),
             build_audit_sensor(),
-            build_automation_sensor(),
-            build_freshness_alert_sensor(),
+            *build_automation_sensors(assets),
+            build_freshness_alert_sensor(partition_rules=partition_freshness),
             build_run_failure_alert_sensor(),
             build_not_run_alert_sensor(),
             build_check_failure_alert_sensor(),

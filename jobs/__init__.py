@@ -24,14 +24,19 @@ def partitioning_of(asset: dg.AssetsDefinition) -> str | None:
     raise ValueError(f"asset {asset.key.to_user_string()} has unsupported partitions {pdef}")
 
 
-def build_jobs(assets: Sequence[dg.AssetsDefinition]) -> list[dg.UnresolvedAssetJobDefinition]:
+def build_jobs(
+    assets: Sequence[dg.AssetsDefinition], exclude_checks: Sequence[dg.AssetCheckKey] = ()
+) -> list[dg.UnresolvedAssetJobDefinition]:
+    """One job per partitioning; `exclude_checks` are checks no job runs (the partition freshness checks,
+    which the freshness sensor evaluates at its own clock)."""
     by_partitioning: dict[str | None, list[dg.AssetKey]] = {}
     for asset in assets:
         by_partitioning.setdefault(partitioning_of(asset), []).extend(asset.keys)
+    excluded = dg.AssetSelection.checks(*exclude_checks)
     return [
         dg.define_asset_job(
             name,
-            selection=dg.AssetSelection.assets(*by_partitioning[kind]),
+            selection=dg.AssetSelection.assets(*by_partitioning[kind]) - excluded,
             description=text,
             tags=priority_tags(name),
         )

@@ -1,4 +1,5 @@
 """Platform-wide policies as configuration: freshness, retries, pools, automation and run priorities.
+(The schedules are a table too, in jobs/schedules.py.)
 
 `definitions.py` calls `apply_global_policies` once on every asset, so no asset module repeats them.
 The tables below are the whole policy: an asset selection (or job name) and what applies to it.
@@ -11,10 +12,16 @@ not hammer a recovering source at the same moment. Deterministic failures are ne
   outside the retry boundary, so it is not retried either;
 - dbt (Silver/Gold) gets no retry policy: its failures are SQL or data-test failures.
 
-Automation is gated by quality: Silver, Gold and ML assets follow their inputs (`eager`) only while
-every blocking check of those inputs passes (`all_deps_blocking_checks_passed`). A failed critical
-GX check or dbt test therefore holds back what is downstream across runs too, until the input is
-materialized again and passes; the blocking check already stops it within the run.
+Automation is gated by quality and by completeness. Silver, Gold and ML assets follow their inputs
+(`FOLLOW_INPUTS_PER_DAY`) only while every blocking check of those inputs passes
+(`all_deps_blocking_checks_passed`): a failed critical GX check or dbt test holds back what is
+downstream across runs too, until the input is materialized again and passes. A daily partition is
+requested only once every input partition it maps to exists (`~any_deps_missing`): a day of
+telemetry is complete when its 24 hourly Bronze partitions are loaded. That is the daily build:
+each day is built once it is complete, by automation, not by a clock. Days up to `LATE_DAY_LOOKBACK`
+old are still built when a late hour completes them, and rebuilt when one of their own (per-day)
+input partitions is re-delivered; the newest day also follows its unpartitioned inputs (the hourly
+OLTP refresh), older days do not, so a booking update does not rebuild a week every hour.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ from datetime import timedelta
 
 import dagster as dg
 
+from jobs.partition_freshness import PartitionDeadline
 from resources.warehouse import WAREHOUSE_POOL
 
 # --- the policy tables -------------------------------------------------------------------------------
@@ -35,20 +43,34 @@ BRONZE_OLTP = BRONZE - BRONZE_TELEMETRY
 DBT_MODELS = dg.AssetSelection.groups("silver", "gold")
 ML = dg.AssetSelection.groups("ml")
 
-# Gold (the daily marts and the dimensions) holds the previous day by 06:00 UTC: a materialization
-# between 00:00 and 06:00 (after the day closed, before the deadline) meets the day's deadline.
+DAILY_MODELS = dg.AssetSelection.tag("daily", "")  # dbt models tagged `daily` (the daily-partitioned ones)
+# A late hour still completes (and builds) its day within this lookback; older days need a backfill.
+# Partition freshness reports missing partitions over the same window.
+LATE_DAY_LOOKBACK = timedelta(days=7)
+
+# The unpartitioned Gold tables (the dimensions) are rebuilt by 06:00 UTC: a materialization between
+# 00:00 and 06:00 (after the day closed, before the deadline) meets the day's deadline. Judged on the
+# materialization time, which is all an unpartitioned table has.
 GOLD_DAILY_DEADLINE = dg.FreshnessPolicy.cron(
     deadline_cron="0 6 * * *", lower_bound_delta=timedelta(hours=6), timezone="UTC"
 )
-# Hourly telemetry drops are loaded within two hours; warn after one so someone can look first.
-BRONZE_TELEMETRY_WINDOW = dg.FreshnessPolicy.time_window(fail_window=timedelta(hours=2), warn_window=timedelta(hours=1))
+# Partitioned tables are judged on the partitions they hold (jobs/partition_freshness.py), not on when
+# they were last materialized: a rebuild of an old day must not hide a missing yesterday.
+GOLD_PREVIOUS_DAY_BY_0600 = PartitionDeadline(fail_after=timedelta(hours=6), lookback=LATE_DAY_LOOKBACK)
+EACH_HOUR_WITHIN_2H = PartitionDeadline(
+    fail_after=timedelta(hours=2), warn_after=timedelta(hours=1), lookback=LATE_DAY_LOOKBACK
+)
 # 3 retries after ~2 s, ~6 s, ~14 s (exponential), each +/- 2 s of jitter.
 NETWORK_RETRY = dg.RetryPolicy(max_retries=3, delay=2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 FRESHNESS_POLICIES: list[tuple[str, dg.AssetSelection, dg.FreshnessPolicy]] = [
-    ("Gold marts and dimensions: previous day ready by 06:00 UTC", GOLD, GOLD_DAILY_DEADLINE),
-    ("Bronze telemetry: loaded within 2 h", BRONZE_TELEMETRY, BRONZE_TELEMETRY_WINDOW),
+    ("Gold dimensions: rebuilt by 06:00 UTC", GOLD - DAILY_MODELS, GOLD_DAILY_DEADLINE),
 ]
+PARTITION_FRESHNESS: list[tuple[str, dg.AssetSelection, PartitionDeadline]] = [
+    ("Gold daily marts: the previous day present by 06:00 UTC", GOLD & DAILY_MODELS, GOLD_PREVIOUS_DAY_BY_0600),
+    ("Bronze telemetry: each hour loaded within 2 h of its end (warning after 1 h)", BRONZE_TELEMETRY,
+     EACH_HOUR_WITHIN_2H),
+]  # fmt: skip
 RETRY_POLICIES: list[tuple[str, dg.AssetSelection, dg.RetryPolicy]] = [
     ("Bronze loads read the source DB and the landing zone over the network", BRONZE, NETWORK_RETRY),
 ]
@@ -57,12 +79,30 @@ POOLS: list[tuple[str, dg.AssetSelection, str]] = [
     ("the SQL engine (DuckDB has one writer; Trino is shared)", DBT_MODELS, WAREHOUSE_POOL),
     ("ML reads the marts (a DuckDB reader cannot open the file while dbt writes it)", ML, WAREHOUSE_POOL),
 ]
-# Follow the inputs when they update, but never past an input whose blocking checks failed.
-QUALITY_GATED_EAGER = (
-    dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
-).with_label("eager, while all blocking checks of the inputs pass")
+# Inputs that hold data per partition (hourly Bronze telemetry, the daily dbt models, ML): an update of
+# one of these is a change of the days it maps to, so older days in the lookback follow it too.
+PER_DAY_INPUTS = BRONZE_TELEMETRY | DAILY_MODELS | ML
+FOLLOW_INPUTS_LABEL = "follow inputs, day complete"
+# Dagster's `eager`, widened from the latest day to the lookback: a partition new since the last
+# evaluation (newly missing), or the newest day when any input updated, or any day of the lookback
+# whose per-day inputs updated; never while an input partition is missing or in progress.
+FOLLOW_INPUTS_PER_DAY = (
+    dg.AutomationCondition.in_latest_time_window(LATE_DAY_LOOKBACK)
+    & (
+        dg.AutomationCondition.newly_missing()
+        | (dg.AutomationCondition.in_latest_time_window() & dg.AutomationCondition.any_deps_updated())
+        | dg.AutomationCondition.any_deps_updated().allow(PER_DAY_INPUTS)
+    ).since_last_handled()
+    & ~dg.AutomationCondition.any_deps_missing()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label(FOLLOW_INPUTS_LABEL)
+# Follow the inputs when they update and are complete, but never past an input whose blocking checks failed.
+QUALITY_GATED_EAGER = (FOLLOW_INPUTS_PER_DAY & dg.AutomationCondition.all_deps_blocking_checks_passed()).with_label(
+    "follow complete inputs, while all their blocking checks pass"
+)
 AUTOMATION_CONDITIONS: list[tuple[str, dg.AssetSelection, dg.AutomationCondition]] = [
-    ("Silver, Gold and ML follow their inputs once those pass their blocking checks", DBT_MODELS | ML,
+    ("Silver, Gold and ML follow their complete inputs once those pass their blocking checks", DBT_MODELS | ML,
      QUALITY_GATED_EAGER),
 ]  # fmt: skip
 # Run priority (`dagster/priority`, higher starts first) for the QueuedRunCoordinator: the daily Gold

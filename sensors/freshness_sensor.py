@@ -10,6 +10,14 @@ where the daemon runs and cannot be evaluated at an injected time.
 The cursor remembers each asset's last state, so only transitions alert: -> late is a breach,
 late -> fresh/warn is a recovery. A transition whose alert reached no channel at all is not
 recorded, so the next tick tries again instead of losing it.
+
+Partitioned tables are judged on their partitions instead (jobs/partition_freshness.py): which due
+day or hour is missing at the sensor's clock. Per asset, the cursor holds the partitions already
+reported late: a partition that turns late alerts once (partitions turning late in the same tick
+share one alert), and once it is loaded, one recovery alert says so. A partition still missing when
+it leaves the lookback window is dropped from the cursor without a recovery: a backfill's business.
+Whenever an asset's late/warn partitions change, the sensor records the result as the evaluation of
+its `partition_freshness` asset check (without a run), so the UI shows it on the asset.
 """
 
 from __future__ import annotations
@@ -23,6 +31,14 @@ from typing import TYPE_CHECKING, Literal
 import dagster as dg
 from dagster._core.definitions.freshness import CronFreshnessPolicy, TimeWindowFreshnessPolicy
 
+from jobs.partition_freshness import (
+    CHECK_NAME,
+    PartitionFreshness,
+    PartitionRule,
+    check_evaluation,
+    listed,
+    partition_freshness,
+)
 from resources.alerting import Alert, AlertingResource
 
 if TYPE_CHECKING:
@@ -153,6 +169,84 @@ def plan_freshness_alerts(
     return plan
 
 
+@dataclass(frozen=True)
+class PartitionState:
+    """An asset's partitions reported late (alerted) and past their warning, as of the last tick."""
+
+    late: tuple[str, ...] = ()
+    warn: tuple[str, ...] = ()
+
+
+@dataclass
+class PartitionPlan:
+    states: dict[str, PartitionState]
+    alerts: list[tuple[str, Alert]] = field(default_factory=list)  # (asset key string, alert)
+    changed: list[dg.AssetKey] = field(default_factory=list)  # assets whose check result changed
+
+
+def plan_partition_alerts(
+    results: Mapping[dg.AssetKey, PartitionFreshness],
+    materialized: Mapping[dg.AssetKey, set[str]],
+    previous: Mapping[str, PartitionState],
+    link: Callable[[dg.AssetKey], str | None] = lambda key: None,
+) -> PartitionPlan:
+    """Pure: the partitions newly late (one breach alert per asset) and newly loaded after being late
+    (one recovery alert per asset), and the assets whose late/warn partitions changed."""
+    plan = PartitionPlan(states={})
+    for key, result in sorted(results.items(), key=lambda item: item[0].to_user_string()):
+        name = key.to_user_string()
+        before = previous.get(name)
+        state = PartitionState(result.late, result.warn)
+        plan.states[name] = state
+        if before != state:
+            plan.changed.append(key)
+        already = set(before.late) if before else set()
+        newly_late = [p for p in result.late if p not in already]
+        recovered = sorted(p for p in already if p not in result.late and p in materialized.get(key, set()))
+        if newly_late:
+            plan.alerts.append(
+                (
+                    name,
+                    Alert(
+                        kind="freshness_breach",
+                        title=f"{name}: {len(newly_late)} partition(s) late",
+                        details=f"`{name}` does not hold {listed(newly_late)} past its deadline.",
+                        asset=name,
+                        check=CHECK_NAME,
+                        partition=listed(newly_late),
+                        url=link(key),
+                        facts={"Late partitions": listed(newly_late), "Late in all": str(len(result.late))},
+                    ),
+                )
+            )
+        if recovered:
+            plan.alerts.append(
+                (
+                    name,
+                    Alert(
+                        kind="freshness_recovered",
+                        title=f"{name}: {len(recovered)} late partition(s) loaded",
+                        details=f"`{name}` now holds {listed(recovered)}; "
+                        + (f"still late: {listed(result.late)}." if result.late else "nothing is late."),
+                        asset=name,
+                        check=CHECK_NAME,
+                        partition=listed(recovered),
+                        url=link(key),
+                        facts={"Loaded": listed(recovered), "Still late": str(len(result.late))},
+                    ),
+                )
+            )
+    return plan
+
+
+def parse_partition_states(raw: str | None) -> dict[str, PartitionState]:
+    try:
+        data = json.loads(raw).get("partitions", {}) if raw else {}
+        return {k: PartitionState(tuple(v.get("late", ())), tuple(v.get("warn", ()))) for k, v in data.items()}
+    except (ValueError, AttributeError):
+        return {}
+
+
 def parse_cursor(raw: str | None) -> dict[str, FreshnessStatus]:
     """Per-asset states from the cursor; an unreadable cursor starts over rather than failing every tick."""
     try:
@@ -162,8 +256,13 @@ def parse_cursor(raw: str | None) -> dict[str, FreshnessStatus]:
     return {k: v for k, v in states.items() if v in ("fresh", "warn", "late", "unknown")}
 
 
-def serialize_cursor(states: Mapping[str, FreshnessStatus]) -> str:
-    return json.dumps({"states": dict(sorted(states.items()))})
+def serialize_cursor(
+    states: Mapping[str, FreshnessStatus], partitions: Mapping[str, PartitionState] | None = None
+) -> str:
+    data: dict[str, object] = {"states": dict(sorted(states.items()))}
+    if partitions:
+        data["partitions"] = {k: {"late": list(v.late), "warn": list(v.warn)} for k, v in sorted(partitions.items())}
+    return json.dumps(data)
 
 
 def assets_with_policies(asset_graph: BaseAssetGraph, instance: dg.DagsterInstance) -> list[AssetFreshness]:
@@ -184,24 +283,47 @@ def assets_with_policies(asset_graph: BaseAssetGraph, instance: dg.DagsterInstan
     ]
 
 
+def judge_partitions(
+    instance: dg.DagsterInstance, rules: Mapping[dg.AssetKey, PartitionRule], now: datetime
+) -> tuple[dict[dg.AssetKey, PartitionFreshness], dict[dg.AssetKey, set[str]]]:
+    """Each covered asset's partition freshness at `now`, and the partitions it holds."""
+    materialized = {key: set(instance.get_materialized_partitions(key)) for key in rules}
+    results = {
+        key: partition_freshness(rule, partitions_def, materialized[key], now)
+        for key, (rule, partitions_def) in rules.items()
+    }
+    return results, materialized
+
+
 def build_freshness_alert_sensor(
-    *, minimum_interval_seconds: int = 60, clock: Callable[[], datetime] = utc_now
+    *,
+    minimum_interval_seconds: int = 60,
+    clock: Callable[[], datetime] = utc_now,
+    partition_rules: Mapping[dg.AssetKey, PartitionRule] | None = None,
 ) -> dg.SensorDefinition:
-    """The freshness alert sensor; `clock` is injectable so a test can freeze time."""
+    """The freshness alert sensor; `clock` is injectable so a test can freeze time. `partition_rules`
+    (asset key -> partition deadline and partitions) are judged on partitions, the rest on policies."""
+    partition_rules = dict(partition_rules or {})
 
     @dg.sensor(
         name=SENSOR_NAME,
         minimum_interval_seconds=minimum_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
-        description="Alerts once when an asset breaks its freshness policy and once when it recovers.",
+        description=(
+            "Alerts once when an asset breaks its freshness policy, or a partition is late, and once when it "
+            "recovers; records each partitioned asset's partition_freshness check."
+        ),
     )
     def freshness_alert_sensor(context: dg.SensorEvaluationContext, alerting: AlertingResource) -> dg.SensorResult:
         now = clock()
+        link = lambda key: alerting.link(f"/assets/{'/'.join(key.path)}")  # noqa: E731
         assets = assets_with_policies(context.repository_def.asset_graph, context.instance)
         previous = parse_cursor(context.cursor)
-        plan = plan_freshness_alerts(
-            assets, previous, now, link=lambda key: alerting.link(f"/assets/{'/'.join(key.path)}")
-        )
+        plan = plan_freshness_alerts(assets, previous, now, link=link)
+        results, materialized = judge_partitions(context.instance, partition_rules, now)
+        previous_partitions = parse_partition_states(context.cursor)
+        partition_plan = plan_partition_alerts(results, materialized, previous_partitions, link=link)
+
         sent = 0
         for key, alert in plan.alerts:
             delivered = alerting.send(alert)
@@ -209,12 +331,23 @@ def build_freshness_alert_sensor(
                 sent += 1
             else:  # nothing got through: keep the old state so the next tick tries this transition again
                 plan.states[key] = previous.get(key, "unknown")
+        for key, alert in partition_plan.alerts:
+            if any(alerting.send(alert).values()):
+                sent += 1
+            else:  # as above: the next tick sees the same transition again
+                partition_plan.states[key] = previous_partitions.get(key, PartitionState())
+        for key in partition_plan.changed:
+            context.instance.report_runless_asset_event(check_evaluation(key, partition_rules[key][0], results[key]))
+        late_partitions = sum(len(r.late) for r in results.values())
         summary = (
             f"{len(assets)} asset(s) with freshness policies at {_fmt(now)}: "
             + ", ".join(f"{n} {state}" for state, n in sorted(plan.counts.items()))
-            + f"; {sent}/{len(plan.alerts)} alert(s) sent"
+            + f"; {len(results)} partitioned asset(s): {late_partitions} late partition(s)"
+            + f"; {sent}/{len(plan.alerts) + len(partition_plan.alerts)} alert(s) sent"
         )
         context.log.info(summary)
-        return dg.SensorResult(cursor=serialize_cursor(plan.states), skip_reason=dg.SkipReason(summary))
+        return dg.SensorResult(
+            cursor=serialize_cursor(plan.states, partition_plan.states), skip_reason=dg.SkipReason(summary)
+        )
 
     return freshness_alert_sensor

@@ -12,12 +12,15 @@ A version already in the ledger of loaded drops is never requested again (an ide
 Any other delivery (a new version, or the same bytes re-delivered after a quarantine) is requested
 once: the cursor remembers the deliveries requested inside the lookback, and the run key
 (prefix@etag@_READY time) lets Dagster drop a request made twice.
+
+The sensor targets the `load_hourly` job, not an implicit asset job, and every request carries that
+job's priority tag, so drop runs queue under the same rules as any other `load_hourly` run.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -33,6 +36,8 @@ from assets.drops.protocol import (
     parse_drop_prefix,
     partition_key,
 )
+from jobs import JOB_BY_PARTITIONING
+from jobs.policies import priority_tags
 from resources.iceberg import IcebergCatalog
 from resources.landing import LandedObject, LandingZone
 
@@ -204,6 +209,7 @@ def plan_tick(
     loaded: set[tuple[str, str]],
     partitions: dg.PartitionsDefinition,
     asset_key: dg.AssetKey,
+    run_tags: Mapping[str, str] | None = None,
 ) -> TickPlan:
     """Decide which drops to request; pure, so tests can check every branch without a sensor."""
     first_hour, end = partition_bounds(partitions)
@@ -227,7 +233,11 @@ def plan_tick(
                     run_key=drop.delivery,
                     partition_key=partition_key(drop.hour_start),
                     asset_selection=[asset_key],
-                    tags={"strata/drop": drop.prefix, "strata/drop_version": drop.manifest_etag or "none"},
+                    tags={
+                        **(run_tags or {}),
+                        "strata/drop": drop.prefix,
+                        "strata/drop_version": drop.manifest_etag or "none",
+                    },
                 )
             )
     # The window moves only with drops of existing partitions, so a drop dated after them is listed
@@ -267,13 +277,19 @@ def off_layout_summary(dataset: str, keys: list[OffLayoutKey]) -> str:
     return f"{len(keys)} key(s) outside the layout {dataset}/{DROP_LAYOUT}<file>, skipped: {named}{more}"
 
 
-def build_telemetry_drop_sensor(dataset: str, asset: dg.AssetsDefinition) -> dg.SensorDefinition:
+LOAD_JOB = JOB_BY_PARTITIONING["hourly"][0]
+
+
+def build_telemetry_drop_sensor(
+    dataset: str, asset: dg.AssetsDefinition, job_name: str = LOAD_JOB
+) -> dg.SensorDefinition:
     partitions = asset.partitions_def
     asset_key = asset.key
+    run_tags = priority_tags(job_name)
 
     @dg.sensor(
         name=f"{dataset}_drop_sensor",
-        asset_selection=[asset_key],
+        job_name=job_name,
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Starts a {asset_key.to_user_string()} run for every new READY drop under {dataset}/.",
@@ -283,7 +299,9 @@ def build_telemetry_drop_sensor(dataset: str, asset: dg.AssetsDefinition) -> dg.
     ) -> dg.SensorResult:
         cursor = SensorCursor.parse(context.cursor)
         listing = list_drops(landing, dataset, cursor.start_after or None, MAX_OBJECTS_PER_TICK)
-        plan = plan_tick(dataset, listing, cursor, loaded_drop_versions(iceberg, dataset), partitions, asset_key)
+        plan = plan_tick(
+            dataset, listing, cursor, loaded_drop_versions(iceberg, dataset), partitions, asset_key, run_tags
+        )
         # A producer writing outside the layout is an operator's problem: a warning, not routine info.
         (context.log.warning if listing.unrecognised else context.log.info)(plan.summary)
         return dg.SensorResult(

@@ -31,6 +31,8 @@ DAILY_MODELS = {
     "kpi_daily",
     "demand_features_hourly",
 }
+# Daily-partitioned in Dagster but a view in dbt: the hourly -> daily mapping starts here.
+DAILY_VIEWS = {"stg_telemetry"}
 MODEL_SCHEMAS = {
     **dict.fromkeys(STAGING, "silver"),
     "bookings_valid": "silver",
@@ -438,7 +440,8 @@ def test_parses_for_the_prod_trino_target(tmp_path: Path, monkeypatch: pytest.Mo
     models = {n.name: n for n in manifest.nodes.values() if n.resource_type == "model"}
     assert set(models) == set(MODEL_SCHEMAS)
     assert {name: n.schema for name, n in models.items()} == MODEL_SCHEMAS
-    assert {name for name, n in models.items() if "daily" in n.tags} == DAILY_MODELS
+    assert {name for name, n in models.items() if "daily" in n.tags} == DAILY_MODELS | DAILY_VIEWS
+    assert {models[name].config.materialized for name in DAILY_VIEWS} == {"view"}
     for name in DAILY_MODELS:
         config = models[name].config
         assert config.materialized == "incremental" and config.incremental_strategy == "append", name

@@ -1,5 +1,7 @@
 """The code location: one graph from Bronze to Gold and ML, dbt sources wired to Bronze, checks and partitions."""
 
+from datetime import UTC, datetime
+
 import dagster as dg
 
 from definitions import build_definitions
@@ -22,6 +24,7 @@ GOLD = {
     "demand_features_hourly",
 }
 DAILY = {
+    ("silver", "stg_telemetry"),
     ("silver", "telemetry_clean"),
     ("silver", "telemetry_quarantine"),
     ("gold", "fct_bookings"),
@@ -49,11 +52,38 @@ def test_definitions_hold_one_graph_from_bronze_to_gold(settings):
 
     assert graph.get(dg.AssetKey(["silver", "stg_bookings"])).parent_keys == {dg.AssetKey(["bronze", "bookings"])}
     assert graph.get(dg.AssetKey(["silver", "stg_telemetry"])).parent_keys == {dg.AssetKey(["bronze", "telemetry"])}
+    # The dimensions feed the facts: customers and vehicles are not islands.
+    assert {dg.AssetKey(["gold", "dim_customers"]), dg.AssetKey(["gold", "dim_vehicles"])} <= graph.get(
+        dg.AssetKey(["gold", "fct_bookings"])
+    ).parent_keys
+    assert dg.AssetKey(["gold", "dim_vehicles"]) in graph.get(dg.AssetKey(["gold", "fleet_health_daily"])).parent_keys
     # The Python ML asset reads dbt marts: it is downstream of dbt in the same graph.
     assert graph.get(dg.AssetKey(["ml", "demand_forecast"])).parent_keys == {
         dg.AssetKey(["gold", "demand_features_hourly"]),
         dg.AssetKey(["gold", "dim_stations"]),
     }
+
+
+def connected_components(graph) -> list[set[dg.AssetKey]]:
+    """The asset graph's weakly connected components (lineage edges in either direction)."""
+    unseen, components = set(graph.get_all_asset_keys()), []
+    while unseen:
+        frontier, component = [unseen.pop()], set()
+        while frontier:
+            key = frontier.pop()
+            component.add(key)
+            node = graph.get(key)
+            for neighbour in (node.parent_keys | node.child_keys) & unseen:
+                unseen.discard(neighbour)
+                frontier.append(neighbour)
+        components.append(component)
+    return components
+
+
+def test_the_lineage_graph_is_one_connected_graph(settings):
+    graph = build_definitions(settings).resolve_asset_graph()
+    components = connected_components(graph)
+    assert len(components) == 1, [sorted(k.to_user_string() for k in c) for c in components]
 
 
 def test_partitions_and_backfill_policies(settings):
@@ -88,7 +118,9 @@ def test_jobs_split_by_partitioning(settings):
 def test_the_drop_sensor_targets_bronze_telemetry(settings):
     defs = build_definitions(settings)
     sensor = defs.resolve_sensor_def("telemetry_drop_sensor")
-    assert sensor.asset_selection.resolve(defs.resolve_asset_graph()) == {dg.AssetKey(["bronze", "telemetry"])}
+    # the hourly job, not an implicit asset job: its runs queue with load_hourly's priority
+    assert sensor.job_name == "load_hourly"
+    assert defs.resolve_job_def("load_hourly").asset_layer.selected_asset_keys == {dg.AssetKey(["bronze", "telemetry"])}
     assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
 
 
@@ -98,3 +130,53 @@ def test_error_severity_dbt_tests_are_blocking_checks(settings):
     assert specs[(("gold", "kpi_daily"), "unique_kpi_daily_kpi_date")].blocking
     assert specs[(("bronze", "telemetry"), "row_count_matches_manifest")].blocking
     assert not specs[(("bronze", "telemetry"), "speed_in_range")].blocking
+
+
+def ui_backfill_targets(graph, selection: list[dg.AssetKey], partition_names: list[str]) -> dict[str, set[str]]:
+    """What the UI's launcher (GraphQL `launchPartitionBackfill` with an asset selection) would target:
+    the same `PartitionBackfill.from_asset_partitions` call, partition keys per asset."""
+    from dagster._core.execution.backfill import PartitionBackfill
+
+    with dg.instance_for_test() as instance:
+        backfill = PartitionBackfill.from_asset_partitions(
+            backfill_id="ui-backfill",
+            asset_graph=graph,
+            partition_names=partition_names,
+            asset_selection=selection,
+            backfill_timestamp=datetime(2026, 10, 5, tzinfo=UTC).timestamp(),
+            tags={},
+            dynamic_partitions_store=instance,
+            all_partitions=False,
+            title=None,
+            description=None,
+            run_config=None,
+        )
+    target = backfill.asset_backfill_data.target_subset
+    return {key.to_user_string(): set(target.get_partitions_subset(key).get_partition_keys()) for key in selection}
+
+
+def test_a_ui_backfill_over_bronze_hours_and_daily_models_targets_every_selected_asset(settings):
+    graph = build_definitions(settings).resolve_asset_graph()
+    telemetry = dg.AssetKey(["bronze", "telemetry"])
+    downstream = sorted(
+        dg.AssetSelection.assets(telemetry).downstream().resolve(graph) - {telemetry}, key=lambda k: k.to_user_string()
+    )
+    assert {tuple(k.path) for k in downstream} == {
+        ("silver", "stg_telemetry"),
+        ("silver", "telemetry_clean"),
+        ("silver", "telemetry_quarantine"),
+        ("gold", "fleet_health_daily"),
+        ("gold", "kpi_daily"),
+    }
+    hours = [f"2026-10-02-{hour:02d}:00" for hour in range(24)]
+    targets = ui_backfill_targets(graph, [telemetry, *downstream], hours)
+    assert targets.pop("bronze/telemetry") == set(hours)
+    # every daily asset gets the day those hours make up (before the mapping only Bronze was targeted)
+    assert targets == {key.to_user_string(): {"2026-10-02"} for key in downstream}
+
+    daily = sorted((dg.AssetKey(list(path)) for path in DAILY), key=lambda k: k.to_user_string())
+
+    # the daily models alone, with daily keys, over two days
+    assert ui_backfill_targets(graph, daily, ["2026-10-02", "2026-10-03"]) == {
+        key.to_user_string(): {"2026-10-02", "2026-10-03"} for key in daily
+    }

@@ -11,6 +11,7 @@ import dagster as dg
 import pytest
 
 from definitions import build_definitions
+from jobs.policies import FOLLOW_INPUTS_LABEL
 from resources.iceberg import IcebergCatalog
 from resources.source_db import connect_adbc
 from tests.conftest import TEST_START
@@ -66,7 +67,7 @@ def test_every_silver_gold_and_ml_asset_is_gated_by_blocking_checks(settings):
         if key.path[0] == "bronze":
             assert condition is None, key  # Bronze is started by its sensor and jobs, not by automation
         else:
-            assert {"eager", "all_deps_blocking_checks_passed"} <= labels, key
+            assert {FOLLOW_INPUTS_LABEL, "all_deps_blocking_checks_passed"} <= labels, key
 
 
 @pytest.mark.slow
@@ -98,8 +99,11 @@ def test_a_failed_dbt_test_holds_back_the_python_asset_until_the_table_passes_ag
     assert STATIONS in {e.asset_key for e in broken.get_asset_materialization_events()}
     held = evaluate(quiet.cursor)
     assert held.total_requested == 0
-    # Plain `eager` would run it (an input updated); the failed blocking check is what holds it back.
-    assert parts(evaluation_of(held, FORECAST)) == {"eager": {DAY}, "all_deps_blocking_checks_passed": set()}
+    # Following the inputs alone would run it (an input updated); the failed blocking check holds it back.
+    assert parts(evaluation_of(held, FORECAST)) == {
+        FOLLOW_INPUTS_LABEL: {DAY},
+        "all_deps_blocking_checks_passed": set(),
+    }
 
     # The source is fixed; dim_stations is rebuilt and passes: the forecast is requested for DAY.
     set_capacity(settings, 1, 12, "2026-10-03 09:00:00.000000")

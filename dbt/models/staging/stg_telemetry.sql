@@ -1,5 +1,8 @@
+{{ config(tags=['daily']) }}
 -- Staging: 1:1 with bronze.telemetry, typed columns only. Duplicated readings are kept here and
 -- removed in telemetry_clean. A view: consumers filter by ts, which Iceberg prunes to partitions.
+-- Tagged `daily` so Dagster sees it daily-partitioned: each day maps to its 24 hourly Bronze
+-- partitions (a time-window mapping), which lets a backfill and automation go from hours to days.
 select
     cast(vehicle_id as bigint) as vehicle_id,
     ts,

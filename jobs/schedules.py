@@ -1,0 +1,103 @@
+"""Schedules as policy: what runs on a clock, in one table, running by default.
+
+Strata replaces cron: on a normal day nothing needs a person. Three things start runs:
+- the clock, for work that has no event to follow: the table below;
+- the READY-marker sensor, for each hourly telemetry drop (sensors/telemetry_drop_sensor.py);
+- automation conditions (jobs/policies.py), for everything downstream. The daily build of Silver
+  and Gold is one of them, not a schedule: a day is built once it is complete (all 24 hourly Bronze
+  partitions loaded), which a clock cannot know.
+
+Each request names what it covers and uses it as its run key (`<schedule>:<scheduled time>`, or the
+partition), so a tick evaluated twice requests once, and it carries its job's priority tag.
+
+A slot (`builds_nothing_yet`) is visible in the UI and skips every tick with the reason, until the
+issue that fills it gives it something to build. A slot with no job is only listed here: there is
+nothing for it to target yet.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import dagster as dg
+
+from jobs.policies import priority_tags
+
+SCHEDULE_TAG = "strata/scheduled_for"
+
+
+@dataclass(frozen=True)
+class SchedulePolicy:
+    name: str
+    cron: str  # UTC
+    job: str | None  # the job whose runs it starts (and whose priority they carry); None: a listed slot only
+    purpose: str
+    previous_day: bool = False  # request the daily partition of the day before the tick
+    builds_nothing_yet: bool = False  # a reserved slot: visible, skips every tick with `purpose` as the reason
+
+
+SCHEDULES: list[SchedulePolicy] = [
+    SchedulePolicy(
+        "hourly_oltp_extraction",
+        "0 * * * *",
+        "refresh_unpartitioned",
+        "Hourly, on the hour: incremental extraction of the OLTP tables into Bronze, then the unpartitioned "
+        "Silver/Gold models (dimensions, bookings). Automation carries the changes on to the daily models.",
+    ),
+    SchedulePolicy(
+        "ml_retraining",
+        "0 2 * * *",
+        "build_daily",
+        "Slot for the daily 02:00 retraining of the demand model on the previous day (a later issue adds the "
+        "training asset to build_daily). Today ml/demand_forecast follows its features through automation.",
+        previous_day=True,
+        builds_nothing_yet=True,
+    ),
+    SchedulePolicy(
+        "weekly_report",
+        "0 6 * * 1",
+        None,
+        "Slot for the Monday 06:00 report of the previous week (a later issue adds the report asset and "
+        "its schedule); no Dagster schedule until there is something to build.",
+    ),
+]
+
+
+def previous_day(moment: datetime) -> str:
+    return f"{moment - timedelta(days=1):%Y-%m-%d}"
+
+
+def run_request_for(policy: SchedulePolicy, scheduled_for: datetime) -> dg.RunRequest:
+    """The one request a tick of `policy` makes: keyed by its partition, or by its scheduled time."""
+    tags = {**priority_tags(policy.job or ""), SCHEDULE_TAG: f"{scheduled_for:%Y-%m-%dT%H:%MZ}"}
+    if policy.previous_day:
+        day = previous_day(scheduled_for)
+        return dg.RunRequest(run_key=f"{policy.name}:{day}", partition_key=day, tags=tags)
+    return dg.RunRequest(run_key=f"{policy.name}:{scheduled_for:%Y-%m-%dT%H:%MZ}", tags=tags)
+
+
+def build_schedule(policy: SchedulePolicy, job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
+    def evaluate(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+        if policy.builds_nothing_yet:
+            return dg.SkipReason(policy.purpose)
+        return run_request_for(policy, context.scheduled_execution_time)
+
+    return dg.ScheduleDefinition(
+        name=policy.name,
+        cron_schedule=policy.cron,
+        execution_timezone="UTC",
+        job=job,
+        execution_fn=evaluate,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=policy.purpose,
+    )
+
+
+def build_schedules(
+    jobs: Sequence[dg.UnresolvedAssetJobDefinition], table: Sequence[SchedulePolicy] = SCHEDULES
+) -> list[dg.ScheduleDefinition]:
+    """A running schedule for every policy with a job; each targets that job by name."""
+    by_name = {job.name: job for job in jobs}
+    return [build_schedule(policy, by_name[policy.job]) for policy in table if policy.job is not None]

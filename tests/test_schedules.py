@@ -1,0 +1,105 @@
+"""Schedules as policy, and the priority of every run a schedule, sensor or automation starts."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import dagster as dg
+import pytest
+
+from definitions import build_definitions
+from jobs.policies import PRIORITY_TAG, priority_tags
+from jobs.schedules import SCHEDULE_TAG, SCHEDULES
+from sensors.automation_sensor import automation_sensor_name
+from tests.conftest import TEST_START
+from tests.support import generate_demo
+
+TICK = datetime(2026, 10, 2, 13, tzinfo=UTC)
+
+
+def evaluate_schedule(defs: dg.Definitions, name: str, at: datetime) -> list[dg.RunRequest] | str:
+    """One tick of a schedule at its scheduled time, as the daemon evaluates it: run requests or the skip reason."""
+    schedule = defs.resolve_schedule_def(name)
+    with dg.build_schedule_context(scheduled_execution_time=at, repository_def=defs.get_repository_def()) as context:
+        data = schedule.evaluate_tick(context)
+    return data.run_requests if data.run_requests else data.skip_message
+
+
+def test_the_schedule_table_is_what_runs(settings):
+    defs = build_definitions(settings)
+    schedules = {s.name: s for s in defs.schedules}
+    assert {name: (s.cron_schedule, s.job_name, s.default_status) for name, s in schedules.items()} == {
+        "hourly_oltp_extraction": ("0 * * * *", "refresh_unpartitioned", dg.DefaultScheduleStatus.RUNNING),
+        "ml_retraining": ("0 2 * * *", "build_daily", dg.DefaultScheduleStatus.RUNNING),
+    }
+    assert all(s.execution_timezone == "UTC" for s in schedules.values())
+    # The Monday report is a listed slot with nothing to build yet: no schedule until it has a target.
+    report = next(p for p in SCHEDULES if p.name == "weekly_report")
+    assert (report.cron, report.job) == ("0 6 * * 1", None)
+
+    # The ML slot is visible and says why it builds nothing yet, every tick.
+    assert evaluate_schedule(defs, "ml_retraining", datetime(2026, 10, 3, 2, tzinfo=UTC)).startswith(
+        "Slot for the daily 02:00 retraining"
+    )
+
+
+def test_the_hourly_extraction_requests_once_per_tick_with_its_jobs_priority(settings):
+    defs = build_definitions(settings)
+    [request] = evaluate_schedule(defs, "hourly_oltp_extraction", TICK)
+    assert request.run_key == "hourly_oltp_extraction:2026-10-02T13:00Z"
+    assert request.tags == {
+        PRIORITY_TAG: "5",
+        SCHEDULE_TAG: "2026-10-02T13:00Z",
+        "dagster/schedule_name": "hourly_oltp_extraction",  # the audit record's trigger
+    }
+    # The same tick evaluated again (a daemon restart) asks for the same run key: Dagster launches it once.
+    assert [r.run_key for r in evaluate_schedule(defs, "hourly_oltp_extraction", TICK)] == [request.run_key]
+    assert evaluate_schedule(defs, "hourly_oltp_extraction", TICK.replace(hour=14))[0].run_key.endswith("14:00Z")
+
+
+def test_each_automation_sensor_carries_the_priority_of_the_job_its_assets_belong_to(settings):
+    defs = build_definitions(settings)
+    graph = defs.resolve_asset_graph()
+    automated = {key for key in graph.get_all_asset_keys() if graph.get(key).automation_condition is not None}
+    targeted: set[dg.AssetKey] = set()
+    for job_name in ("build_daily", "refresh_unpartitioned"):
+        sensor = defs.resolve_sensor_def(automation_sensor_name(job_name))
+        assert isinstance(sensor, dg.AutomationConditionSensorDefinition)
+        assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+        # the daemon stamps these on every run it requests for the sensor (`materialize_run_tags`)
+        assert sensor.run_tags == priority_tags(job_name)
+        assert not sensor.emit_backfills  # plain runs: a backfill would take the queue's backfill slots
+        keys = sensor.asset_selection.resolve(graph)
+        assert keys <= defs.resolve_job_def(job_name).asset_layer.selected_asset_keys
+        targeted |= keys
+    assert targeted == automated  # every automated asset, each by exactly one of them
+
+
+@pytest.mark.slow
+def test_runs_requested_by_the_schedule_and_the_drop_sensor_run_their_job_with_its_priority(settings):
+    generate_demo(settings, TEST_START, 1)
+    defs = build_definitions(settings)
+    with dg.instance_for_test() as instance:
+        # the drop sensor: one request per READY drop, for a run of load_hourly
+        sensor = defs.resolve_sensor_def("telemetry_drop_sensor")
+        assert sensor.job_name == "load_hourly"
+        resources = {"landing": defs.resources["landing"], "iceberg": defs.resources["iceberg"]}
+        with dg.build_sensor_context(instance=instance, definitions=defs, resources=resources) as context:
+            requests = sensor(context).run_requests
+        assert len(requests) == 24
+        first = min(requests, key=lambda r: r.partition_key)
+        assert first.tags[PRIORITY_TAG] == "0"
+        loaded = defs.resolve_job_def("load_hourly").execute_in_process(
+            instance=instance, partition_key=first.partition_key, tags=first.tags
+        )
+        assert loaded.success and loaded.dagster_run.tags[PRIORITY_TAG] == "0"
+
+        # the hourly schedule: a real refresh_unpartitioned run, carrying its priority and scheduled time
+        [request] = evaluate_schedule(defs, "hourly_oltp_extraction", TICK)
+        refreshed = defs.resolve_job_def("refresh_unpartitioned").execute_in_process(
+            instance=instance, tags=request.tags
+        )
+        assert refreshed.success
+        assert refreshed.dagster_run.tags[PRIORITY_TAG] == "5"
+        materialized = {e.asset_key.to_user_string() for e in refreshed.get_asset_materialization_events()}
+        assert {"bronze/bookings", "bronze/customers", "gold/dim_customers", "silver/bookings"} <= materialized
