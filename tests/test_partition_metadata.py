@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, timedelta
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -123,14 +124,12 @@ def test_each_day_of_a_dbt_range_run_reports_its_own_rows(backfilled: Backfilled
 
 def test_unpartitioned_models_report_table_and_view_rows_and_columns(backfilled: Backfilled):
     run_id = backfilled.run_id("refresh_unpartitioned")
-    with duckdb.connect(str(backfilled.settings.duckdb_path), read_only=True) as con:
-        for asset, table in (
-            ("silver/stg_customers", "silver.stg_customers"),
-            ("gold/dim_vehicles", "gold.dim_vehicles"),
-        ):
+    with backfilled.warehouse.connect(read_only=True) as con:  # the views read Bronze through iceberg_scan
+        for asset in ("silver/stg_customers", "gold/dim_vehicles"):  # a view and a table
+            table = asset.replace("/", ".")
             (event,) = backfilled.materializations(asset, run_id).values()
             rows = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-            columns = [name for (name,) in con.execute(f"SELECT * FROM {table} LIMIT 0").description]
+            columns = [column[0] for column in con.execute(f"SELECT * FROM {table} LIMIT 0").description]
             assert event.metadata["dagster/row_count"].value == rows > 0
             assert event.metadata["dagster/table_name"].value == table
             schema = event.metadata["dagster/column_schema"].value
@@ -190,3 +189,59 @@ def test_partitioned_checks_record_a_result_for_every_partition_that_ran(backfil
         by_partition = {record.partition: record.status.value for record in history}
         assert {p: by_partition.get(p) for p in partitions} == dict.fromkeys(partitions, "SUCCEEDED"), (asset, check)
         assert None not in by_partition  # no unpartitioned evaluation for a range run
+        # Current: each names its partition's latest materialization (else the UI shows it as not evaluated).
+        infos = instance.event_log_storage.get_asset_check_partition_info([key])
+        current = {info.partition_key: info.is_current for info in infos}
+        assert current == dict.fromkeys(partitions, True), (asset, check)
+
+
+CHECK_EXECUTIONS = """
+query($assetKey: AssetKeyInput!, $checkName: String!, $partition: String) {
+  assetCheckExecutions(assetKey: $assetKey, checkName: $checkName, partition: $partition, limit: 5) {
+    status partition evaluation { success partition }
+  }
+}"""
+CHECK_PARTITION_STATUSES = """
+query($assetKey: AssetKeyInput!) {
+  assetNodeOrError(assetKey: $assetKey) { ... on AssetNode { assetChecksOrError { ... on AssetChecks { checks {
+    name
+    partitionStatuses { ... on AssetCheckTimePartitionStatuses { ranges { startKey endKey status } } }
+  } } } } }
+}"""
+
+
+def test_the_graphql_api_reports_each_partitions_check_as_passed(backfilled: Backfilled, tmp_path: Path):
+    """What the UI's Checks tab reads, through the GraphQL API of a workspace loaded from definitions.py."""
+    from dagster._core.test_utils import in_process_test_workspace
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+    from dagster_graphql.test.utils import execute_dagster_graphql
+
+    # definitions.py's module-level `defs` was built at import, before this module's environment was set
+    # (its partitions would start elsewhere): the workspace loads definitions built from this environment.
+    location = tmp_path / "location.py"
+    location.write_text(
+        "from definitions import build_definitions\n"
+        "from resources.settings import load_settings\n"
+        "defs = build_definitions(load_settings())\n"
+    )
+    origin = LoadableTargetOrigin(
+        python_file=str(location), attribute="defs", working_directory=str(Path(__file__).parents[1])
+    )
+    with in_process_test_workspace(backfilled.instance, origin) as context:
+        day = f"{DAYS[1]:%Y-%m-%d}"
+        variables = {
+            "assetKey": {"path": ["silver", "telemetry_clean"]},
+            "checkName": "one_reading_per_vehicle_and_time",
+            "partition": day,
+        }
+        result = execute_dagster_graphql(context, CHECK_EXECUTIONS, variables)
+        assert not result.errors, result.errors
+        latest = result.data["assetCheckExecutions"][0]
+        assert latest == {"status": "SUCCEEDED", "partition": day, "evaluation": {"success": True, "partition": day}}
+
+        bronze = {"assetKey": {"path": ["bronze", "telemetry"]}}
+        result = execute_dagster_graphql(context, CHECK_PARTITION_STATUSES, bronze)
+        assert not result.errors, result.errors
+        checks = result.data["assetNodeOrError"]["assetChecksOrError"]["checks"]
+        statuses = {check["name"]: check["partitionStatuses"]["ranges"] for check in checks}
+        assert statuses["vehicle_id_not_null"] == [{"startKey": HOURS[0], "endKey": HOURS[-1], "status": "SUCCEEDED"}]
