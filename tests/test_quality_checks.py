@@ -224,6 +224,9 @@ READINGS_SUITE = [
 ]  # fmt: skip
 
 
+RUN_WINDOW = "[2026-10-01T00:00:00, 2026-10-01T03:00:00)"
+
+
 def readings_of_hour(hour: datetime, rows: int, speed: float = 30.0):
     import pyarrow as pa
 
@@ -235,10 +238,12 @@ def readings_of_hour(hour: datetime, rows: int, speed: float = 30.0):
     )
 
 
-def test_a_range_run_records_each_partitions_own_check_result(tmp_path):
+@pytest.mark.parametrize("reported", ["per_partition", "run_totals"])
+def test_a_range_run_records_each_partitions_own_check_result(tmp_path, reported):
     """Three hours in one run, each with its own row count and one with a bad reading: each hour is judged on
-    its own rows against its own reported count, and its result is recorded for that hour (not once for
-    the run, which the UI would show as three partitions never evaluated)."""
+    its own rows, and its result is recorded for that hour (not once for the run, which the UI would show as
+    three partitions never evaluated). The row count is judged against what was reported: each hour's own
+    count, or, where the asset reported only run totals, the run's window as a whole."""
     import pyarrow as pa
 
     hourly = dg.HourlyPartitionsDefinition(start_date="2026-10-01-00:00", timezone="UTC")
@@ -252,10 +257,15 @@ def test_a_range_run_records_each_partitions_own_check_result(tmp_path):
             start = hourly.time_window_for_partition_key(key).start.replace(tzinfo=None)
             speed = 400.0 if key == "2026-10-01-01:00" else 30.0  # one implausible hour
             hours.append(readings_of_hour(start, rows_per_hour[key], speed))
-            context.add_asset_metadata({"strata/rows_in": rows_per_hour[key]}, partition_key=key)
+            if reported == "per_partition":
+                window = f"[{start.isoformat()}, {(start + timedelta(hours=1)).isoformat()})"
+                metadata = {"strata/rows_in": rows_per_hour[key], "strata/data_window": window}
+                context.add_asset_metadata(metadata, partition_key=key)
         table = iceberg.load_or_create_table("bronze.readings", hours[0].schema)
         table.append(pa.concat_tables(hours))
-        return dg.MaterializeResult()
+        if reported == "per_partition":
+            return dg.MaterializeResult()
+        return dg.MaterializeResult(metadata={"strata/rows_in": 12, "strata/data_window": RUN_WINDOW})
 
     write_suite(tmp_path, "bronze.readings", READINGS_SUITE)
     suite = json.loads((tmp_path / "bronze.readings.json").read_text())
@@ -283,15 +293,23 @@ def test_a_range_run_records_each_partitions_own_check_result(tmp_path):
             ("row_count_matches_manifest", "2026-10-01-01:00"): True,
             ("row_count_matches_manifest", "2026-10-01-02:00"): True,
         }
-        assert [evaluations[("speed_in_range", key)].metadata["rows_validated"].value for key in rows_per_hour] == [
-            3,
-            5,
-            4,
-        ]
+
+        def of_check(name: str, entry: str) -> list:
+            return [evaluations[(name, key)].metadata[entry].value for key in rows_per_hour]
+
+        assert of_check("speed_in_range", "rows_validated") == [3, 5, 4]
+        counted = of_check("row_count_matches_manifest", "rows_validated")
+        judged = of_check("row_count_matches_manifest", "strata/evaluated_window")
+        if reported == "run_totals":  # judged over the window the total was reported for, for each hour
+            assert (counted, judged) == ([12, 12, 12], [RUN_WINDOW] * 3)
+        else:
+            assert (counted, len(set(judged))) == ([3, 5, 4], 3)
         assert not result.success  # the failed hour's check is critical: blocking, and it fails the step
-        # What the UI reads: each hour's latest evaluation of the check, for that hour, and no unpartitioned one.
+        # What the UI reads: each hour's latest evaluation of the check, for that hour, and no unpartitioned one,
+        # current (naming that hour's latest materialization, which the Checks tab requires).
         key = dg.AssetCheckKey(readings.key, "row_count_matches_manifest")
         history = instance.event_log_storage.get_asset_check_execution_history(key, limit=10)
-        assert {record.partition: record.status.value for record in history} == dict.fromkeys(
-            rows_per_hour, "SUCCEEDED"
-        )
+        statuses = {record.partition: record.status.value for record in history}
+        assert statuses == dict.fromkeys(rows_per_hour, "SUCCEEDED")
+        infos = instance.event_log_storage.get_asset_check_partition_info([key])
+        assert {info.partition_key: info.is_current for info in infos} == dict.fromkeys(rows_per_hour, True)

@@ -9,6 +9,7 @@ Iceberg and Silver/Gold from the warehouse, and hands them to `assets.quality.gx
 """
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,7 +20,7 @@ from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
 
-from assets.quality.gx_validation import validate
+from assets.quality.gx_validation import ExpectationOutcome, validate
 from assets.quality.suites import SuiteFile, SuiteFileError, columns_to_read, load_suite_files
 from resources.iceberg import IcebergCatalog
 from resources.warehouse import WAREHOUSE_POOL, Warehouse, quote_identifier, relation_name
@@ -149,11 +150,12 @@ def read_rows(suite: SuiteFile, window: dg.TimeWindow | None, iceberg: IcebergCa
 def judged_window(
     partition: dg.TimeWindow, checked: dg.EventLogRecord | None, run_window: dg.TimeWindow
 ) -> dg.TimeWindow:
-    """The window a partition's rows are judged over: the partition's own, unless the materialization
-    being checked reported one wider window for several partitions (`strata/data_window` of a range
-    run that copied its totals onto every partition). Its numbers (e.g. the rows a manifest promised)
-    hold only for that window, so it is validated as a whole and the result recorded for each of its
-    partitions, saying so in `strata/evaluated_window`. Only within the rows this run read."""
+    """The window over which a partition's checks of reported numbers (e.g. the manifest's row count)
+    are judged: the partition's own, unless the materialization being checked reported one wider
+    window for several partitions (`strata/data_window` of a range run that put its totals on every
+    partition). Those numbers hold only for that window, so such checks validate it as a whole and
+    record the result for each of its partitions, naming it in `strata/evaluated_window`; checks of
+    the rows alone still judge each partition on its own rows. Only within the rows this run read."""
     if checked is None:
         return partition
     reported = parse_window(checked.asset_materialization.metadata.get("strata/data_window"))
@@ -178,6 +180,42 @@ def parse_window(value: dg.MetadataValue | None) -> dg.TimeWindow | None:
 
 def format_window(window: dg.TimeWindow) -> str:
     return f"[{window.start.replace(tzinfo=None).isoformat()}, {window.end.replace(tzinfo=None).isoformat()})"
+
+
+# (outcome, rows it judged, window it judged)
+Outcome = tuple[ExpectationOutcome, int, dg.TimeWindow]
+WINDOW_PARAMETERS = frozenset({"window_start", "window_end", "window_last_15_minutes"})
+
+
+def outcomes_over(suite: SuiteFile | None, rows, window: dg.TimeWindow, params: dict[str, Any]) -> list[Outcome]:
+    if suite is None:
+        return []
+    return [(outcome, len(rows), window) for outcome in validate(suite, rows, params)]
+
+
+def parameter_names(value: Any) -> set[str]:
+    """The `{"$PARAMETER": name}` names an expectation's kwargs reference."""
+    if isinstance(value, dict):
+        if set(value) == {"$PARAMETER"}:
+            return {str(value["$PARAMETER"])}
+        return set().union(*(parameter_names(v) for v in value.values()))
+    if isinstance(value, list | tuple):
+        return set().union(*(parameter_names(v) for v in value))
+    return set()
+
+
+def split_by_reported_numbers(suite: SuiteFile) -> tuple[SuiteFile | None, SuiteFile | None]:
+    """(checks of the rows alone, checks against numbers the materialization reported, e.g. the
+    manifest's row count) as two suites, either None when empty. Named apart, since GX objects are
+    cached by suite name."""
+    reported = tuple(c for c in suite.checks if parameter_names(c.expectation.get("kwargs", {})) - WINDOW_PARAMETERS)
+    own = tuple(c for c in suite.checks if c not in reported)
+
+    def part(checks: tuple, tag: str) -> SuiteFile | None:
+        name = f"{suite.suite['name']}#{tag}"
+        return replace(suite, checks=checks, suite={**suite.suite, "name": name}) if checks else None
+
+    return part(own, "rows"), part(reported, "reported")
 
 
 def severity_of(blocking: bool) -> dg.AssetCheckSeverity:
@@ -243,35 +281,45 @@ def build_suite_checks(suite: SuiteFile, partitions_def: dg.PartitionsDefinition
         rows = read_rows(suite, run_window, iceberg, warehouse)
         windows = {key: partitions_def.time_window_for_partition_key(key) for key in context.partition_keys}
         checked = latest_materializations(context.instance, suite.asset_key, list(windows))
-        groups: dict[tuple[dg.TimeWindow, str | None], list[str]] = {}
+        judged = {key: judged_window(window, checked.get(key), run_window) for key, window in windows.items()}
+        slices = partition_slices(
+            rows, suite.time_column or suite.date_column, {**windows, **{w: w for w in judged.values()}}
+        )
+        own_suite, reported_suite = split_by_reported_numbers(suite)
+        over_reported_window: dict[tuple[dg.TimeWindow, str | None], list[Outcome]] = {}
         for key, window in windows.items():
             target = checked.get(key)
-            judged = judged_window(window, target, run_window)
-            groups.setdefault((judged, target.run_id if target else None), []).append(key)
-        slices = partition_slices(rows, suite.time_column or suite.date_column, {g: g[0] for g in groups})
-        for (judged, _), keys in groups.items():
-            target = checked.get(keys[0])
-            judged_rows = slices[(judged, _)]
-            outcomes = validate(suite, judged_rows, suite_parameters(judged, target))
-            for key in keys:
-                for outcome in outcomes:
-                    if outcome.check not in selected:
-                        continue
-                    check = by_name[outcome.check]
-                    yield dg.AssetCheckEvaluation(
-                        asset_key=suite.asset_key,
-                        check_name=outcome.check,
-                        passed=outcome.success,
-                        severity=severity_of(check.blocking),
-                        blocking=check.blocking,
-                        partition=key,
-                        metadata={
-                            "rows_validated": len(judged_rows),
-                            "strata/evaluated_window": format_window(judged),
-                            **outcome.metadata,
-                        },
-                        target_materialization_data=target_materialization(checked.get(key)),
+            if judged[key] == window:  # the materialization reported this partition's own numbers
+                outcomes = outcomes_over(suite, slices[key], window, suite_parameters(window, target))
+            else:
+                # Checks of the rows alone judge this partition; those of the reported numbers judge the
+                # window the numbers were reported for (once per window).
+                outcomes = outcomes_over(own_suite, slices[key], window, suite_parameters(window, None))
+                group = (judged[key], target.run_id if target else None)
+                if group not in over_reported_window:
+                    params = suite_parameters(judged[key], target)
+                    over_reported_window[group] = outcomes_over(
+                        reported_suite, slices[judged[key]], judged[key], params
                     )
+                outcomes += over_reported_window[group]
+            for outcome, rows_validated, evaluated_window in outcomes:
+                if outcome.check not in selected:
+                    continue
+                check = by_name[outcome.check]
+                yield dg.AssetCheckEvaluation(
+                    asset_key=suite.asset_key,
+                    check_name=outcome.check,
+                    passed=outcome.success,
+                    severity=severity_of(check.blocking),
+                    blocking=check.blocking,
+                    partition=key,
+                    metadata={
+                        "rows_validated": rows_validated,
+                        "strata/evaluated_window": format_window(evaluated_window),
+                        **outcome.metadata,
+                    },
+                    target_materialization_data=target_materialization(target),
+                )
         # Each selected check's output, as Dagster yields it for an AssetCheckResult.
         for name in sorted(selected):
             yield dg.Output(None, output_name=specs_by_name[name].get_python_identifier())
