@@ -22,7 +22,7 @@ from pathlib import Path
 import dagster as dg
 import pyarrow as pa
 
-from audit.query import AuditFilter
+from audit.query import AuditFilter, partition_matches
 from audit.record import AuditRecord, build_audit_records, finished_run_records
 from audit.run_log import RUN_LOG_TABLE, rebuild_run_log, records_from_arrow, records_to_arrow
 from resources.iceberg import IcebergCatalog
@@ -97,8 +97,22 @@ def select_records(args: argparse.Namespace) -> list[AuditRecord]:
     return sorted(records, key=lambda r: (r.start_time or datetime.min.replace(tzinfo=UTC), r.run_id))
 
 
-def format_listing(records: Sequence[AuditRecord]) -> str:
-    """A fixed-width table for a terminal: the columns an auditor scans first."""
+def partition_rows_of(record: AuditRecord, wanted: AuditFilter) -> list[str]:
+    """`asset[partition]=rows` entries of a record that the filter's asset and partition select."""
+    entries = []
+    for name, rows in record.partition_rows.items():
+        asset, _, partition = name.partition("[")
+        if wanted.asset and asset != wanted.asset:
+            continue
+        if wanted.partition and not partition_matches(partition.rstrip("]"), wanted.partition):
+            continue
+        entries.append(f"{name}={rows}")
+    return entries
+
+
+def format_listing(records: Sequence[AuditRecord], wanted: AuditFilter | None = None) -> str:
+    """A fixed-width table for a terminal: the columns an auditor scans first. Asked for a partition,
+    it also lists the rows each run wrote to that partition (of the asset asked for, if any)."""
     header = ("run_id", "job", "status", "trigger", "start (UTC)", "secs", "rows in/out/quar", "assets", "partitions")
     lines = [header]
     for r in records:
@@ -119,7 +133,17 @@ def format_listing(records: Sequence[AuditRecord]) -> str:
     widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
     text = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in lines]
     failures = [f"  {r.run_id}: {r.error_summary}" for r in records if r.error_summary]
-    return "\n".join([*text, f"{len(records)} record(s)", *(["errors:", *failures] if failures else [])])
+    written = []
+    if wanted is not None and wanted.partition:
+        written = [f"  {r.run_id}: {', '.join(e)}" for r in records if (e := partition_rows_of(r, wanted))]
+    return "\n".join(
+        [
+            *text,
+            f"{len(records)} record(s)",
+            *(["rows written per partition:", *written] if written else []),
+            *(["errors:", *failures] if failures else []),
+        ]
+    )
 
 
 def write_export(records: Sequence[AuditRecord], fmt: str, out: Path) -> None:
@@ -163,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     records = select_records(args)
     if args.command == "list":
-        print(format_listing(records))
+        print(format_listing(records, filter_from_args(args)))
     else:
         write_export(records, args.format, args.out)
         print(f"exported {len(records)} record(s) to {args.out} ({args.format})")

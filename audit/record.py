@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from itertools import pairwise
 from typing import Any
 
 import dagster as dg
@@ -41,6 +42,7 @@ RANGE_END_TAG = "dagster/asset_partition_range_end"
 PARTITION_TAG = "dagster/partition"
 CODE_VERSION_TAG = "dagster/code_version"
 TRIGGER_TAG = "strata/trigger"
+ROW_COUNTS = ("strata/rows_in", "strata/rows_out", "strata/rows_quarantined")
 
 
 @dataclass
@@ -71,6 +73,9 @@ class AuditRecord:
     duration_s: float | None = None
     error_summary: str | None = None
     not_run_reason: str | None = None  # a guard kept the asset from running (the run still succeeds)
+    # Rows the run wrote per partition, "layer/table[partition]" -> rows: one number per partition the
+    # run materialized, so "how many rows did run X write to gold/kpi_daily for day D" has an answer.
+    partition_rows: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), default=str, sort_keys=True)
@@ -137,10 +142,39 @@ class _AssetValues:
                 out.update({f"{asset}[{p}]": v for p, v in by_partition.items()})
         return dict(sorted(out.items()))
 
+    def flatten_windows(self) -> dict[str, str]:
+        """Like `flatten`, but the contiguous windows of an asset's partitions (`[a, b)`, `[b, c)`) become
+        one (`[a, c)`): a range run's windows stay one entry per asset however many partitions it has."""
+        merged: dict[str, str] = {}
+        for asset, by_partition in self.values.items():
+            window = _merged_window(by_partition.values())
+            if window is not None:
+                merged[asset] = window
+        rest = _AssetValues({a: v for a, v in self.values.items() if a not in merged})
+        return dict(sorted({**rest.flatten(), **merged}.items()))
 
-def _metadata_fingerprint(asset: str, step: str | None, metadata: Mapping[str, dg.MetadataValue]) -> tuple:
-    # A single-run range copies one MaterializeResult's metadata onto every partition's materialization.
-    return (asset, step, tuple(sorted((k, repr(v)) for k, v in metadata.items() if k.startswith("strata/"))))
+
+def _merged_window(windows: Iterable[str]) -> str | None:
+    """`[first start, last end)` when the windows are `[start, end)` texts that follow each other."""
+    bounds = []
+    for window in set(windows):
+        if not (window.startswith("[") and window.endswith(")")) or ", " not in window:
+            return None
+        bounds.append(tuple(window[1:-1].split(", ", 1)))
+    bounds.sort()
+    if any(end != next_start for (_, end), (next_start, _) in pairwise(bounds)):
+        return None
+    return f"[{bounds[0][0]}, {bounds[-1][1]})"
+
+
+def _rows_written(metadata: Mapping[str, dg.MetadataValue]) -> int | None:
+    """Rows a materialization wrote to its partition: `strata/rows_out` where the asset reports it, else
+    the partition's row count (a daily dbt model replaces its day, so the day's rows are what it wrote)."""
+    for key in ("strata/rows_out", "dagster/partition_row_count"):
+        value = _meta(metadata, key)
+        if value is not None:
+            return int(value)
+    return None
 
 
 def record_from_events(
@@ -168,8 +202,10 @@ def record_from_events(
     images: set[str] = set()
     inputs: set[str] = set()
     windows, checksums, snapshots = _AssetValues(), _AssetValues(), _AssetValues()
-    counted: set[tuple] = set()
-    rows = {"strata/rows_in": 0, "strata/rows_out": 0, "strata/rows_quarantined": 0}
+    # Each partition (or unpartitioned asset) counts once, with its latest event in the run: every
+    # partition of a range run has its own event and values, and a retried step must not count twice.
+    rows_by_event: dict[tuple[str, str | None], dict[str, int]] = {}
+    partition_rows: dict[str, int] = {}
     passed: set[str] = set()
     failed: set[str] = set()
     step_failures: list[tuple[str, Any]] = []
@@ -200,11 +236,9 @@ def record_from_events(
             for key, target in (("strata/git_sha", git_shas), ("strata/image", images)):
                 if value := _meta(metadata, key):
                     target.add(str(value))
-            fingerprint = _metadata_fingerprint(asset, entry.step_key, metadata)
-            if fingerprint not in counted:
-                counted.add(fingerprint)
-                for key in rows:
-                    rows[key] += int(_meta(metadata, key) or 0)
+            rows_by_event[(asset, mat.partition)] = {key: int(_meta(metadata, key) or 0) for key in ROW_COUNTS}
+            if mat.partition and (written := _rows_written(metadata)) is not None:
+                partition_rows[f"{asset}[{mat.partition}]"] = written
             windows.add(asset, mat.partition, _meta(metadata, "strata/data_window"))
             checksums.add(asset, mat.partition, _meta(metadata, "strata/checksum"))
             snapshots.add(asset, mat.partition, _meta(metadata, "strata/snapshot_id"))
@@ -249,11 +283,11 @@ def record_from_events(
         code_version=",".join(sorted(code_versions)) or git_sha,
         git_sha=git_sha,
         image=image,
-        data_windows=windows.flatten(),
+        data_windows=windows.flatten_windows(),
         input_partitions=sorted(inputs),
-        rows_in=rows["strata/rows_in"],
-        rows_out=rows["strata/rows_out"],
-        rows_quarantined=rows["strata/rows_quarantined"],
+        rows_in=sum(r["strata/rows_in"] for r in rows_by_event.values()),
+        rows_out=sum(r["strata/rows_out"] for r in rows_by_event.values()),
+        rows_quarantined=sum(r["strata/rows_quarantined"] for r in rows_by_event.values()),
         checksums=checksums.flatten(),
         snapshot_ids=snapshots.flatten(),
         checks_passed=sorted(passed),
@@ -265,6 +299,7 @@ def record_from_events(
             status, step_failures, run_failure, canceled_message, tags.get("dagster/failure_reason"), secrets
         ),
         not_run_reason=truncate(scrub(tags[NOT_RUN_TAG], secrets)) if tags.get(NOT_RUN_TAG) else None,
+        partition_rows=dict(sorted(partition_rows.items())),
     )
 
 

@@ -32,6 +32,7 @@ JSON_FIELDS = (
     "snapshot_ids",
     "checks_passed",
     "checks_failed",
+    "partition_rows",
 )
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 RUN_LOG_SCHEMA = pa.schema(
@@ -60,6 +61,9 @@ RUN_LOG_SCHEMA = pa.schema(
         pa.field("duration_s", pa.float64()),
         pa.field("error_summary", pa.string()),
         pa.field("not_run_reason", pa.string()),
+        # JSON object. Added after the table first shipped: optional, so a table created without it is
+        # evolved in place (`run_log_table`), and its older rows read back as {}.
+        pa.field("partition_rows", pa.string()),
     ]
 )
 assert [f.name for f in RUN_LOG_SCHEMA] == [f.name for f in fields(AuditRecord)]
@@ -80,9 +84,12 @@ def records_to_arrow(records: Iterable[AuditRecord]) -> pa.Table:
 def records_from_arrow(table: pa.Table) -> list[AuditRecord]:
     """Inverse of records_to_arrow, for rows read back from Iceberg or Parquet."""
     records = []
+    for field in RUN_LOG_SCHEMA:
+        if field.name not in table.column_names and field.nullable:  # read from a table of an older schema
+            table = table.append_column(field, pa.nulls(table.num_rows, field.type))
     for row in table.select([f.name for f in RUN_LOG_SCHEMA]).to_pylist():
         for name in JSON_FIELDS:
-            row[name] = json.loads(row[name])
+            row[name] = json.loads(row[name]) if row[name] is not None else {}
         for name in ("start_time", "end_time"):
             if row[name] is not None and row[name].tzinfo is None:
                 row[name] = row[name].replace(tzinfo=UTC)
@@ -91,7 +98,14 @@ def records_from_arrow(table: pa.Table) -> list[AuditRecord]:
 
 
 def run_log_table(catalog: IcebergCatalog) -> Table:
-    return catalog.load_or_create_table(RUN_LOG_TABLE, RUN_LOG_SCHEMA)
+    """The table, created with RUN_LOG_SCHEMA or, if an older version of it exists, evolved to it: the
+    columns added since (all optional) are appended, and nothing existing changes."""
+    table = catalog.load_or_create_table(RUN_LOG_TABLE, RUN_LOG_SCHEMA)
+    if set(RUN_LOG_SCHEMA.names) - set(table.schema().column_names):
+        with table.update_schema() as update:
+            update.union_by_name(RUN_LOG_SCHEMA)
+        table = table.refresh()
+    return table
 
 
 def recorded_run_ids(table: Table, records: Sequence[AuditRecord]) -> set[str]:

@@ -24,11 +24,11 @@ from dagster._utils.error import SerializableErrorInfo
 from assets.bronze.conform import conform_to_contract
 from assets.bronze.contracts import oltp_contracts
 from assets.bronze.oltp import build_oltp_asset, extraction_query, latest_version_per_key
-from audit.cli import main, settings_catalog
+from audit.cli import iceberg_records, main, settings_catalog
 from audit.errors import MAX_ERROR_CHARS, error_summary
 from audit.metadata import code_identity, table_checksum
 from audit.query import AuditFilter, partition_matches
-from audit.record import AuditRecord, build_audit_record, classify_trigger
+from audit.record import AuditRecord, _AssetValues, build_audit_record, classify_trigger
 from audit.run_log import RUN_LOG_SCHEMA, RUN_LOG_TABLE, rebuild_run_log, records_from_arrow, records_to_arrow
 from resources.iceberg import IcebergCatalog
 from resources.ingestion_guard import IngestionGuard
@@ -268,22 +268,43 @@ def test_a_run_its_guard_stopped_says_why(tmp_path: Path):
     assert record.not_run_reason.startswith("free disk under ")
 
 
-def test_a_range_run_counts_its_rows_once():
-    """A single-run range copies one result's metadata onto every partition's materialization."""
+def test_a_range_run_sums_each_partitions_own_rows_and_keeps_them_per_partition():
+    """Each partition of a single-run range has its own event with its own values: rows are summed over
+    the partitions (two days with equal numbers are not copies of one), each partition's rows are kept,
+    and the days' contiguous windows read as one."""
+    rows_out = {"2026-10-01": 4, "2026-10-02": 4, "2026-10-03": 9}
 
     @dg.asset(partitions_def=dg.DailyPartitionsDefinition("2026-10-01"), backfill_policy=dg.BackfillPolicy.single_run())
-    def daily() -> dg.MaterializeResult:
-        return dg.MaterializeResult(
-            metadata={"strata/rows_in": 5, "strata/rows_out": 4, "strata/checksum": "c0ffee", "strata/snapshot_id": "7"}
-        )
+    def daily(context) -> dg.MaterializeResult:
+        for day in context.partition_keys:
+            next_day = f"2026-10-{int(day[-2:]) + 1:02d}"
+            context.add_asset_metadata(
+                {"strata/rows_in": 5, "strata/rows_out": rows_out[day], "strata/data_window": f"[{day}, {next_day})"},
+                partition_key=day,
+            )
+        return dg.MaterializeResult(metadata={"strata/checksum": "c0ffee", "strata/snapshot_id": "7"})
 
     tags = {"dagster/asset_partition_range_start": "2026-10-01", "dagster/asset_partition_range_end": "2026-10-03"}
     with dg.instance_for_test() as instance:
         result = dg.materialize([daily], instance=instance, tags=tags)
         record = build_audit_record(instance, result.run_id, secrets=())
-    assert (record.rows_in, record.rows_out) == (5, 4)
+    assert (record.rows_in, record.rows_out) == (15, 17)
+    assert record.partition_rows == {"daily[2026-10-01]": 4, "daily[2026-10-02]": 4, "daily[2026-10-03]": 9}
     assert record.partitions == ["2026-10-01..2026-10-03"]
+    assert record.data_windows == {"daily": "[2026-10-01, 2026-10-04)"}
     assert record.checksums == {"daily": "c0ffee"} and record.snapshot_ids == {"daily": "7"}
+
+
+def test_windows_with_a_gap_stay_per_partition():
+    record_windows = _AssetValues()
+    record_windows.add("gold/kpi_daily", "2026-10-01", "[2026-10-01, 2026-10-02)")
+    record_windows.add("gold/kpi_daily", "2026-10-03", "[2026-10-03, 2026-10-04)")
+    record_windows.add("bronze/stations", None, "[-inf, 2026-10-01 09:30:00)")
+    assert record_windows.flatten_windows() == {
+        "bronze/stations": "[-inf, 2026-10-01 09:30:00)",
+        "gold/kpi_daily[2026-10-01]": "[2026-10-01, 2026-10-02)",
+        "gold/kpi_daily[2026-10-03]": "[2026-10-03, 2026-10-04)",
+    }
 
 
 # --- the sensor and the Iceberg projection -----------------------------------------------------------
@@ -361,6 +382,23 @@ def test_rebuild_recreates_the_table_from_the_instance(trail: Trail):
     assert rebuild_run_log(trail.instance, trail.catalog) == 2
     assert stored_records(trail.catalog) == trail.built()
     assert process_finished_runs(trail.instance, trail.catalog, AuditCursor()).written == []
+
+
+def test_a_run_log_of_the_old_schema_is_evolved_and_keeps_its_rows(trail: Trail):
+    """`audit.run_log` created before `partition_rows` existed: the CLI still reads it, the next write
+    adds the column in place (no rewrite), and old rows read back with no partition rows."""
+    old_schema = pa.schema([f for f in RUN_LOG_SCHEMA if f.name != "partition_rows"])
+    old_table = trail.catalog.load_or_create_table(RUN_LOG_TABLE, old_schema)
+    ok, failed = sorted(trail.built(), key=lambda r: r.run_id != trail.ok_run)
+    old_table.append(records_to_arrow([ok]).select(old_schema.names).cast(old_schema))
+    assert iceberg_records(trail.catalog, AuditFilter()) == [ok]
+
+    written = process_finished_runs(trail.instance, trail.catalog, AuditCursor()).written
+    assert written == [failed.run_id]
+    table = trail.catalog.load().load_table(RUN_LOG_TABLE)
+    assert table.schema().column_names == RUN_LOG_SCHEMA.names
+    assert table.scan().to_arrow().column("partition_rows").to_pylist().count(None) == 1  # the old row
+    assert stored_records(trail.catalog) == trail.built()
 
 
 def test_cursor_round_trips():

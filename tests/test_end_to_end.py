@@ -97,7 +97,9 @@ def test_bronze_materializations_carry_the_audit_metadata(backfilled):
 
     gold = instance.get_latest_materialization_event(dg.AssetKey(["gold", "kpi_daily"]))
     gold_meta = gold.asset_materialization.metadata
-    assert gold_meta["strata/data_window"].value == "[2026-10-01, 2026-10-03)"
+    # The range run's last day: its own window, not the run's (tests/test_partition_metadata.py checks each day).
+    assert gold.asset_materialization.partition == "2026-10-02"
+    assert gold_meta["strata/data_window"].value == "[2026-10-02, 2026-10-03)"
     assert set(gold_meta["strata/input_snapshots"].value) == {
         "customers",
         "stations",

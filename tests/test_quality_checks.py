@@ -2,7 +2,7 @@
 quarantine, and a new suite file becoming new checks without code changes."""
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -20,6 +20,7 @@ from assets.quality.suites import (
 from definitions import build_definitions
 from resources.iceberg import IcebergCatalog
 from resources.source_db import connect_adbc
+from resources.warehouse import Warehouse
 from tests.conftest import TEST_START
 from tests.support import generate_demo
 
@@ -213,3 +214,102 @@ def test_a_failing_critical_check_blocks_downstream_and_a_warning_does_not(setti
     assert failed == {("bronze/bookings", "booking_id_unique"), ("bronze/bookings", "distance_plausible")}
     assert "bronze/bookings" in materialized_in(blocked)
     assert not dbt_models & materialized_in(blocked)  # nothing downstream was published
+
+
+READINGS_SUITE = [
+    {"type": "expect_column_values_to_be_between", "kwargs": {"column": "speed_kmh", "min_value": 0, "max_value": 250},
+     "severity": "critical", "meta": {"check": "speed_in_range"}},
+    {"type": "expect_table_row_count_to_equal", "kwargs": {"value": {"$PARAMETER": "rows_in"}},
+     "severity": "critical", "meta": {"check": "row_count_matches_manifest"}},
+]  # fmt: skip
+
+
+RUN_WINDOW = "[2026-10-01T00:00:00, 2026-10-01T03:00:00)"
+
+
+def readings_of_hour(hour: datetime, rows: int, speed: float = 30.0):
+    import pyarrow as pa
+
+    return pa.table(
+        {
+            "ts": pa.array([hour + timedelta(minutes=minute) for minute in range(rows)], pa.timestamp("us")),
+            "speed_kmh": pa.array([speed] * rows, pa.float64()),
+        }
+    )
+
+
+@pytest.mark.parametrize("reported", ["per_partition", "run_totals"])
+def test_a_range_run_records_each_partitions_own_check_result(tmp_path, reported):
+    """Three hours in one run, each with its own row count and one with a bad reading: each hour is judged on
+    its own rows, and its result is recorded for that hour (not once for the run, which the UI would show as
+    three partitions never evaluated). The row count is judged against what was reported: each hour's own
+    count, or, where the asset reported only run totals, the run's window as a whole."""
+    import pyarrow as pa
+
+    hourly = dg.HourlyPartitionsDefinition(start_date="2026-10-01-00:00", timezone="UTC")
+    rows_per_hour = {"2026-10-01-00:00": 3, "2026-10-01-01:00": 5, "2026-10-01-02:00": 4}
+    catalog = IcebergCatalog(uri=f"sqlite:///{tmp_path / 'catalog.db'}", warehouse=f"file://{tmp_path / 'wh'}")
+
+    @dg.asset(key=["bronze", "readings"], partitions_def=hourly, backfill_policy=dg.BackfillPolicy.single_run())
+    def readings(context, iceberg: IcebergCatalog) -> dg.MaterializeResult:
+        hours = []
+        for key in context.partition_keys:
+            start = hourly.time_window_for_partition_key(key).start.replace(tzinfo=None)
+            speed = 400.0 if key == "2026-10-01-01:00" else 30.0  # one implausible hour
+            hours.append(readings_of_hour(start, rows_per_hour[key], speed))
+            if reported == "per_partition":
+                window = f"[{start.isoformat()}, {(start + timedelta(hours=1)).isoformat()})"
+                metadata = {"strata/rows_in": rows_per_hour[key], "strata/data_window": window}
+                context.add_asset_metadata(metadata, partition_key=key)
+        table = iceberg.load_or_create_table("bronze.readings", hours[0].schema)
+        table.append(pa.concat_tables(hours))
+        if reported == "per_partition":
+            return dg.MaterializeResult()
+        return dg.MaterializeResult(metadata={"strata/rows_in": 12, "strata/data_window": RUN_WINDOW})
+
+    write_suite(tmp_path, "bronze.readings", READINGS_SUITE)
+    suite = json.loads((tmp_path / "bronze.readings.json").read_text())
+    suite["meta"] = {"strata": {"time_column": "ts"}}
+    (tmp_path / "bronze.readings.json").write_text(json.dumps(suite))
+    checks = build_quality_checks({readings.key: hourly}, load_suite_files(tmp_path))
+    tags = {
+        "dagster/asset_partition_range_start": "2026-10-01-00:00",
+        "dagster/asset_partition_range_end": "2026-10-01-02:00",
+    }
+    with dg.instance_for_test() as instance:
+        result = dg.materialize(
+            [readings, *checks],
+            instance=instance,
+            resources={"iceberg": catalog, "warehouse": Warehouse(duckdb_path=str(tmp_path / "unused.duckdb"))},
+            tags=tags,
+            raise_on_error=False,
+        )
+        evaluations = {(e.check_name, e.partition): e for e in result.get_asset_check_evaluations()}
+        assert {key: e.passed for key, e in evaluations.items()} == {
+            ("speed_in_range", "2026-10-01-00:00"): True,
+            ("speed_in_range", "2026-10-01-01:00"): False,
+            ("speed_in_range", "2026-10-01-02:00"): True,
+            ("row_count_matches_manifest", "2026-10-01-00:00"): True,
+            ("row_count_matches_manifest", "2026-10-01-01:00"): True,
+            ("row_count_matches_manifest", "2026-10-01-02:00"): True,
+        }
+
+        def of_check(name: str, entry: str) -> list:
+            return [evaluations[(name, key)].metadata[entry].value for key in rows_per_hour]
+
+        assert of_check("speed_in_range", "rows_validated") == [3, 5, 4]
+        counted = of_check("row_count_matches_manifest", "rows_validated")
+        judged = of_check("row_count_matches_manifest", "strata/evaluated_window")
+        if reported == "run_totals":  # judged over the window the total was reported for, for each hour
+            assert (counted, judged) == ([12, 12, 12], [RUN_WINDOW] * 3)
+        else:
+            assert (counted, len(set(judged))) == ([3, 5, 4], 3)
+        assert not result.success  # the failed hour's check is critical: blocking, and it fails the step
+        # What the UI reads: each hour's latest evaluation of the check, for that hour, and no unpartitioned one,
+        # current (naming that hour's latest materialization, which the Checks tab requires).
+        key = dg.AssetCheckKey(readings.key, "row_count_matches_manifest")
+        history = instance.event_log_storage.get_asset_check_execution_history(key, limit=10)
+        statuses = {record.partition: record.status.value for record in history}
+        assert statuses == dict.fromkeys(rows_per_hour, "SUCCEEDED")
+        infos = instance.event_log_storage.get_asset_check_partition_info([key])
+        assert {info.partition_key: info.is_current for info in infos} == dict.fromkeys(rows_per_hour, True)

@@ -7,7 +7,7 @@ so the platform has a Python consumer of dbt output: a failing blocking dbt test
 it from being published, in the same run and, through its automation condition, in later ones.
 """
 
-from datetime import date, timedelta
+from datetime import date
 
 import dagster as dg
 import pyarrow as pa
@@ -72,6 +72,13 @@ def seasonal_naive_forecast(features: pa.Table, run_id: str) -> pa.Table:
     return forecast.to_arrow().cast(FORECAST_SCHEMA)
 
 
+def rows_of_day(rows: pa.Table, day: date) -> pa.Table:
+    """The rows of one feature day."""
+    import pyarrow.compute as pc
+
+    return rows.filter(pc.equal(rows.column("feature_date"), pa.scalar(day, pa.date32())))
+
+
 def feature_date_filter(start: date, end: date):
     from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
 
@@ -103,22 +110,29 @@ def build_demand_forecast_asset(partitions_def: dg.DailyPartitionsDefinition) ->
         table = table.refresh()
         snapshot = table.current_snapshot()
         context.log.info(f"{FORECAST_TABLE}: {forecast.num_rows} forecast row(s) for feature days [{start}, {end})")
-        days = [start + timedelta(days=n) for n in range((end - start).days)]
-        return dg.MaterializeResult(
-            metadata=audit_metadata(
-                table_name=FORECAST_TABLE,
-                uri=table.metadata_location,
-                rows_in=features.num_rows,
-                rows_out=forecast.num_rows,
-                table_row_count=int(snapshot.summary["total-records"]),
-                partition_row_count=forecast.num_rows,
-                checksum=table_checksum(forecast.drop_columns(["dagster_run_id"]), FORECAST_KEY_COLUMNS),
-                data_window=(start.isoformat(), end.isoformat()),
-                input_partitions=[f"{FEATURES.to_user_string()}:{day}" for day in days],
-                snapshot_id=snapshot.snapshot_id,
-                schema=FORECAST_SCHEMA,
-                extra={"model": MODEL_NAME},
+        # Each feature day is its own partition: its own rows, checksum, window and input, so a range
+        # run's materializations do not all carry the run's totals.
+        for partition_key in context.partition_keys:
+            day = partitions_def.time_window_for_partition_key(partition_key)
+            day_start, day_end = day.start.date(), day.end.date()
+            day_features, day_forecast = rows_of_day(features, day_start), rows_of_day(forecast, day_start)
+            context.add_asset_metadata(
+                audit_metadata(
+                    table_name=FORECAST_TABLE,
+                    uri=table.metadata_location,
+                    rows_in=day_features.num_rows,
+                    rows_out=day_forecast.num_rows,
+                    table_row_count=int(snapshot.summary["total-records"]),
+                    partition_row_count=day_forecast.num_rows,
+                    checksum=table_checksum(day_forecast.drop_columns(["dagster_run_id"]), FORECAST_KEY_COLUMNS),
+                    data_window=(day_start.isoformat(), day_end.isoformat()),
+                    input_partitions=[f"{FEATURES.to_user_string()}:{day_start}"],
+                    snapshot_id=snapshot.snapshot_id,
+                    schema=FORECAST_SCHEMA,
+                    extra={"model": MODEL_NAME},
+                ),
+                partition_key=partition_key,
             )
-        )
+        return dg.MaterializeResult()
 
     return demand_forecast

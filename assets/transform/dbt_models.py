@@ -21,9 +21,10 @@ from dagster_dbt import (
     dbt_assets,
 )
 
+from assets.transform.dbt_metadata import day_metadata, model_table, read_table_facts, table_metadata
 from audit.metadata import code_identity
 from resources.iceberg import IcebergCatalog
-from resources.warehouse import WAREHOUSE_POOL, Warehouse
+from resources.warehouse import WAREHOUSE_POOL, Warehouse, WarehouseQueryError
 
 DAILY_TAG = "daily"
 RUN_ID_ENV = "STRATA_DAGSTER_RUN_ID"
@@ -79,20 +80,58 @@ def run_dbt(
     iceberg: IcebergCatalog,
     window: dg.TimeWindow | None,
 ) -> Iterator[Any]:
-    """Pin Bronze snapshots for this run, then stream `dbt build` events with run-level metadata."""
+    """Pin Bronze snapshots for this run, run `dbt build`, then yield its events with what each model's
+    table holds (assets/transform/dbt_metadata.py): per day for a daily range, per table otherwise.
+
+    The events are held until dbt exits: DuckDB has a single writer, so the warehouse can be read only
+    then, and a day's metadata must be registered before its model's Output is yielded (Dagster builds
+    each partition's materialization from the Output). dbt's log lines still stream as it runs. When
+    dbt fails, the models it did build are still reported before the error is raised.
+    """
     snapshots = warehouse.publish_bronze_views(iceberg)
     context.log.info(f"dbt reads Bronze snapshots {snapshots}")
     git_sha, image = code_identity()
-    extra = {
+    run_level = {
         "strata/input_snapshots": dg.MetadataValue.json(snapshots),
         "strata/git_sha": git_sha,
         "strata/image": image,
     }
-    if window is not None:
-        extra["strata/data_window"] = f"[{window.start:%Y-%m-%d}, {window.end:%Y-%m-%d})"
+    events: list[Any] = []
+    failure: Exception | None = None
     with subprocess_environment(dbt_environment(context.run.run_id, warehouse)):
-        for event in dbt.cli(dbt_build_args(window), context=context).stream():
-            yield event.with_metadata({**event.metadata, **extra}) if isinstance(event, dg.Output) else event
+        invocation = dbt.cli(dbt_build_args(window), context=context)
+        try:
+            events.extend(invocation.stream())
+        except Exception as error:  # re-raised below, once the built models are reported
+            failure = error
+    tables = {
+        event.output_name: model_table(
+            invocation.manifest["nodes"][str(event.metadata["unique_id"].value)], partitioned=window is not None
+        )
+        for event in events
+        if isinstance(event, dg.Output)
+    }
+    try:
+        facts = read_table_facts(warehouse, list(tables.values()), window)
+    except WarehouseQueryError as error:
+        # The tables are built: their materializations are still recorded, without the counts.
+        context.log.error(f"row counts and columns of the dbt models not read: {error}")
+        facts = {}
+    for event in events:
+        if isinstance(event, dg.Output):
+            table = tables[event.output_name]
+            table_facts = facts.get(table.name)
+            if window is not None:
+                asset_key = context.asset_key_for_output(event.output_name)
+                for partition_key in context.partition_keys:
+                    day = context.assets_def.partitions_def.time_window_for_partition_key(partition_key)
+                    context.add_asset_metadata(
+                        day_metadata(table, table_facts, day), asset_key=asset_key, partition_key=partition_key
+                    )
+            event = event.with_metadata({**event.metadata, **run_level, **table_metadata(table, table_facts)})
+        yield event
+    if failure is not None:
+        raise failure
 
 
 def dbt_environment(run_id: str, warehouse: Warehouse) -> dict[str, str]:
