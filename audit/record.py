@@ -52,7 +52,7 @@ class AuditRecord:
     run_id: str
     job_name: str
     status: str  # SUCCESS / FAILURE / CANCELED
-    trigger: str  # schedule / sensor / backfill / manual
+    trigger: str  # schedule / sensor / automation / backfill / manual
     trigger_detail: str  # schedule or sensor name, backfill id, or the strata/trigger tag
     asset_keys: list[str] = field(default_factory=list)  # "layer/table"
     partitions: list[str] = field(default_factory=list)  # keys, or "start..end" for a range run
@@ -110,10 +110,11 @@ def classify_trigger(tags: Mapping[str, str]) -> tuple[str, str]:
         return "backfill", strata_trigger
     if "dagster/schedule_name" in tags:
         return "schedule", tags["dagster/schedule_name"]
+    # Automation runs are launched by an automation-condition sensor: the condition decided, not a sensor.
+    if "dagster/auto_materialize" in tags or "dagster/asset_evaluation_id" in tags:
+        return "automation", tags.get("dagster/sensor_name", "automation")
     if "dagster/sensor_name" in tags:
         return "sensor", tags["dagster/sensor_name"]
-    if "dagster/auto_materialize" in tags or "dagster/asset_evaluation_id" in tags:
-        return "sensor", "automation"
     if strata_trigger in ("schedule", "sensor"):
         return strata_trigger, strata_trigger
     if "dagster/parent_run_id" in tags:

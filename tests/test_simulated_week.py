@@ -1,0 +1,95 @@
+"""A simulated week with no human: the clock, the schedules, the sensors and automation do everything.
+
+From an empty root the clock advances hour by hour over 7 days while the simulator moves the world on:
+new bookings and status changes every hour, one telemetry drop per hour, one drop 3 hours late, and one
+hour that never arrives until day 5. At each tick every schedule, sensor and automation condition is
+evaluated the way the daemons would (tests/week_simulation.py) and exactly the runs they request are
+executed; the test launches nothing itself.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import pytest
+
+from audit.record import build_audit_records, finished_run_records
+from definitions import build_definitions
+from demo.simulator import read_truth
+from tests.conftest import TEST_START
+from tests.support import warehouse_tables
+from tests.test_alerting import webhook_alerting, webhook_server  # noqa: F401  (fixture)
+from tests.test_end_to_end import assert_kpi_daily_matches_truth
+from tests.week_simulation import LateHour, run_week
+
+pytestmark = pytest.mark.slow
+
+START = datetime(TEST_START.year, TEST_START.month, TEST_START.day, tzinfo=UTC)
+DAYS = 7
+LATE = LateHour(hour=START + timedelta(days=1, hours=10), delivered_at=START + timedelta(days=1, hours=14))
+MISSING = LateHour(hour=START + timedelta(days=2, hours=14), delivered_at=START + timedelta(days=4, hours=9))
+# After the 06:00 deadline of the last day's Gold, so every day of the week has been judged.
+UNTIL = START + timedelta(days=DAYS, hours=7)
+TELEMETRY_ONLY_DAILY = ("silver/stg_telemetry", "silver/telemetry_clean", "gold/fleet_health_daily")
+
+
+def day(offset: int) -> str:
+    return f"{START + timedelta(days=offset):%Y-%m-%d}"
+
+
+def test_a_simulated_week_runs_by_itself_and_publishes_only_complete_days(settings, tmp_path, webhook_server):  # noqa: F811
+    defs = build_definitions(settings)
+    alerting = webhook_alerting(tmp_path, webhook_server.url)
+    with dg.instance_for_test() as instance:
+        daemons = run_week(
+            settings, defs, instance, start=START, days=DAYS + 1, late=[LATE, MISSING], until=UNTIL, alerting=alerting
+        )
+        log = daemons.log
+        records = build_audit_records(instance, finished_run_records(instance), secrets=())
+
+    # Nothing failed, and every run was started by a schedule, a sensor or automation.
+    assert [r.run_id for r in log.runs if not r.success] == []
+    assert {r.trigger for r in log.runs} == {"schedule", "sensor", "automation"}
+
+    # Every hour's drop was loaded by the drop sensor's own run, the late and the missing ones too.
+    loaded = {p for at, p in log.built("bronze/telemetry")}
+    assert loaded == {f"{START + timedelta(hours=h):%Y-%m-%d-%H:00}" for h in range(DAYS * 24 + 6)}
+
+    # Every complete day's Gold equals the generator's ground truth as of the end of the week.
+    truth = read_truth(settings.demo_dir)
+    week = {day(d) for d in range(DAYS)}
+    kpi = [r for r in warehouse_tables(settings)["gold.kpi_daily"].to_pylist() if str(r["kpi_date"]) in week]
+    truth_of_week = {
+        key: ({d: v for d, v in value.items() if d in week} if isinstance(value, dict) else value)
+        for key, value in truth.items()
+    }
+    assert_kpi_daily_matches_truth(kpi, truth_of_week)
+
+    # The incomplete day was never published before its missing hour arrived, and then it was.
+    for asset in (*TELEMETRY_ONLY_DAILY, "gold/kpi_daily"):
+        builds_of_day3 = [at for at, p in log.built(asset) if p == day(2)]
+        assert builds_of_day3 and min(builds_of_day3) >= MISSING.delivered_at, asset
+
+    # Days that depend on telemetry only were each built exactly once: no rebuild without an input change.
+    for asset in TELEMETRY_ONLY_DAILY:
+        partitions = [p for _, p in log.built(asset)]
+        assert sorted(partitions) == sorted(week | {day(DAYS)} & set(partitions)), asset
+        assert len(partitions) == len(set(partitions)), f"{asset} built a day twice: {sorted(partitions)}"
+
+    # Freshness alerted exactly for the late hour and the missing hour (and the Gold day it held back),
+    # once each, and each recovered once.
+    alerts = [(a["kind"], a["asset"], a["partition"]) for a in (r["json"]["alert"] for r in webhook_server.received)]
+    late_hour, missing_hour = (f"{h.hour:%Y-%m-%d-%H:00}" for h in (LATE, MISSING))
+    held_back_gold = {a for a in ("gold/fleet_health_daily", "gold/kpi_daily")}
+    expected = {("bronze/telemetry", late_hour), ("bronze/telemetry", missing_hour)} | {
+        (a, day(2)) for a in held_back_gold
+    }
+    assert sorted((a, p) for kind, a, p in alerts if kind == "freshness_breach") == sorted(expected)
+    assert sorted((a, p) for kind, a, p in alerts if kind == "freshness_recovered") == sorted(expected)
+
+    # The audit trail has one record per run, with the trigger that started it.
+    assert sorted((r.run_id, r.trigger) for r in records) == sorted((r.run_id, r.trigger) for r in log.runs)
+
+    # The cost of the daemons' own evaluations per simulated hour (the runs excluded).
+    assert len(log.tick_seconds) == int((UNTIL - START).total_seconds() // 3600)

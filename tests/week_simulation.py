@@ -1,0 +1,269 @@
+"""A clock-driven stand-in for Dagster's daemons: the platform runs a stretch of simulated time by itself.
+
+At each simulated hour the upstream world moves on (bookings, status changes, one telemetry drop per hour,
+late drops as scripted), then every schedule tick due, every sensor and every automation condition is
+evaluated at that time exactly as the daemons would, and exactly the runs they request are executed,
+stamped with the tags the daemons put on them. Nothing else is launched. The simulated week test and the
+week benchmark both drive the platform through this one loop.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+
+from demo.simulator import DemoConfig, LateDrops, advance, generate
+from demo.world import HOUR_US, to_us
+from jobs.partition_freshness import resolve_rules
+from jobs.policies import PARTITION_FRESHNESS
+from resources.settings import StrataSettings
+from sensors.automation_sensor import AUTOMATION_SENSOR_PREFIX
+from sensors.freshness_sensor import SENSOR_NAME as FRESHNESS_SENSOR
+from sensors.freshness_sensor import build_freshness_alert_sensor
+
+SCHEDULE_NAME_TAG = "dagster/schedule_name"
+SENSOR_NAME_TAG = "dagster/sensor_name"
+AUTO_MATERIALIZE_TAG = "dagster/auto_materialize"
+ASSET_EVALUATION_ID_TAG = "dagster/asset_evaluation_id"
+
+
+@dataclass(frozen=True)
+class LateHour:
+    """A drop for `hour` that its producer delivers at `delivered_at` instead of right after the hour."""
+
+    hour: datetime
+    delivered_at: datetime
+
+
+@dataclass
+class Executed:
+    """One run the loop executed, and at which simulated time."""
+
+    at: datetime
+    trigger: str  # schedule / sensor / automation
+    run_id: str
+    success: bool
+    assets: tuple[str, ...]
+    partition: str | None
+
+
+@dataclass
+class WeekLog:
+    runs: list[Executed] = field(default_factory=list)
+    tick_seconds: list[float] = field(default_factory=list)  # evaluation cost per simulated hour (no runs)
+
+    def built(self, asset: str) -> list[tuple[datetime, str | None]]:
+        return [(r.at, r.partition) for r in self.runs if asset in r.assets and r.success]
+
+
+def late_drops(late: list[LateHour], now: datetime) -> LateDrops:
+    hour_of = {h: to_us(h.hour.replace(tzinfo=None)) // HOUR_US for h in late}
+    return LateDrops(
+        withheld=frozenset(hour_of[h] for h in late if now < h.delivered_at),
+        delivered=frozenset(hour_of[h] for h in late if now >= h.delivered_at),
+    )
+
+
+def hourly(start: datetime, end: datetime) -> Iterator[datetime]:
+    moment = start
+    while moment <= end:
+        yield moment
+        moment += timedelta(hours=1)
+
+
+class SimulatedDaemons:
+    """Evaluates schedules, sensors and automation at a given time, and executes what they request."""
+
+    def __init__(
+        self,
+        defs: dg.Definitions,
+        instance: dg.DagsterInstance,
+        resources: dict,
+        alerting: object | None = None,
+    ):
+        self.defs = defs
+        self.instance = instance
+        self.resources = resources
+        self.graph = defs.resolve_asset_graph()
+        self.now = datetime(1970, 1, 1, tzinfo=UTC)
+        # The freshness sensor of definitions.py reads the wall clock; this one reads the simulated clock.
+        assets = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition)]
+        self.freshness = build_freshness_alert_sensor(
+            clock=lambda: self.now, partition_rules=resolve_rules(PARTITION_FRESHNESS, assets)
+        )
+        self.alerting = alerting
+        self.cursors: dict[str, str | None] = {}
+        self.automation_cursor = None
+        self.evaluations = 0
+        self.run_keys: set[tuple[str, str]] = set()
+        self.log = WeekLog()
+
+    # --- the daemons -------------------------------------------------------------------------------------
+
+    def tick(self, now: datetime) -> None:
+        self.now = now
+        began = time.perf_counter()
+        requests = self.schedule_requests(now) + self.sensor_requests()
+        self.log.tick_seconds.append(time.perf_counter() - began)
+        self.execute(requests)
+        # Automation follows what the runs changed; the daemon evaluates again on its next tick.
+        for step in range(4):
+            began = time.perf_counter()
+            requests = self.automation_requests(now + timedelta(minutes=1 + step))
+            self.log.tick_seconds[-1] += time.perf_counter() - began
+            if not requests:
+                break
+            self.execute(requests)
+        self.evaluate_freshness()
+
+    def schedule_requests(self, now: datetime) -> list[tuple[str, str, dg.RunRequest]]:
+        requests = []
+        for schedule in self.defs.schedules or []:
+            if not _cron_ticks_at(schedule.cron_schedule, now):
+                continue
+            with dg.build_schedule_context(instance=self.instance, scheduled_execution_time=now) as context:
+                result = schedule.evaluate_tick(context)
+            for request in result.run_requests or []:
+                tags = {**request.tags, **dg.DagsterRun.tags_for_schedule(schedule)}
+                requests.append(("schedule", schedule.job_name, request.with_replaced_attrs(tags=tags)))
+        return requests
+
+    def sensor_requests(self) -> list[tuple[str, str, dg.RunRequest]]:
+        requests = []
+        for sensor in self.defs.sensors or []:
+            if sensor.name.startswith(AUTOMATION_SENSOR_PREFIX) or sensor.name == FRESHNESS_SENSOR:
+                continue
+            with dg.build_sensor_context(
+                instance=self.instance,
+                cursor=self.cursors.get(sensor.name),
+                definitions=self.defs,
+                resources=self.resources,
+            ) as context:
+                result = sensor.evaluate_tick(context)
+            if result.cursor is not None:
+                self.cursors[sensor.name] = result.cursor
+            for request in result.run_requests or []:
+                if (sensor.name, request.run_key) in self.run_keys:
+                    continue  # the daemon launches a run key once per sensor
+                self.run_keys.add((sensor.name, request.run_key))
+                tags = {**request.tags, **dg.DagsterRun.tags_for_sensor(sensor)}
+                requests.append(("sensor", sensor.job_name, request.with_replaced_attrs(tags=tags)))
+        return requests
+
+    def automation_requests(self, now: datetime) -> list[tuple[str, str | None, dg.RunRequest]]:
+        result = dg.evaluate_automation_conditions(
+            defs=self.defs, instance=self.instance, cursor=self.automation_cursor, evaluation_time=now
+        )
+        self.automation_cursor = result.cursor
+        self.evaluations += 1
+        by_partition: dict[str | None, list[dg.AssetKey]] = {}
+        for evaluated in result.results:
+            subset = evaluated.true_subset
+            if subset.size == 0:
+                continue
+            if self.graph.get(evaluated.key).partitions_def is None:
+                by_partition.setdefault(None, []).append(evaluated.key)
+            else:
+                for partition in subset.expensively_compute_partition_keys():
+                    by_partition.setdefault(partition, []).append(evaluated.key)
+        requests = []
+        for partition, keys in sorted(by_partition.items(), key=lambda item: item[0] or ""):
+            sensor = self._automation_sensor_for(keys[0])
+            tags = {
+                **sensor.run_tags,
+                SENSOR_NAME_TAG: sensor.name,
+                AUTO_MATERIALIZE_TAG: "true",
+                ASSET_EVALUATION_ID_TAG: str(self.evaluations),
+            }
+            requests.append(
+                ("automation", None, dg.RunRequest(asset_selection=keys, partition_key=partition, tags=tags))
+            )
+        return requests
+
+    def evaluate_freshness(self) -> None:
+        with dg.build_sensor_context(
+            instance=self.instance,
+            cursor=self.cursors.get(FRESHNESS_SENSOR),
+            definitions=self.defs,
+            resources={"alerting": self.alerting or self.resources["alerting"]},
+        ) as context:
+            self.cursors[FRESHNESS_SENSOR] = self.freshness(context).cursor
+
+    # --- running what was requested ----------------------------------------------------------------------
+
+    def execute(self, requests: list[tuple[str, str | None, dg.RunRequest]]) -> None:
+        for trigger, job_name, request in requests:
+            job = (
+                self.defs.resolve_job_def(job_name)
+                if job_name and job_name != "__ASSET_JOB"
+                else self.defs.resolve_implicit_global_asset_job_def()
+            )
+            tags = dict(request.tags)
+            if request.run_key:
+                tags["dagster/run_key"] = request.run_key
+            result = job.execute_in_process(
+                instance=self.instance,
+                partition_key=request.partition_key,
+                asset_selection=list(request.asset_selection) if request.asset_selection else None,
+                tags=tags,
+                raise_on_error=False,
+            )
+            assets = tuple(
+                sorted(
+                    e.asset_key.to_user_string()
+                    for e in result.get_asset_materialization_events()
+                    if e.asset_key is not None
+                )
+            )
+            self.log.runs.append(
+                Executed(self.now, trigger, result.run_id, result.success, assets, request.partition_key)
+            )
+
+    def _automation_sensor_for(self, key: dg.AssetKey) -> dg.AutomationConditionSensorDefinition:
+        for sensor in self.defs.sensors or []:
+            if isinstance(sensor, dg.AutomationConditionSensorDefinition) and key in sensor.asset_selection.resolve(
+                self.graph
+            ):
+                return sensor
+        raise LookupError(f"no automation sensor targets {key.to_user_string()}")
+
+
+def _cron_ticks_at(cron: str, now: datetime) -> bool:
+    from dagster._utils.schedules import cron_string_iterator
+
+    ticks = cron_string_iterator((now - timedelta(seconds=1)).timestamp(), cron, "UTC")
+    return next(ticks).timestamp() == now.timestamp()
+
+
+def run_week(
+    settings: StrataSettings,
+    defs: dg.Definitions,
+    instance: dg.DagsterInstance,
+    *,
+    start: datetime,
+    days: int,
+    late: list[LateHour],
+    until: datetime,
+    alerting: object | None = None,
+    on_hour: Callable[[datetime], None] | None = None,
+) -> SimulatedDaemons:
+    """Generate an empty world at `start`, then move clock and world on hour by hour until `until`."""
+    cfg = DemoConfig(start=start.date(), days=days, scale=0.01, seed=7)
+    paths = {
+        "source_url": settings.source_database_url,
+        "landing_root": Path(settings.landing_root),
+        "truth_dir": settings.demo_dir,
+    }
+    generate(cfg, as_of=start.replace(tzinfo=None), **paths)
+    daemons = SimulatedDaemons(defs, instance, dict(defs.resources), alerting=alerting)
+    for now in hourly(start + timedelta(hours=1), until):
+        advance(cfg, as_of=now.replace(tzinfo=None), late=late_drops(late, now), **paths)
+        daemons.tick(now)
+        if on_hour:
+            on_hour(now)
+    return daemons
