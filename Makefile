@@ -9,7 +9,7 @@ SCALE ?= 0.1
 SEED ?= 42
 PYTEST_ARGS ?=
 
-.PHONY: help env dev demo demo-data test test-fast bench lint format manifest clean
+.PHONY: help env dev demo demo-data test test-fast bench lint format manifest clean policy sbom
 
 help:
 	@echo "make dev     environment + demo data + dagster dev (UI on http://127.0.0.1:3000)"
@@ -17,6 +17,8 @@ help:
 	@echo "make test    the test suite (make test-fast skips the slow scale tests)"
 	@echo "make bench   benchmarks against plain-engine floors"
 	@echo "make lint    ruff check + format check"
+	@echo "make policy  deployment policy over images/ and helm/ (digests, limits, non-root, no secrets)"
+	@echo "make sbom    CycloneDX SBOM of the base image's Python packages, from uv.lock ($(SBOM))"
 
 env:
 	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
@@ -57,6 +59,20 @@ bench: env manifest
 lint: env
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
+
+# Refuses :latest, tags without digests, missing limits, root containers and literal secrets in the
+# Dockerfiles, Helm values and manifests (tests/deployment_policy.py). CI runs it before the tests.
+policy: env
+	$(UV) run python -m tests.deployment_policy
+
+# The base image's Python packages are exactly `uv sync --frozen --no-dev` of uv.lock, so its SBOM is
+# built from the same export (versions and hashes) and stored with the release next to the digest.
+SBOM ?= dist/sbom/strata-base.cdx.json
+sbom:
+	mkdir -p $(dir $(SBOM))
+	$(UV) export --frozen --no-dev --no-emit-project --format requirements-txt --output-file $(SBOM).requirements.txt --quiet
+	$(UV) run --frozen cyclonedx-py requirements --output-format JSON --output-file $(SBOM) $(SBOM).requirements.txt
+	rm -f $(SBOM).requirements.txt
 
 format: env
 	$(UV) run ruff check --fix .
