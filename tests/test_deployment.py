@@ -528,3 +528,55 @@ def test_materialization_carries_strata_image_from_the_environment(tmp_path, mon
         assert build_audit_record(instance, result.run_id).image == image
     finally:
         code_identity.cache_clear()
+
+
+# ---- the PostgreSQL driver and the prod settings --------------------------------------------------
+
+
+def test_the_instance_names_the_postgres_driver_the_image_has():
+    """SQLAlchemy 2.1 maps a bare `postgresql://` to psycopg 3; the image has only psycopg2 (from
+    dagster-postgres), so the values name the driver and the rendered storage URL must keep it."""
+    from dagster_postgres.utils import get_conn_string
+    from sqlalchemy.engine import make_url
+
+    database = instance_config(load_values("prod"), "strata-prod")["run_storage"]["config"]["postgres_db"]
+    url = get_conn_string(
+        username=database["username"],
+        hostname=database["hostname"],
+        db_name=database["db_name"],
+        port=str(database["port"]),
+        params=database["params"],
+        scheme=database["scheme"],
+    )
+    assert url == "postgresql+psycopg2://dagster@dagster-pg.prod.db.internal:5432/dagster?sslmode=verify-full"
+    assert make_url(url).get_dialect().driver == "psycopg2"
+    assert make_url("postgresql://dagster@host/dagster").get_dialect().driver == "psycopg"
+    exported = subprocess.run(
+        ["uv", "export", "--frozen", "--no-dev", "--no-emit-project", "--format", "requirements-txt"],
+        cwd=REPO_ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    runtime = {line.split("==")[0] for line in exported.splitlines() if "==" in line}
+    assert "psycopg2-binary" in runtime
+    assert "psycopg" not in runtime
+
+
+def test_prod_settings_choose_the_engine_and_the_dbt_target():
+    from resources.settings import load_settings
+
+    assert (
+        load_settings({"STRATA_ENV": "prod"}).warehouse_engine,
+        load_settings({"STRATA_ENV": "prod"}).dbt_target,
+    ) == (
+        "trino",
+        "prod",
+    )
+    shaped = load_settings(
+        {"STRATA_ENV": "prod", "STRATA_WAREHOUSE_ENGINE": "duckdb", "STRATA_ICEBERG_WAREHOUSE": "s3://b/warehouse"}
+    )
+    assert (shaped.warehouse_engine, shaped.dbt_target) == ("duckdb", "local_s3")
+    assert load_settings({}).dbt_target == "local"
+    with pytest.raises(ValueError, match="STRATA_WAREHOUSE_ENGINE must be 'duckdb' or 'trino', got 'spark'"):
+        load_settings({"STRATA_WAREHOUSE_ENGINE": "spark"})
