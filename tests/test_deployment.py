@@ -566,13 +566,8 @@ def test_the_instance_names_the_postgres_driver_the_image_has():
 def test_prod_settings_choose_the_engine_and_the_dbt_target():
     from resources.settings import load_settings
 
-    assert (
-        load_settings({"STRATA_ENV": "prod"}).warehouse_engine,
-        load_settings({"STRATA_ENV": "prod"}).dbt_target,
-    ) == (
-        "trino",
-        "prod",
-    )
+    prod = load_settings({"STRATA_ENV": "prod"})
+    assert (prod.warehouse_engine, prod.dbt_target) == ("trino", "prod")
     shaped = load_settings(
         {"STRATA_ENV": "prod", "STRATA_WAREHOUSE_ENGINE": "duckdb", "STRATA_ICEBERG_WAREHOUSE": "s3://b/warehouse"}
     )
