@@ -25,7 +25,7 @@ DEMO_START = $(shell cat $(DEMO_START_FILE) 2>/dev/null || date -u -d "$(DAYS) d
 DEMO_TARGETS := dev demo demo-data $(STRATA_ROOT)/demo/ground_truth.json $(STRATA_ROOT)/demo/initial-load.done
 $(DEMO_TARGETS): export STRATA_START_DATE ?= $(DEMO_START)
 
-.PHONY: help env dev demo demo-data test test-fast bench lint format manifest clean
+.PHONY: help env dev demo demo-data test test-fast bench lint format manifest clean policy sbom
 
 help:
 	@echo "make dev     environment + demo data + dagster dev (UI on http://HOST:PORT, default 127.0.0.1:3000) + live demo"
@@ -33,6 +33,8 @@ help:
 	@echo "make test    the test suite (make test-fast skips the slow scale tests)"
 	@echo "make bench   benchmarks against plain-engine floors"
 	@echo "make lint    ruff check + format check"
+	@echo "make policy  deployment policy over images/ and helm/ (digests, limits, non-root, no secrets)"
+	@echo "make sbom    CycloneDX SBOM of the base image's Python packages, from uv.lock ($(SBOM))"
 
 env:
 	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
@@ -80,6 +82,20 @@ bench: env manifest
 lint: env
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
+
+# Refuses :latest, tags without digests, missing limits, root containers and literal secrets in the
+# Dockerfiles, Helm values and manifests (tests/deployment_policy.py). CI runs it before the tests.
+policy: env
+	$(UV) run python -m tests.deployment_policy
+
+# The base image's Python packages are exactly `uv sync --frozen --no-dev` of uv.lock, so its SBOM is
+# built from the same export (versions and hashes) and stored with the release next to the digest.
+SBOM ?= dist/sbom/strata-base.cdx.json
+sbom:
+	mkdir -p $(dir $(SBOM))
+	$(UV) export --frozen --no-dev --no-emit-project --format requirements-txt --output-file $(SBOM).requirements.txt --quiet
+	$(UV) run --frozen cyclonedx-py requirements --output-format JSON --output-file $(SBOM) $(SBOM).requirements.txt
+	rm -f $(SBOM).requirements.txt
 
 format: env
 	$(UV) run ruff check --fix .

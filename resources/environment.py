@@ -92,11 +92,13 @@ def build_resources(settings: StrataSettings, dbt_project: DbtProject) -> dict[s
             root=settings.landing_root, s3_endpoint_url=settings.s3_endpoint_url, s3_region=settings.s3_region
         ),
         "warehouse": Warehouse(
-            engine="trino" if settings.env == "prod" else "duckdb",
+            engine=settings.warehouse_engine,
             duckdb_path=str(settings.duckdb_path),
             extension_dir=str(settings.duckdb_extension_dir),
+            s3_endpoint_url=settings.s3_endpoint_url,
+            s3_region=settings.s3_region,
             secrets=secrets,
-            **(trino_fields(settings.trino) if settings.env == "prod" else {}),
+            **(trino_fields(settings.trino) if settings.warehouse_engine == "trino" else {}),
         ),
         "guard": IngestionGuard(data_path=str(settings.root)),
         "dbt": DbtCliResource(project_dir=dbt_project, target=settings.dbt_target, dbt_executable=dbt_executable()),

@@ -49,6 +49,9 @@ class StrataSettings:
     # Iceberg property -> secret name (STRATA_ICEBERG_SECRET_PROP_*): values come from the secrets backend.
     catalog_secret_properties: dict[str, str] = field(default_factory=dict)
     trino: dict[str, str] = field(default_factory=dict)
+    # The SQL engine dbt builds Silver/Gold with: Trino in prod; DuckDB locally and for prod-shaped runs
+    # on a machine without Trino (STRATA_WAREHOUSE_ENGINE=duckdb with STRATA_ENV=prod).
+    warehouse_engine: str = "duckdb"
     image: str = ""
     git_sha: str = ""
     # Secrets: where `SecretsResource` reads them. Values never live here (the UI shows resource config).
@@ -96,7 +99,11 @@ class StrataSettings:
 
     @property
     def dbt_target(self) -> str:
-        return "prod" if self.env == "prod" else "local"
+        """dbt/profiles.yml's output: `prod` (Trino), `local_s3` (DuckDB over an Iceberg warehouse on S3,
+        which needs DuckDB's S3 settings) or `local`."""
+        if self.warehouse_engine == "trino":
+            return "prod"
+        return "local_s3" if self.iceberg_warehouse.startswith("s3://") else "local"
 
 
 SECRET_ENV_PREFIX = "STRATA_SECRET_"
@@ -142,6 +149,9 @@ def load_settings(environ: dict[str, str] | None = None) -> StrataSettings:
         raise ValueError(f"STRATA_ENV must be 'local' or 'prod', got {strata_env!r}")
     root = Path(env.get("STRATA_ROOT", REPO_ROOT / ".strata")).resolve()
     start = env.get("STRATA_START_DATE")
+    engine = env.get("STRATA_WAREHOUSE_ENGINE", "trino" if strata_env == "prod" else "duckdb")
+    if engine not in ("duckdb", "trino"):
+        raise ValueError(f"STRATA_WAREHOUSE_ENGINE must be 'duckdb' or 'trino', got {engine!r}")
     return StrataSettings(
         env=strata_env,
         root=root,
@@ -161,6 +171,7 @@ def load_settings(environ: dict[str, str] | None = None) -> StrataSettings:
             iceberg_secret_property(k): v for k, v in _prefixed(env, "STRATA_ICEBERG_SECRET_PROP_").items()
         },
         trino=_prefixed(env, "STRATA_TRINO_"),
+        warehouse_engine=engine,
         image=env.get("STRATA_IMAGE", ""),
         git_sha=env.get("STRATA_GIT_SHA", ""),
         secrets_backend=env.get("STRATA_SECRETS_BACKEND", "vault" if strata_env == "prod" else "env"),

@@ -33,6 +33,8 @@ BRONZE_NAMESPACE = "bronze"
 WAREHOUSE_POOL = "warehouse"
 # DuckDB cannot download extensions here; these PyPI wheels carry them for duckdb 1.5.5.
 EXTENSION_WHEELS = ("avro", "iceberg")
+# Loaded only for an S3-compatible endpoint (Bronze on S3 read by DuckDB, in prod-shaped runs).
+S3_EXTENSION = "httpfs"
 ENGINES = ("duckdb", "trino")
 MAX_SQL_IN_ERRORS = 500
 
@@ -77,6 +79,10 @@ class Warehouse(dg.ConfigurableResource):
     engine: str = "duckdb"
     duckdb_path: str = ""
     extension_dir: str = ""
+    # DuckDB reading Bronze on an S3-compatible store (MinIO, moto): its endpoint URL and region. The
+    # credentials come from the standard AWS variables, which DuckDB reads itself.
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
     # Only needed for Trino with a password; DuckDB-only callers may leave it out.
     secrets: SecretsResource | None = None
     trino_host: str = "trino"
@@ -109,7 +115,24 @@ class Warehouse(dg.ConfigurableResource):
         Path(self.duckdb_path).parent.mkdir(parents=True, exist_ok=True)
         con = duckdb.connect(self.duckdb_path, read_only=read_only)
         self.install_extensions(con)
+        if self.s3_endpoint_url:
+            self.configure_s3(con)
         return con
+
+    def configure_s3(self, con) -> None:
+        """Point DuckDB's S3 reads at `s3_endpoint_url` (path-style URLs, TLS as the URL says); dbt's
+        `local_s3` profile derives the same settings from STRATA_S3_ENDPOINT_URL."""
+        scheme, _, host = str(self.s3_endpoint_url).partition("://")
+        if not list(Path(self.extension_dir).rglob(f"{S3_EXTENSION}.duckdb_extension")):
+            con.execute(f"INSTALL '{extension_file(S3_EXTENSION)}'")
+        con.execute(f"LOAD {S3_EXTENSION}")
+        for name, value in (
+            ("s3_endpoint", host.rstrip("/")),
+            ("s3_use_ssl", "true" if scheme == "https" else "false"),
+            ("s3_url_style", "path"),
+            ("s3_region", self.s3_region),
+        ):
+            con.execute(f"SET {name} = '{value}'")
 
     def query_arrow(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
         """Run a read-only query with `?` parameters on this engine; the result as Arrow.
