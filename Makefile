@@ -25,7 +25,7 @@ DEMO_START = $(shell cat $(DEMO_START_FILE) 2>/dev/null || date -u -d "$(DAYS) d
 DEMO_TARGETS := dev demo demo-data $(STRATA_ROOT)/demo/ground_truth.json $(STRATA_ROOT)/demo/initial-load.done
 $(DEMO_TARGETS): export STRATA_START_DATE ?= $(DEMO_START)
 
-.PHONY: help env dev demo demo-data test test-fast bench lint format manifest clean policy sbom
+.PHONY: help env dev demo demo-data test test-fast test-week bench lint format manifest clean policy sbom
 
 help:
 	@echo "make dev     environment + demo data + dagster dev (UI on http://HOST:PORT, default 127.0.0.1:3000) + live demo"
@@ -71,10 +71,14 @@ demo: env $(DAGSTER_HOME)/dagster.yaml demo-data manifest
 	$(UV) run python -m jobs.backfill
 
 test: env manifest
-	$(UV) run pytest $(PYTEST_ARGS)
+	$(UV) run pytest -m "not week" $(PYTEST_ARGS)
 
 test-fast: env manifest
-	$(UV) run pytest -m "not slow" $(PYTEST_ARGS)
+	$(UV) run pytest -m "not slow and not week" $(PYTEST_ARGS)
+
+# The simulated week: every schedule, sensor and automation condition evaluated hour by hour for 7 days.
+test-week: env manifest
+	$(UV) run pytest -m week $(PYTEST_ARGS)
 
 bench: env manifest
 	$(UV) run python -m tests.benchmarks

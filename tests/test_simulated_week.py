@@ -23,7 +23,7 @@ from tests.test_alerting import webhook_alerting, webhook_server  # noqa: F401  
 from tests.test_end_to_end import assert_kpi_daily_matches_truth
 from tests.week_simulation import LateHour, run_week
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.week]
 
 START = datetime(TEST_START.year, TEST_START.month, TEST_START.day, tzinfo=UTC)
 DAYS = 7
