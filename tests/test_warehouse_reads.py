@@ -115,13 +115,18 @@ def test_duckdb_read_features_reads_only_the_window(duckdb_warehouse):
 
 
 @pytest.mark.parametrize(
-    ("meta", "vehicles"),
-    [({"date_column": "reading_date"}, [7, 8]), ({"time_column": "ts"}, [7, 8]), ({}, [7, 7, 8, 8])],
+    ("meta", "vehicles", "columns"),
+    [
+        ({"date_column": "reading_date"}, [7, 8], ["vehicle_id", "reading_date", "speed_kmh"]),
+        ({"time_column": "ts"}, [7, 8], ["vehicle_id", "ts", "speed_kmh"]),
+        ({}, [7, 7, 8, 8], ["vehicle_id", "speed_kmh"]),
+    ],
 )
-def test_duckdb_read_rows_reads_the_suites_columns_for_the_window(duckdb_warehouse, tmp_path, meta, vehicles):
+def test_duckdb_read_rows_reads_the_suites_columns_for_the_window(duckdb_warehouse, tmp_path, meta, vehicles, columns):
     suite = parse_suite_file(write_suite(tmp_path, "silver.telemetry_clean", meta))
     rows = read_rows(suite, DAY, iceberg=None, warehouse=duckdb_warehouse)
-    assert list(rows.columns) == ["vehicle_id", "speed_kmh"]  # table order, fault_code and ts not read
+    # Table order; fault_code is never read, the partition column only to split a range by partition.
+    assert list(rows.columns) == columns
     assert sorted(rows["vehicle_id"].tolist()) == vehicles
 
 
@@ -229,7 +234,8 @@ def test_trino_read_rows_asks_for_the_columns_then_reads_the_window(tls_trino, m
 
     column = next(iter(meta.values()))
     select = (
-        f'SELECT "vehicle_id", "speed_kmh" FROM "silver"."telemetry_clean" WHERE "{column}" >= ? AND "{column}" < ?'
+        f'SELECT "vehicle_id", "{column}", "speed_kmh" FROM "silver"."telemetry_clean" '
+        f'WHERE "{column}" >= ? AND "{column}" < ?'
     )
     assert tls_trino.statements == [
         'SELECT * FROM "silver"."telemetry_clean" LIMIT 0',  # no parameters: sent as it is
