@@ -1,16 +1,27 @@
 {#- The data window of a daily-partitioned run.
 
-    Dagster passes `--vars '{"window_start": "YYYY-MM-DD", "window_end": "YYYY-MM-DD"}'` (end exclusive,
-    any number of days). Every daily model reads only its window, and `delete_window` empties that
+    Dagster passes the window as the environment variables STRATA_WINDOW_START / STRATA_WINDOW_END
+    ("YYYY-MM-DD", end exclusive, any number of days), not as `--vars`: dbt discards its whole
+    partial parse when `--vars` change, but re-parses only the files that read an environment
+    variable whose value changed. By hand, `--vars '{"window_start": ..., "window_end": ...}'`
+    still works and wins over the environment; with neither, the window covers all data.
+    Every daily model reads only its window, and `delete_window` empties that
     window in the existing table first, so a re-run replaces the window and never duplicates it.
     The SQL these macros emit is the same on DuckDB and Trino (standard typed literals only).
 -#}
 
+{#- The yml `where` configs of the daily tests spell the same lookup inline (macros are not callable there). -#}
 {% macro window_bound(name) -%}
-    {%- set value = var(name) | string | trim -%}
+    {%- set defaults = {'window_start': '1900-01-01', 'window_end': '2999-12-31'} -%}
+    {%- set value = var(name, none) -%}
+    {%- if value is none -%}
+        {%- set value = env_var('STRATA_' ~ name | upper, defaults[name]) -%}
+    {%- endif -%}
+    {%- set value = value | string | trim -%}
     {%- if not modules.re.fullmatch('[0-9]{4}-[0-9]{2}-[0-9]{2}', value) -%}
         {{ exceptions.raise_compiler_error(
-            "var " ~ name ~ " must be an ISO date YYYY-MM-DD, got '" ~ value ~ "'") }}
+            "window bound " ~ name ~ " (var " ~ name ~ " or STRATA_" ~ name | upper
+            ~ ") must be an ISO date YYYY-MM-DD, got '" ~ value ~ "'") }}
     {%- endif -%}
     {{ return(value) }}
 {%- endmacro %}
