@@ -7,6 +7,7 @@ is one `dbt build` with a 30-day window, not 30 runs.
 """
 
 import fcntl
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -83,7 +84,9 @@ def window_environment(window: dg.TimeWindow | None) -> dict[str, str]:
 
 
 @contextmanager
-def stable_target_path(context: dg.AssetExecutionContext, dbt: DbtCliResource) -> Iterator[Path | None]:
+def stable_target_path(
+    dbt: DbtCliResource, multi_asset: str, log: logging.Logger | logging.LoggerAdapter
+) -> Iterator[Path | None]:
     """A target path that this multi-asset reuses run after run in this environment, so dbt finds its
     previous `partial_parse.msgpack` there and parses only what changed (dagster-dbt's default is a
     fresh directory per call: a full parse every time). dagster-dbt seeds an empty one with the
@@ -93,14 +96,14 @@ def stable_target_path(context: dg.AssetExecutionContext, dbt: DbtCliResource) -
     same multi-asset at once (prod may run several, local DuckDB runs one dbt step at a time through
     the `warehouse` pool) are kept apart by an exclusive lock: the run that does not get it yields
     None, i.e. dagster-dbt's one-off path (correct, only slower)."""
-    name = f"{dbt.target or 'default'}-{context.op_execution_context.op.name}"
+    name = f"{dbt.target or 'default'}-{multi_asset}"
     path = Path(dbt.project_dir) / "target" / STABLE_TARGETS_DIR / name
     path.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(f"{name}.lock"), "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            context.log.info(f"dbt target path {path} is in use by another run; this run parses in a fresh one")
+            log.info(f"dbt target path {path} is in use by another run; this run parses in a fresh one")
             yield None
             return
         # Nothing may read the previous run's results as this run's, should dbt stop before writing its own.
@@ -134,7 +137,10 @@ def run_dbt(
     events: list[Any] = []
     failure: Exception | None = None
     environment = {**dbt_environment(context.run.run_id, warehouse), **window_environment(window)}
-    with subprocess_environment(environment), stable_target_path(context, dbt) as target_path:
+    with (
+        subprocess_environment(environment),
+        stable_target_path(dbt, context.op_execution_context.op.name, context.log) as target_path,
+    ):
         invocation = dbt.cli(["build"], context=context, target_path=target_path)
         try:
             events.extend(invocation.stream())
