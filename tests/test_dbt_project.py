@@ -600,3 +600,92 @@ def test_daily_windows_are_idempotent_and_match_the_source(dbt_env: Path, tmp_pa
         f"select bookings_reserved, bookings_cancelled from gold.kpi_daily where kpi_date = date '{day1}'",
     ) == [(0, 2)]
     assert table_rows(dbt_env, f"select bookings_total from gold.kpi_daily where kpi_date = date '{day2}'") == [(3,)]
+
+
+def dbt_log_since(log: Path, offset: int) -> str:
+    return log.read_text()[offset:]
+
+
+def test_a_new_window_keeps_the_partial_parse_and_filters_its_days(
+    dbt_env: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The platform passes the window as STRATA_WINDOW_START/END (assets/transform/dbt_models.py), so a
+    second run with another window re-parses only the files that read the window, not the project (a
+    changed `--vars` made dbt discard its whole partial parse), and still builds exactly its days."""
+    import dagster as dg
+
+    from assets.transform.dbt_models import window_environment
+
+    create_scratch_warehouse(dbt_env, SCRATCH_ROWS)
+    day1, day2 = date(2026, 10, 1), date(2026, 10, 2)
+    log = tmp_path / "logs" / "dbt.log"
+
+    def build_window(day: date) -> str:
+        """`dbt build` with the platform's window environment for `day`; dbt's log lines of this call."""
+        window = dg.TimeWindow(datetime(day.year, day.month, day.day), datetime(day.year, day.month, day.day + 1))
+        for name, value in window_environment(window).items():
+            monkeypatch.setenv(name, value)
+        offset = len(log.read_text()) if log.exists() else 0
+        run_dbt(tmp_path, "build", "--target", "local")
+        return dbt_log_since(log, offset)
+
+    build_window(day1)
+    assert table_rows(dbt_env, "select distinct booking_date from gold.fct_bookings") == [(day1,)]
+    day1_rows = table_rows(dbt_env, "select * from gold.fct_bookings order by all")
+
+    second = build_window(day2)
+    assert "Unable to do partial parsing" not in second
+    assert "Partial parsing enabled" in second
+    reparsed = set(re.findall(r"Partial parsing: updated file: strata://(\S+)", second))
+    # only the yml files whose tests' `where` reads the window; not the models, which read it at run time
+    assert reparsed == {
+        "models/staging/_staging__models.yml",
+        "models/intermediate/_intermediate__models.yml",
+        "models/marts/_marts__models.yml",
+    }
+    # day 2 was added, day 1 left as it was
+    assert table_rows(dbt_env, "select distinct booking_date from gold.fct_bookings order by 1") == [(day1,), (day2,)]
+    assert (
+        table_rows(dbt_env, "select * from gold.fct_bookings where booking_date = date '2026-10-01' order by all")
+        == day1_rows
+    )
+    assert {d for (d,) in table_rows(dbt_env, "select distinct reading_date from silver.telemetry_clean")} == {
+        day1,
+        day2,
+    }
+
+    # By hand, `--vars` still names the window and wins over the environment (a full parse, as dbt does).
+    monkeypatch.setenv("STRATA_WINDOW_START", "2026-10-05")
+    monkeypatch.setenv("STRATA_WINDOW_END", "2026-10-06")
+    run_dbt(tmp_path, "build", "--target", "local", "--vars", json.dumps(DAY1))
+    assert table_rows(dbt_env, "select distinct booking_date from gold.fct_bookings order by 1") == [(day1,), (day2,)]
+    assert (
+        table_rows(dbt_env, "select * from gold.fct_bookings where booking_date = date '2026-10-01' order by all")
+        == day1_rows
+    )
+
+
+def test_each_multi_asset_keeps_one_locked_target_path(tmp_path: Path) -> None:
+    """Runs of one multi-asset reuse one target path (its partial parse); while a run holds it, another
+    run of the same multi-asset gets None (dagster-dbt's one-off path), and another multi-asset its own."""
+    import logging
+
+    from dagster_dbt import DbtCliResource
+
+    from assets.transform.dbt_models import stable_target_path
+
+    project = tmp_path / "project"
+    project.mkdir()
+    project.joinpath("dbt_project.yml").write_text("name: scratch\nprofile: scratch\n")
+    dbt = DbtCliResource(project_dir=str(project), target="local")
+    log = logging.getLogger("test")
+    with stable_target_path(dbt, "dbt_daily_models", log) as first:
+        assert first == project / "target" / "strata" / "local-dbt_daily_models"
+        first.joinpath("run_results.json").write_text("{}")
+        with stable_target_path(dbt, "dbt_daily_models", log) as concurrent:
+            assert concurrent is None
+        with stable_target_path(dbt, "dbt_models", log) as other:
+            assert other == project / "target" / "strata" / "local-dbt_models"
+    with stable_target_path(dbt, "dbt_daily_models", log) as again:
+        assert again == first
+        assert not again.joinpath("run_results.json").exists()  # no earlier run's results read as this one's

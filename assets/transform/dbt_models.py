@@ -6,10 +6,12 @@ and every dbt source as its Bronze asset, so Python and dbt assets form one grap
 is one `dbt build` with a 30-day window, not 30 runs.
 """
 
-import json
+import fcntl
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -33,6 +35,14 @@ TRINO_PASSWORD_ENV = "STRATA_TRINO_PASSWORD"  # what dbt/profiles.yml reads
 # expected_daily_volume reads STRATA_INCOMPLETE_OK and lets that run publish the day.
 INCOMPLETE_OK_TAG = "strata/incomplete_ok"
 INCOMPLETE_OK_ENV = "STRATA_INCOMPLETE_OK"
+# The data window of a daily run, read by dbt/macros/data_window.sql (and the daily tests' `where`).
+WINDOW_START_ENV = "STRATA_WINDOW_START"
+WINDOW_END_ENV = "STRATA_WINDOW_END"
+# What the window covers without a partition: all data (the macros' defaults, set explicitly so a value
+# left in the process environment never narrows an unpartitioned build).
+FULL_WINDOW = ("1900-01-01", "2999-12-31")
+# Under the dbt project's target directory: one target path per dbt target and multi-asset, kept across runs.
+STABLE_TARGETS_DIR = "strata"
 
 
 class StrataDbtTranslator(DagsterDbtTranslator):
@@ -64,13 +74,41 @@ def layer_of(props: Mapping[str, Any]) -> str:
     return "gold" if "marts" in props.get("fqn", []) else "silver"
 
 
-def dbt_build_args(window: dg.TimeWindow | None) -> list[str]:
-    """`dbt build` arguments; a partition window becomes the models' `window_start`/`window_end` vars."""
-    args = ["build"]
-    if window is not None:
-        window_vars = {"window_start": f"{window.start:%Y-%m-%d}", "window_end": f"{window.end:%Y-%m-%d}"}
-        args += ["--vars", json.dumps(window_vars)]
-    return args
+def window_environment(window: dg.TimeWindow | None) -> dict[str, str]:
+    """The partition window for dbt as STRATA_WINDOW_START / STRATA_WINDOW_END (end exclusive).
+
+    Not `--vars`: any change of `--vars` makes dbt discard its partial parse and re-parse the whole
+    project, while a changed environment variable re-parses only the files that read it."""
+    start, end = (f"{window.start:%Y-%m-%d}", f"{window.end:%Y-%m-%d}") if window is not None else FULL_WINDOW
+    return {WINDOW_START_ENV: start, WINDOW_END_ENV: end}
+
+
+@contextmanager
+def stable_target_path(
+    dbt: DbtCliResource, multi_asset: str, log: logging.Logger | logging.LoggerAdapter
+) -> Iterator[Path | None]:
+    """A target path that this multi-asset reuses run after run in this environment, so dbt finds its
+    previous `partial_parse.msgpack` there and parses only what changed (dagster-dbt's default is a
+    fresh directory per call: a full parse every time). dagster-dbt seeds an empty one with the
+    project's prepared partial parse (dbt/target, from `make manifest`).
+
+    Two dbt processes must not share one target path. Each multi-asset has its own; two runs of the
+    same multi-asset at once (prod may run several, local DuckDB runs one dbt step at a time through
+    the `warehouse` pool) are kept apart by an exclusive lock: the run that does not get it yields
+    None, i.e. dagster-dbt's one-off path (correct, only slower)."""
+    name = f"{dbt.target or 'default'}-{multi_asset}"
+    path = Path(dbt.project_dir) / "target" / STABLE_TARGETS_DIR / name
+    path.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f"{name}.lock"), "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info(f"dbt target path {path} is in use by another run; this run parses in a fresh one")
+            yield None
+            return
+        # Nothing may read the previous run's results as this run's, should dbt stop before writing its own.
+        path.joinpath("run_results.json").unlink(missing_ok=True)
+        yield path
 
 
 def run_dbt(
@@ -98,8 +136,12 @@ def run_dbt(
     }
     events: list[Any] = []
     failure: Exception | None = None
-    with subprocess_environment(dbt_environment(context.run.run_id, warehouse)):
-        invocation = dbt.cli(dbt_build_args(window), context=context)
+    environment = {**dbt_environment(context.run.run_id, warehouse), **window_environment(window)}
+    with (
+        subprocess_environment(environment),
+        stable_target_path(dbt, context.op_execution_context.op.name, context.log) as target_path,
+    ):
+        invocation = dbt.cli(["build"], context=context, target_path=target_path)
         try:
             events.extend(invocation.stream())
         except Exception as error:  # re-raised below, once the built models are reported

@@ -41,7 +41,7 @@
         '{{ r.column }}' as column_name,
         cast({{ r.column }} as varchar) as offending_value,
         '{{ invocation_id }}' as dbt_invocation_id,
-        '{{ env_var("STRATA_DAGSTER_RUN_ID", "manual") }}' as dagster_run_id
+        '{{ env_var("STRATA_DAGSTER_RUN_ID", "manual") if execute else "manual" }}' as dagster_run_id
     from {{ relation }}
     where ({{ where }}) and ({{ r.broken_when }})
     {%- endfor %}

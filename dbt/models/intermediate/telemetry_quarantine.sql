@@ -27,7 +27,7 @@ select
     'vehicle_id, ts' as column_name,
     reading as offending_value,
     '{{ invocation_id }}' as dbt_invocation_id,
-    '{{ env_var("STRATA_DAGSTER_RUN_ID", "manual") }}' as dagster_run_id
+    '{{ env_var("STRATA_DAGSTER_RUN_ID", "manual") if execute else "manual" }}' as dagster_run_id
 from (
     select
         vehicle_id,
