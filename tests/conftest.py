@@ -11,19 +11,21 @@ import pytest
 from resources.settings import StrataSettings, load_settings
 
 TEST_START = date(2026, 10, 1)
+# Settings a developer's shell may hold that would point a test at their own environment.
+ENVIRONMENT_OVERRIDES = (
+    "STRATA_ENV",
+    "STRATA_SOURCE_URL",
+    "STRATA_LANDING_URL",
+    "STRATA_CATALOG_URI",
+    "STRATA_DUCKDB_PATH",
+)
 
 
 @pytest.fixture
 def strata_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Point every Strata path (and the dbt subprocess, which reads the same variables) at tmp_path."""
     root = tmp_path / "strata"
-    for name in (
-        "STRATA_ENV",
-        "STRATA_SOURCE_URL",
-        "STRATA_LANDING_URL",
-        "STRATA_CATALOG_URI",
-        "STRATA_DUCKDB_PATH",
-    ):
+    for name in ENVIRONMENT_OVERRIDES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("STRATA_ROOT", str(root))
     monkeypatch.setenv("STRATA_START_DATE", TEST_START.isoformat())

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pytest
 
 from audit.metadata import table_checksum
 from demo.simulator import DemoConfig, generate
@@ -37,3 +39,43 @@ def warehouse_tables(settings: StrataSettings) -> dict[str, pa.Table]:
 def fingerprints(tables: dict[str, pa.Table]) -> dict[str, tuple[int, str]]:
     """(row count, content checksum) per table: what must not change when a run is repeated."""
     return {name: (t.num_rows, table_checksum(t, t.column_names)) for name, t in tables.items()}
+
+
+def assert_gold_matches_truth(tables: dict, truth: dict) -> None:
+    """Gold (and Silver telemetry per day) against the generator's ground truth, column by column."""
+    assert_kpi_daily_matches_truth(tables["gold.kpi_daily"].to_pylist(), truth)
+    per_status: dict[str, dict[str, int]] = {}
+    for r in tables["gold.fct_bookings"].to_pylist():
+        day = per_status.setdefault(str(r["booking_date"]), {})
+        day[r["status"]] = day.get(r["status"], 0) + 1
+    assert per_status == truth["bookings_per_status"]
+    km: dict[str, dict[str, float]] = {}
+    for r in tables["gold.fleet_health_daily"].to_pylist():
+        km.setdefault(str(r["health_date"]), {})[str(r["vehicle_id"])] = round(r["km_driven"], 6)
+    assert km == truth["km_driven_per_vehicle"]
+    telemetry_per_day: dict[str, int] = {}
+    for r in tables["silver.telemetry_clean"].select(["reading_date"]).to_pylist():
+        telemetry_per_day[str(r["reading_date"])] = telemetry_per_day.get(str(r["reading_date"]), 0) + 1
+    assert telemetry_per_day == truth["telemetry_rows_per_day"]
+
+
+def assert_kpi_daily_matches_truth(kpi: list[dict], truth: dict) -> None:
+    """Every column of every kpi_daily row, recomputed from the generator's ground truth."""
+    expected = {}
+    for day in sorted(set(truth["bookings_per_status"]) | set(truth["daily_revenue_cents"])):
+        statuses = truth["bookings_per_status"].get(day, {})
+        km = truth["km_driven_per_vehicle"].get(day, {})
+        revenue = truth["daily_revenue_cents"].get(day, 0)
+        expected[day] = {
+            "bookings_total": sum(statuses.values()),
+            **{f"bookings_{s}": statuses.get(s, 0) for s in ("reserved", "active", "completed", "cancelled")},
+            "revenue_cents": revenue,
+            "revenue_eur": Decimal(revenue) / 100,
+            "km_driven": round(sum(km.values()), 6),
+            "active_vehicles": len(km),
+        }
+    actual = {str(r.pop("kpi_date")): r for r in kpi}
+    assert set(actual) == set(expected)
+    for day, row in expected.items():
+        assert actual[day].pop("km_driven") == pytest.approx(row.pop("km_driven"), abs=1e-5), day
+        assert actual[day] == row, day

@@ -2,7 +2,6 @@
 repeated backfill changes neither row counts nor checksums."""
 
 from datetime import timedelta
-from decimal import Decimal
 
 import dagster as dg
 import pytest
@@ -11,7 +10,7 @@ from definitions import build_definitions
 from jobs.backfill import run_backfill, table_row_counts
 from resources.iceberg import IcebergCatalog
 from tests.conftest import TEST_START
-from tests.support import fingerprints, generate_demo, warehouse_tables
+from tests.support import assert_gold_matches_truth, fingerprints, generate_demo, warehouse_tables
 
 DAYS = 2
 pytestmark = pytest.mark.slow  # whole-graph runs: in CI and `make test`, skipped by `make test-fast`
@@ -43,25 +42,7 @@ def test_every_asset_materializes_and_gold_matches_ground_truth(backfilled, sett
         assert counts[f"bronze.{table}"] == truth["row_counts"][table], table
 
     tables = warehouse_tables(settings)
-    kpi = tables["gold.kpi_daily"].to_pylist()
-    assert {str(r["kpi_date"]): r["revenue_cents"] for r in kpi} == truth["daily_revenue_cents"]
-
-    per_status: dict[str, dict[str, int]] = {}
-    for r in tables["gold.fct_bookings"].to_pylist():
-        day = per_status.setdefault(str(r["booking_date"]), {})
-        day[r["status"]] = day.get(r["status"], 0) + 1
-    assert per_status == truth["bookings_per_status"]
-
-    km = {}
-    for r in tables["gold.fleet_health_daily"].to_pylist():
-        km.setdefault(str(r["health_date"]), {})[str(r["vehicle_id"])] = round(r["km_driven"], 6)
-    assert km == truth["km_driven_per_vehicle"]
-
-    assert_kpi_daily_matches_truth(tables["gold.kpi_daily"].to_pylist(), truth)
-    telemetry_per_day: dict[str, int] = {}
-    for r in tables["silver.telemetry_clean"].select(["reading_date"]).to_pylist():
-        telemetry_per_day[str(r["reading_date"])] = telemetry_per_day.get(str(r["reading_date"]), 0) + 1
-    assert telemetry_per_day == truth["telemetry_rows_per_day"]
+    assert_gold_matches_truth(tables, truth)
     assert_dimensions_equal_source(tables, settings)
     assert_forecast_follows_its_inputs(settings, tables)
 
@@ -108,28 +89,6 @@ def test_bronze_materializations_carry_the_audit_metadata(backfilled):
         "payments",
         "telemetry",
     }
-
-
-def assert_kpi_daily_matches_truth(kpi: list[dict], truth: dict) -> None:
-    """Every column of every kpi_daily row, recomputed from the generator's ground truth."""
-    expected = {}
-    for day in sorted(set(truth["bookings_per_status"]) | set(truth["daily_revenue_cents"])):
-        statuses = truth["bookings_per_status"].get(day, {})
-        km = truth["km_driven_per_vehicle"].get(day, {})
-        revenue = truth["daily_revenue_cents"].get(day, 0)
-        expected[day] = {
-            "bookings_total": sum(statuses.values()),
-            **{f"bookings_{s}": statuses.get(s, 0) for s in ("reserved", "active", "completed", "cancelled")},
-            "revenue_cents": revenue,
-            "revenue_eur": Decimal(revenue) / 100,
-            "km_driven": round(sum(km.values()), 6),
-            "active_vehicles": len(km),
-        }
-    actual = {str(r.pop("kpi_date")): r for r in kpi}
-    assert set(actual) == set(expected)
-    for day, row in expected.items():
-        assert actual[day].pop("km_driven") == pytest.approx(row.pop("km_driven"), abs=1e-5), day
-        assert actual[day] == row, day
 
 
 def assert_dimensions_equal_source(tables: dict, settings) -> None:

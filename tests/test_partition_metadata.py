@@ -23,20 +23,13 @@ from jobs.backfill import BackfillSummary, run_backfill
 from resources.iceberg import IcebergCatalog
 from resources.settings import StrataSettings, load_settings
 from resources.warehouse import Warehouse
-from tests.conftest import TEST_START
+from tests.conftest import ENVIRONMENT_OVERRIDES, TEST_START
 from tests.support import generate_demo
 
 pytestmark = pytest.mark.slow  # one whole-graph backfill for the module
 
 DAYS = [TEST_START, TEST_START + timedelta(days=1)]
 HOURS = [f"{day:%Y-%m-%d}-{hour:02d}:00" for day in DAYS for hour in range(24)]
-ENVIRONMENT_OVERRIDES = (
-    "STRATA_ENV",
-    "STRATA_SOURCE_URL",
-    "STRATA_LANDING_URL",
-    "STRATA_CATALOG_URI",
-    "STRATA_DUCKDB_PATH",
-)
 # The daily dbt models and the column that says which day a row belongs to.
 DAILY_MODELS = {
     "silver/telemetry_clean": ("silver.telemetry_clean", "reading_date"),
@@ -76,13 +69,7 @@ def backfilled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backfilled]
     home = tmp / "dagster_home"
     home.mkdir()
     with pytest.MonkeyPatch.context() as env:
-        for name in (
-            "STRATA_ENV",
-            "STRATA_SOURCE_URL",
-            "STRATA_LANDING_URL",
-            "STRATA_CATALOG_URI",
-            "STRATA_DUCKDB_PATH",
-        ):
+        for name in ENVIRONMENT_OVERRIDES:
             env.delenv(name, raising=False)
         env.setenv("STRATA_ROOT", str(tmp / "strata"))
         env.setenv("STRATA_START_DATE", TEST_START.isoformat())

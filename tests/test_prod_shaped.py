@@ -28,7 +28,7 @@ import yaml
 from jobs.backfill import planned_runs
 from resources.settings import REPO_ROOT, load_settings
 from tests.conftest import TEST_START
-from tests.support import generate_demo, warehouse_tables
+from tests.support import assert_gold_matches_truth, generate_demo, warehouse_tables
 
 DAYS = 2
 IMAGE = "registry.example.com/strata/strata:2026.11.0@sha256:" + "2c" * 32
@@ -202,16 +202,6 @@ def test_prod_shaped_run_through_the_queue_matches_ground_truth(prod_shaped, s3_
 
     # Gold equals the ground truth, as in the local end-to-end test.
     tables = warehouse_tables(settings)
-    kpi = tables["gold.kpi_daily"].to_pylist()
-    assert {str(r["kpi_date"]): r["revenue_cents"] for r in kpi} == truth["daily_revenue_cents"]
-    per_status: dict[str, dict[str, int]] = {}
-    for r in tables["gold.fct_bookings"].to_pylist():
-        day = per_status.setdefault(str(r["booking_date"]), {})
-        day[r["status"]] = day.get(r["status"], 0) + 1
-    assert per_status == truth["bookings_per_status"]
-    km = {}
-    for r in tables["gold.fleet_health_daily"].to_pylist():
-        km.setdefault(str(r["health_date"]), {})[str(r["vehicle_id"])] = round(r["km_driven"], 6)
-    assert km == truth["km_driven_per_vehicle"]
+    assert_gold_matches_truth(tables, truth)
     forecast = defs.resources["iceberg"].load().load_table("ml.demand_forecast").scan().to_arrow()
     assert forecast.num_rows == tables["gold.demand_features_hourly"].num_rows > 0

@@ -18,13 +18,19 @@ def published_bookings(settings) -> dict[int, dict]:
     return {r["booking_id"]: r for r in warehouse_tables(settings)["silver.bookings"].to_pylist()}
 
 
-def test_final_bookings_are_merged_from_valid_rows_only(settings):
+def published_once(settings) -> tuple[dg.JobDefinition, dg.DagsterInstance]:
+    """One day of demo data, its first hour of telemetry and one refresh: silver.bookings is published."""
     generate_demo(settings, TEST_START, 1)
     defs = build_definitions(settings)
     instance = dg.DagsterInstance.ephemeral()
     defs.resolve_job_def("load_hourly").execute_in_process(instance=instance, partition_key="2026-10-01-00:00")
     refresh = defs.resolve_job_def("refresh_unpartitioned")
     assert refresh.execute_in_process(instance=instance).success
+    return refresh, instance
+
+
+def test_final_bookings_are_merged_from_valid_rows_only(settings):
+    refresh, instance = published_once(settings)
     before = published_bookings(settings)
 
     with connect_adbc(settings.source_database_url) as conn, conn.cursor() as cur:
@@ -54,12 +60,7 @@ def test_final_bookings_are_merged_from_valid_rows_only(settings):
 def test_a_row_the_contract_quarantines_does_not_block_the_promotion_that_handles_it(settings):
     """A negative distance is a Silver contract rule (quarantined row by row), so its staging test only
     warns: the build goes on, quarantines that booking and publishes the good changes of the same build."""
-    generate_demo(settings, TEST_START, 1)
-    defs = build_definitions(settings)
-    instance = dg.DagsterInstance.ephemeral()
-    defs.resolve_job_def("load_hourly").execute_in_process(instance=instance, partition_key="2026-10-01-00:00")
-    refresh = defs.resolve_job_def("refresh_unpartitioned")
-    assert refresh.execute_in_process(instance=instance).success
+    refresh, instance = published_once(settings)
     before = published_bookings(settings)
 
     with connect_adbc(settings.source_database_url) as conn, conn.cursor() as cur:

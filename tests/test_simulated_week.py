@@ -18,9 +18,8 @@ from audit.record import build_audit_records, finished_run_records
 from definitions import build_definitions
 from demo.simulator import read_truth
 from tests.conftest import TEST_START
-from tests.support import warehouse_tables
+from tests.support import assert_kpi_daily_matches_truth, warehouse_tables
 from tests.test_alerting import webhook_alerting, webhook_server  # noqa: F401  (fixture)
-from tests.test_end_to_end import assert_kpi_daily_matches_truth
 from tests.week_simulation import LateHour, run_week
 
 pytestmark = [pytest.mark.slow, pytest.mark.week]
