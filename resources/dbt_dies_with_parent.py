@@ -9,8 +9,12 @@ signal (prctl PR_SET_PDEATHSIG) and then replaces itself with dbt: the setting s
 dbt receives SIGINT the moment its parent dies and cancels its open queries as on Ctrl-C.
 
 `DbtCliResource(dbt_executable=...)` points here (resources/environment.py `dbt_executable`); every
-argument, `--version` included, goes to dbt unchanged. Standard library only: it may run on any
-`python3` on PATH, and finds dbt next to that interpreter, else on PATH.
+argument goes to dbt unchanged, except a bare `--version`. dagster-dbt asks `dbt --version` once per
+resource instance, that is once per run, and dbt needs 3-4 s to import itself and its adapters only to
+print a number. The wrapper answers it from the installed package's metadata instead (the same
+version: dbt reads it from there too), in the `Core: - installed: X.Y.Z` form dagster-dbt parses.
+Standard library only: it may run on any `python3` on PATH, and finds dbt next to that interpreter,
+else on PATH.
 """
 
 import ctypes
@@ -44,7 +48,20 @@ def die_with_parent() -> None:
         sys.exit(f"{Path(__file__).name}: parent process {parent} is gone, not starting dbt")
 
 
+def installed_dbt_core() -> str | None:
+    """dbt-core's version as installed beside this interpreter, or None if it is not installed here."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dbt-core")
+    except PackageNotFoundError:
+        return None
+
+
 def main() -> None:
+    if sys.argv[1:] == ["--version"] and (core := installed_dbt_core()):
+        print(f"Core:\n  - installed: {core}")
+        return
     dbt = real_dbt()
     if sys.platform.startswith("linux"):
         die_with_parent()
