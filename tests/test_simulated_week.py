@@ -9,6 +9,8 @@ executed; the test launches nothing itself.
 
 from __future__ import annotations
 
+import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import dagster as dg
@@ -20,16 +22,12 @@ from demo.simulator import read_truth
 from tests.conftest import TEST_START
 from tests.support import assert_kpi_daily_matches_truth, warehouse_tables
 from tests.test_alerting import webhook_alerting, webhook_server  # noqa: F401  (fixture)
-from tests.week_simulation import LateHour, run_week
+from tests.week_simulation import WeekScenario
 
 pytestmark = [pytest.mark.slow, pytest.mark.week]
 
-START = datetime(TEST_START.year, TEST_START.month, TEST_START.day, tzinfo=UTC)
-DAYS = 7
-LATE = LateHour(hour=START + timedelta(days=1, hours=10), delivered_at=START + timedelta(days=1, hours=14))
-MISSING = LateHour(hour=START + timedelta(days=2, hours=14), delivered_at=START + timedelta(days=4, hours=9))
-# After the 06:00 deadline of the last day's Gold, so every day of the week has been judged.
-UNTIL = START + timedelta(days=DAYS, hours=7)
+WEEK = WeekScenario(start=datetime(TEST_START.year, TEST_START.month, TEST_START.day, tzinfo=UTC))
+START, DAYS, LATE, MISSING, UNTIL = WEEK.start, WEEK.days, WEEK.late, WEEK.missing, WEEK.until
 TELEMETRY_ONLY_DAILY = ("silver/stg_telemetry", "silver/telemetry_clean", "gold/fleet_health_daily")
 
 
@@ -40,11 +38,13 @@ def day(offset: int) -> str:
 def test_a_simulated_week_runs_by_itself_and_publishes_only_complete_days(settings, tmp_path, webhook_server):  # noqa: F811
     defs = build_definitions(settings)
     alerting = webhook_alerting(tmp_path, webhook_server.url)
+    began = time.perf_counter()
     with dg.instance_for_test() as instance:
-        daemons = run_week(
-            settings, defs, instance, start=START, days=DAYS + 1, late=[LATE, MISSING], until=UNTIL, alerting=alerting
-        )
+        daemons = WEEK.run(settings, defs, instance, alerting=alerting)
         log = daemons.log
+        figures = {"wall_seconds": round(time.perf_counter() - began, 1), **log.figures()}
+        (tmp_path / "week_figures.json").write_text(json.dumps(figures, indent=2))
+        print(json.dumps(figures))
         records = build_audit_records(instance, finished_run_records(instance), secrets=())
 
     # Nothing failed, and every run was started by a schedule, a sensor or automation.

@@ -50,6 +50,7 @@ class Executed:
     success: bool
     assets: tuple[str, ...]
     partition: str | None
+    seconds: float = 0.0  # wall time of the run
 
 
 @dataclass
@@ -57,8 +58,62 @@ class WeekLog:
     runs: list[Executed] = field(default_factory=list)
     tick_seconds: list[float] = field(default_factory=list)  # evaluation cost per simulated hour (no runs)
 
+    def figures(self) -> dict:
+        """What the week cost: runs by trigger and kind, and the daemons' evaluation time per hour."""
+        ticks = sorted(self.tick_seconds)
+        by_kind: dict[str, list[float]] = {}
+        for run in self.runs:
+            by_kind.setdefault(f"{run.trigger}:{_partition_kind(run.partition)}", []).append(run.seconds)
+        return {
+            "runs": len(self.runs),
+            "run_seconds": round(sum(r.seconds for r in self.runs), 1),
+            "by_kind": {k: {"runs": len(v), "seconds": round(sum(v), 1)} for k, v in sorted(by_kind.items())},
+            "tick_seconds_median": round(ticks[len(ticks) // 2], 3) if ticks else None,
+            "tick_seconds_max": round(ticks[-1], 3) if ticks else None,
+            "tick_seconds_total": round(sum(ticks), 1),
+        }
+
     def built(self, asset: str) -> list[tuple[datetime, str | None]]:
         return [(r.at, r.partition) for r in self.runs if asset in r.assets and r.success]
+
+
+def _partition_kind(partition: str | None) -> str:
+    if partition is None:
+        return "unpartitioned"
+    return "daily" if len(partition) == len("2026-10-01") else "hourly"
+
+
+@dataclass(frozen=True)
+class WeekScenario:
+    """The simulated week of the test and the benchmark: one drop 3 hours late, one hour that never arrives
+    until day 5, and a clock that runs on past the last day's 06:00 deadline so every day is judged."""
+
+    start: datetime
+    days: int = 7
+
+    @property
+    def late(self) -> LateHour:
+        return LateHour(self.start + timedelta(days=1, hours=10), self.start + timedelta(days=1, hours=14))
+
+    @property
+    def missing(self) -> LateHour:
+        return LateHour(self.start + timedelta(days=2, hours=14), self.start + timedelta(days=4, hours=9))
+
+    @property
+    def until(self) -> datetime:
+        return self.start + timedelta(days=self.days, hours=7)
+
+    def run(self, settings: StrataSettings, defs: dg.Definitions, instance: dg.DagsterInstance, **kwargs):
+        return run_week(
+            settings,
+            defs,
+            instance,
+            start=self.start,
+            days=self.days + 1,
+            late=[self.late, self.missing],
+            until=self.until,
+            **kwargs,
+        )
 
 
 def late_drops(late: list[LateHour], now: datetime) -> LateDrops:
@@ -203,6 +258,7 @@ class SimulatedDaemons:
                 if job_name and job_name != "__ASSET_JOB"
                 else self.defs.resolve_implicit_global_asset_job_def()
             )
+            began = time.perf_counter()
             tags = dict(request.tags)
             if request.run_key:
                 tags["dagster/run_key"] = request.run_key
@@ -221,7 +277,15 @@ class SimulatedDaemons:
                 )
             )
             self.log.runs.append(
-                Executed(self.now, trigger, result.run_id, result.success, assets, request.partition_key)
+                Executed(
+                    self.now,
+                    trigger,
+                    result.run_id,
+                    result.success,
+                    assets,
+                    request.partition_key,
+                    time.perf_counter() - began,
+                )
             )
 
     def _automation_sensor_for(self, key: dg.AssetKey) -> dg.AutomationConditionSensorDefinition:

@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import sys
 
-from tests.benchmarks import bench_audit, bench_drops, bench_pipeline
+from tests.benchmarks import bench_audit, bench_drops, bench_pipeline, bench_week
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["week"]:  # the simulated week alone: `python -m tests.benchmarks week [days]`
+        for line in bench_week.main(int(sys.argv[2]) if len(sys.argv) > 2 else 7):
+            print(line, flush=True)
+        return 0
     scale = float(sys.argv[1]) if len(sys.argv) > 1 else 1.0
     for line in bench_pipeline.main(scale):
         print(line, flush=True)
     for line in bench_drops.main():
         print(line, flush=True)
     for line in bench_audit.main():
+        print(line, flush=True)
+    for line in bench_week.main():
         print(line, flush=True)
     return 0
 
