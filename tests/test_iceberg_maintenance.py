@@ -216,3 +216,39 @@ def test_a_policy_that_would_race_writes_in_flight_is_refused():
         RetentionPolicy(orphan_min_age=timedelta(minutes=5))
     with pytest.raises(ValueError, match="min_snapshots must be at least 1"):
         RetentionPolicy(min_snapshots=0)
+
+
+def test_the_maintenance_asset_maintains_every_table_of_the_retention_namespaces(tmp_path: Path):
+    """The scheduled asset, materialized by Dagster: Bronze and audit tables compacted, other namespaces
+    left alone, and the figures (files before/after, snapshots expired, bytes removed) in its metadata."""
+    import dagster as dg
+
+    from assets.maintenance.iceberg_tables import build_table_maintenance_asset
+    from jobs.policies import TABLE_RETENTION
+
+    iceberg = catalog(tmp_path)
+    bronze = day_table(tmp_path)
+    run_log = iceberg.load_or_create_table("audit.run_log", SCHEMA)
+    untouched = iceberg.load_or_create_table("silver.scratch", SCHEMA)
+    for hour in range(3):
+        for table in (bronze, run_log, untouched):
+            table.append(rows(0, hour))
+    expected = {t.name(): content(t) for t in (bronze, run_log)}
+    assert [namespace for _, namespace, _ in TABLE_RETENTION] == ["bronze", "audit"]
+
+    result = dg.materialize([build_table_maintenance_asset(TABLE_RETENTION)], resources={"iceberg": iceberg})
+
+    assert result.success
+    [materialization] = [e.materialization for e in result.get_asset_materialization_events()]
+    meta = {k: v.value for k, v in materialization.metadata.items()}
+    assert meta["strata/data_files_before"] == 6 and meta["strata/data_files_after"] == 2
+    assert meta["strata/tables"]["bronze.readings"]["partitions_compacted"] == 1
+    assert meta["strata/tables"]["audit.run_log"]["data_files_after"] == 1
+    assert set(meta["strata/tables"]) == {"bronze.readings", "audit.run_log"}
+    assert (meta["strata/snapshots_expired"], meta["strata/orphan_files_removed"], meta["strata/bytes_removed"]) == (
+        0,
+        0,
+        0,
+    )
+    assert {t.name(): content(t) for t in (bronze, run_log)} == expected
+    assert len(untouched.refresh().inspect.files()) == 3
