@@ -252,3 +252,25 @@ def test_the_maintenance_asset_maintains_every_table_of_the_retention_namespaces
     )
     assert {t.name(): content(t) for t in (bronze, run_log)} == expected
     assert len(untouched.refresh().inspect.files()) == 3
+
+
+def test_a_reload_that_started_before_a_compaction_replaces_its_hour_without_duplicates(tmp_path: Path):
+    """The other order: a load plans its hour's delete on the files before compaction and commits after
+    it. pyiceberg refuses the delete (files matching its hour were removed concurrently), and the load's
+    `commit_with_retry` writes it again on the compacted table: the hour holds the new rows only."""
+    from assets.bronze.telemetry import time_range_filter
+    from resources.iceberg import commit_with_retry
+
+    table = day_table(tmp_path)
+    for hour in range(3):
+        table.append(rows(0, hour))
+    loader = catalog(tmp_path).load().load_table("bronze.readings")  # the load's view, before compaction
+    compact_table(table, POLICY, TableMaintenance("bronze.readings"))
+    hour1 = DAY0 + timedelta(hours=1)
+    hour1_only = time_range_filter("ts", hour1, hour1 + timedelta(hours=1))
+
+    commit_with_retry(loader, lambda target: target.overwrite(rows(0, 1, n=7, speed=9.0), overwrite_filter=hour1_only))
+
+    reloaded = table.refresh().scan(row_filter=hour1_only).to_arrow()
+    assert sorted(reloaded.column("speed_kmh").to_pylist()) == [9.0 * i for i in range(7)]
+    assert table.scan().to_arrow().num_rows == 5 + 7 + 5
