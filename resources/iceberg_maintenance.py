@@ -143,6 +143,7 @@ def compact_table(table: Table, policy: RetentionPolicy, report: TableMaintenanc
     from pyiceberg.io.pyarrow import ArrowScan, _dataframe_to_data_files
 
     def rewrite(target: Table) -> Table:
+        report.skipped.clear()  # planned again on every attempt
         groups = compaction_groups(target, policy, report)
         if not groups:
             return target
