@@ -132,9 +132,29 @@ def run_seconds(stdout: str, job: str) -> float | None:
 # --- the floor (runs in a child process: `floor` subcommand) -------------------------------------------
 
 
+def prepare_floor(work_root: Path) -> Path:
+    """Compile the dbt project for the floor's DuckDB file (not part of the measured work, as in `make
+    bench`); the (relation, materialization, SQL) list goes to a JSON file the floor process reads."""
+    import duckdb
+
+    from assets.bronze.contracts import oltp_contracts
+    from tests.benchmarks.bench_pipeline import compiled_models
+
+    work_root.mkdir(parents=True, exist_ok=True)
+    # Named like the warehouse: the compiled SQL says "warehouse"."silver"."x".
+    with duckdb.connect(str(work_root / "warehouse.duckdb")) as con:
+        con.execute("CREATE SCHEMA IF NOT EXISTS bronze")
+        for name in [*oltp_contracts(), "telemetry"]:
+            con.execute(f"CREATE OR REPLACE TABLE bronze.{name} AS SELECT * FROM range(0) WHERE false")
+    models = work_root / "compiled_models.json"
+    models.write_text(json.dumps(compiled_models(work_root)))
+    return models
+
+
 def floor_main(data_root: Path, work_root: Path, start: date, days: int) -> None:
     """Verify every drop with pyarrow + sha256, append each day to Iceberg in one commit, load the OLTP
-    tables, then run every model's compiled SQL in DuckDB over them. No Dagster, no checks."""
+    tables, then run every model's compiled SQL (from `prepare_floor`) in DuckDB over them. No Dagster,
+    no checks."""
     import hashlib
 
     import pyarrow as pa
@@ -146,7 +166,6 @@ def floor_main(data_root: Path, work_root: Path, start: date, days: int) -> None
     from resources.iceberg import IcebergCatalog
     from resources.source_db import SourceDatabase
     from resources.warehouse import Warehouse
-    from tests.benchmarks.bench_pipeline import compiled_models
 
     contract = file_drop_contracts()["telemetry"]
     schema = contract.arrow_schema()
@@ -173,16 +192,13 @@ def floor_main(data_root: Path, work_root: Path, start: date, days: int) -> None
         del parts
 
     warehouse = Warehouse(duckdb_path=str(work_root / "warehouse.duckdb"), extension_dir=str(work_root / "ext"))
-    with warehouse.connect() as con:  # the compiled SQL names the database "warehouse"
-        con.execute("CREATE SCHEMA IF NOT EXISTS bronze")
-        for name in oltp_contracts():
-            con.execute(f"CREATE OR REPLACE TABLE bronze.{name} AS SELECT * FROM range(0) WHERE false")
-        location = table.metadata_location.replace("'", "''")
-        con.execute(f"CREATE OR REPLACE VIEW bronze.telemetry AS SELECT * FROM iceberg_scan('{location}')")
-    models = compiled_models(work_root)
+    models = json.loads((work_root / "compiled_models.json").read_text())
     source = SourceDatabase(url=f"sqlite:///{data_root / 'source' / 'oltp.sqlite'}")
     with warehouse.connect() as con:
         con.execute("SET TimeZone = 'UTC'")
+        location = table.metadata_location.replace("'", "''")
+        con.execute("DROP TABLE IF EXISTS bronze.telemetry")
+        con.execute(f"CREATE VIEW bronze.telemetry AS SELECT * FROM iceberg_scan('{location}')")
         for name, oltp in oltp_contracts().items():
             rows = conform_to_contract(source.read_arrow(f"SELECT * FROM {name}"), oltp, name, exact=False)
             con.execute(f"CREATE OR REPLACE TABLE bronze.{name} AS SELECT * FROM rows")
@@ -218,6 +234,7 @@ def backfill_lines(work: Path, data_root: Path, days: int) -> list[str]:
     platform = run_tree(
         ["-m", "jobs.backfill", "--start", str(BENCH_START), "--end", str(end)], env, work / "logs" / "backfill.log"
     )
+    prepare_floor(work / "floor")
     floor = run_tree(
         ["-m", "tests.benchmarks.bench_backfill", "floor", "--data-root", str(data_root), "--work-root",
          str(work / "floor"), "--days", str(days)],
