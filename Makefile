@@ -25,13 +25,14 @@ DEMO_START = $(shell cat $(DEMO_START_FILE) 2>/dev/null || date -u -d "$(DAYS) d
 DEMO_TARGETS := dev demo demo-data $(STRATA_ROOT)/demo/ground_truth.json $(STRATA_ROOT)/demo/initial-load.done
 $(DEMO_TARGETS): export STRATA_START_DATE ?= $(DEMO_START)
 
-.PHONY: help env dev demo demo-data test test-fast test-week bench lint format manifest clean policy sbom
+.PHONY: help env dev demo demo-data test test-fast test-week bench bench-backfill lint format manifest clean policy sbom
 
 help:
 	@echo "make dev     environment + demo data + dagster dev (UI on http://HOST:PORT, default 127.0.0.1:3000) + live demo"
 	@echo "make demo    materialize the whole graph headless for the demo window and print a summary"
 	@echo "make test    the test suite (make test-fast skips the slow scale tests)"
 	@echo "make bench   benchmarks against plain-engine floors"
+	@echo "make bench-backfill  the 181-day backfill at scale 0.1 against its floor, and load_hourly at 30/90/181 days"
 	@echo "make lint    ruff check + format check"
 	@echo "make policy  deployment policy over images/ and helm/ (digests, limits, non-root, no secrets)"
 	@echo "make sbom    CycloneDX SBOM of the base image's Python packages, from uv.lock ($(SBOM))"
@@ -82,6 +83,16 @@ test-week: env manifest
 
 bench: env manifest
 	$(UV) run python -m tests.benchmarks
+
+# The whole-graph backfill (`python -m jobs.backfill`) against its raw-engine floor, with peak memory and
+# DAGSTER_HOME size, then `load_hourly` alone over each window of BENCH_SCALING_DAYS (time per hour).
+# Hours of work at the defaults; e.g. `make bench-backfill BENCH_DAYS=3 BENCH_SCALE=0.01 BENCH_SCALING_DAYS=1,3`.
+BENCH_DAYS ?= 181
+BENCH_SCALE ?= 0.1
+BENCH_SCALING_DAYS ?= 30,90,181
+bench-backfill: env manifest
+	$(UV) run python -m tests.benchmarks.bench_backfill --days $(BENCH_DAYS) --scale $(BENCH_SCALE) \
+		--scaling-days $(BENCH_SCALING_DAYS)
 
 lint: env
 	$(UV) run ruff check .

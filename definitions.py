@@ -6,13 +6,14 @@ import dagster as dg
 
 from assets.bronze.oltp import build_oltp_assets
 from assets.bronze.telemetry import TELEMETRY, build_telemetry_asset
+from assets.maintenance.iceberg_tables import build_table_maintenance_asset
 from assets.ml.demand_forecast import build_demand_forecast_asset
 from assets.partitions import daily_partitions, hourly_partitions
 from assets.quality.checks import build_quality_checks
 from assets.transform.dbt_models import build_dbt_assets
 from jobs import build_jobs
 from jobs.partition_freshness import build_partition_freshness_checks, check_keys, resolve_rules
-from jobs.policies import PARTITION_FRESHNESS, apply_global_policies
+from jobs.policies import PARTITION_FRESHNESS, TABLE_RETENTION, apply_global_policies
 from jobs.schedules import build_schedules
 from resources.environment import build_dbt_project, build_resources
 from resources.settings import StrataSettings, load_settings
@@ -35,6 +36,7 @@ def build_definitions(settings: StrataSettings) -> dg.Definitions:
         [
             *build_oltp_assets(),
             telemetry,
+            build_table_maintenance_asset(TABLE_RETENTION),
             *build_dbt_assets(dbt_project, daily),
             build_demand_forecast_asset(daily),
         ]

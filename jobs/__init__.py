@@ -6,16 +6,21 @@ from collections.abc import Sequence
 
 import dagster as dg
 
+from assets.maintenance.iceberg_tables import MAINTENANCE_GROUP
 from jobs.policies import priority_tags
 
 JOB_BY_PARTITIONING = {
     None: ("refresh_unpartitioned", "OLTP extraction into Bronze and the unpartitioned Silver/Gold models."),
     "hourly": ("load_hourly", "Hourly partitions: Bronze telemetry from landing-zone drops."),
     "daily": ("build_daily", "Daily partitions: incremental Silver/Gold models for a date window."),
+    MAINTENANCE_GROUP: ("maintain_tables", "Iceberg table maintenance: compaction, snapshot expiry, orphan files."),
 }
 
 
 def partitioning_of(asset: dg.AssetsDefinition) -> str | None:
+    """The job an asset belongs to: by partitioning, except upkeep, which runs on its own clock."""
+    if set(asset.group_names_by_key.values()) == {MAINTENANCE_GROUP}:
+        return MAINTENANCE_GROUP
     pdef = asset.partitions_def
     if pdef is None:
         return None

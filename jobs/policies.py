@@ -32,6 +32,7 @@ from datetime import timedelta
 import dagster as dg
 
 from jobs.partition_freshness import PartitionDeadline
+from resources.iceberg_maintenance import RetentionPolicy
 from resources.warehouse import WAREHOUSE_POOL
 
 # --- the policy tables -------------------------------------------------------------------------------
@@ -105,12 +106,23 @@ AUTOMATION_CONDITIONS: list[tuple[str, dg.AssetSelection, dg.AutomationCondition
     ("Silver, Gold and ML follow their complete inputs once those pass their blocking checks", DBT_MODELS | ML,
      QUALITY_GATED_EAGER),
 ]  # fmt: skip
+# Iceberg table maintenance (assets/maintenance/iceberg_tables.py, daily by the schedule table): per
+# namespace, how far back time travel reaches (snapshots younger than the age, and never fewer than the
+# newest N) and how old an unreferenced file must be before it is deleted (younger ones may belong to a
+# write in flight). Files below `small_file_bytes` are compacted when a partition has two or more.
+TABLE_RETENTION: list[tuple[str, str, RetentionPolicy]] = [
+    ("Bronze: a week of time travel covers the late-day lookback and a re-run of the daily build", "bronze",
+     RetentionPolicy(snapshot_max_age=timedelta(days=7), min_snapshots=10, orphan_min_age=timedelta(hours=24))),
+    ("Audit tables (run log, loaded drops, quarantine): a month of history for auditors", "audit",
+     RetentionPolicy(snapshot_max_age=timedelta(days=30), min_snapshots=10, orphan_min_age=timedelta(hours=24))),
+]  # fmt: skip
 # Run priority (`dagster/priority`, higher starts first) for the QueuedRunCoordinator: the daily Gold
 # build before the dimension refresh, both before hourly Bronze catch-up. Jobs not listed get 0.
 JOB_PRIORITIES: dict[str, int] = {
     "build_daily": 10,
     "refresh_unpartitioned": 5,
     "load_hourly": 0,
+    "maintain_tables": -5,
 }
 
 PRIORITY_TAG = "dagster/priority"

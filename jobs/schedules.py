@@ -56,6 +56,13 @@ SCHEDULES: list[SchedulePolicy] = [
         builds_nothing_yet=True,
     ),
     SchedulePolicy(
+        "iceberg_table_maintenance",
+        "30 3 * * *",
+        "maintain_tables",
+        "Daily 03:30 UTC, after the night's loads: compaction of small Iceberg data files, snapshot expiry and "
+        "orphan-file removal for the Bronze and audit tables, under TABLE_RETENTION in jobs/policies.py.",
+    ),
+    SchedulePolicy(
         "weekly_report",
         "0 6 * * 1",
         None,

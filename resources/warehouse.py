@@ -79,6 +79,11 @@ class Warehouse(dg.ConfigurableResource):
     engine: str = "duckdb"
     duckdb_path: str = ""
     extension_dir: str = ""
+    # DuckDB's resources (settings.py: STRATA_DUCKDB_MEMORY_LIMIT / _THREADS), also handed to dbt's profile;
+    # past the memory limit DuckDB spills to `duckdb_temp_directory` rather than growing.
+    duckdb_memory_limit: str = "2GB"
+    duckdb_threads: int = 2
+    duckdb_temp_directory: str = ""
     # DuckDB reading Bronze on an S3-compatible store (MinIO, moto): its endpoint URL and region. The
     # credentials come from the standard AWS variables, which DuckDB reads itself.
     s3_endpoint_url: str | None = None
@@ -114,10 +119,28 @@ class Warehouse(dg.ConfigurableResource):
 
         Path(self.duckdb_path).parent.mkdir(parents=True, exist_ok=True)
         con = duckdb.connect(self.duckdb_path, read_only=read_only)
+        self.limit_resources(con)
         self.install_extensions(con)
         if self.s3_endpoint_url:
             self.configure_s3(con)
         return con
+
+    def limit_resources(self, con) -> None:
+        con.execute(f"SET memory_limit = '{self.duckdb_memory_limit}'")
+        con.execute(f"SET threads = {int(self.duckdb_threads)}")
+        if self.duckdb_temp_directory:
+            Path(self.duckdb_temp_directory).mkdir(parents=True, exist_ok=True)
+            con.execute(f"SET temp_directory = '{self.duckdb_temp_directory}'")
+
+    def duckdb_environment(self) -> dict[str, str]:
+        """The same limits for the dbt subprocess: dbt/profiles.yml's DuckDB targets read these variables."""
+        values = {
+            "STRATA_DUCKDB_MEMORY_LIMIT": self.duckdb_memory_limit,
+            "STRATA_DUCKDB_THREADS": str(self.duckdb_threads),
+        }
+        if self.duckdb_temp_directory:
+            values["STRATA_DUCKDB_TEMP_DIRECTORY"] = self.duckdb_temp_directory
+        return values
 
     def configure_s3(self, con) -> None:
         """Point DuckDB's S3 reads at `s3_endpoint_url` (path-style URLs, TLS as the URL says); dbt's

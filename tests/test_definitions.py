@@ -40,7 +40,7 @@ def test_definitions_hold_one_graph_from_bronze_to_gold(settings):
     graph = defs.resolve_asset_graph()
     keys = {tuple(k.path) for k in graph.get_all_asset_keys()}
     expected = {("bronze", t) for t in BRONZE} | {("silver", t) for t in SILVER} | {("gold", t) for t in GOLD}
-    assert keys == expected | {("ml", "demand_forecast")}
+    assert keys == expected | {("ml", "demand_forecast"), ("maintenance", "iceberg_tables")}
 
     # No dangling sources: every dependency is an asset this location materializes.
     for key in graph.get_all_asset_keys():
@@ -83,6 +83,10 @@ def connected_components(graph) -> list[set[dg.AssetKey]]:
 def test_the_lineage_graph_is_one_connected_graph(settings):
     graph = build_definitions(settings).resolve_asset_graph()
     components = connected_components(graph)
+    # Table upkeep reads and writes no data of the graph: it stands alone, outside every downstream selection.
+    upkeep = {dg.AssetKey(["maintenance", "iceberg_tables"])}
+    assert upkeep in components
+    components.remove(upkeep)
     assert len(components) == 1, [sorted(k.to_user_string() for k in c) for c in components]
 
 
@@ -112,7 +116,11 @@ def test_dbt_tests_are_asset_checks_on_the_tables_they_guard(settings):
 
 def test_jobs_split_by_partitioning(settings):
     defs = build_definitions(settings)
-    assert {j.name for j in defs.jobs} == {"refresh_unpartitioned", "load_hourly", "build_daily"}
+    assert {j.name for j in defs.jobs} == {"refresh_unpartitioned", "load_hourly", "build_daily", "maintain_tables"}
+    # Upkeep runs on its own clock, never as part of the hourly OLTP refresh.
+    assert defs.resolve_job_def("maintain_tables").asset_layer.selected_asset_keys == {
+        dg.AssetKey(["maintenance", "iceberg_tables"])
+    }
 
 
 def test_the_drop_sensor_targets_bronze_telemetry(settings):

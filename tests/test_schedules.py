@@ -31,11 +31,16 @@ def test_the_schedule_table_is_what_runs(settings):
     assert {name: (s.cron_schedule, s.job_name, s.default_status) for name, s in schedules.items()} == {
         "hourly_oltp_extraction": ("0 * * * *", "refresh_unpartitioned", dg.DefaultScheduleStatus.RUNNING),
         "ml_retraining": ("0 2 * * *", "build_daily", dg.DefaultScheduleStatus.RUNNING),
+        "iceberg_table_maintenance": ("30 3 * * *", "maintain_tables", dg.DefaultScheduleStatus.RUNNING),
     }
     assert all(s.execution_timezone == "UTC" for s in schedules.values())
     # The Monday report is a listed slot with nothing to build yet: no schedule until it has a target.
     report = next(p for p in SCHEDULES if p.name == "weekly_report")
     assert (report.cron, report.job) == ("0 6 * * 1", None)
+
+    # Table upkeep: one request a day, keyed by its tick, queued behind every data job.
+    [upkeep] = evaluate_schedule(defs, "iceberg_table_maintenance", datetime(2026, 10, 3, 3, 30, tzinfo=UTC))
+    assert (upkeep.run_key, upkeep.tags[PRIORITY_TAG]) == ("iceberg_table_maintenance:2026-10-03T03:30Z", "-5")
 
     # The ML slot is visible and says why it builds nothing yet, every tick.
     assert evaluate_schedule(defs, "ml_retraining", datetime(2026, 10, 3, 2, tzinfo=UTC)).startswith(

@@ -385,8 +385,14 @@ def test_dbt_gets_the_run_id_and_on_trino_the_password_from_the_secrets_backend(
     monkeypatch.delenv("STRATA_TRINO_PASSWORD", raising=False)
     trino = ldap_warehouse(tls_trino, env_secrets(monkeypatch))
     assert dbt_environment("run-1", trino) == {"STRATA_DAGSTER_RUN_ID": "run-1", "STRATA_TRINO_PASSWORD": PASSWORD}
-    local = Warehouse(engine="duckdb", duckdb_path=str(tmp_path / "w.duckdb"))
-    assert dbt_environment("run-2", local) == {"STRATA_DAGSTER_RUN_ID": "run-2"}
+    local = Warehouse(engine="duckdb", duckdb_path=str(tmp_path / "w.duckdb"), duckdb_temp_directory="/spill")
+    assert dbt_environment("run-2", local) == {
+        "STRATA_DAGSTER_RUN_ID": "run-2",
+        # DuckDB's limits, read by dbt/profiles.yml (tests/test_duckdb_limits.py checks they apply)
+        "STRATA_DUCKDB_MEMORY_LIMIT": "2GB",
+        "STRATA_DUCKDB_THREADS": "2",
+        "STRATA_DUCKDB_TEMP_DIRECTORY": "/spill",
+    }
 
     monkeypatch.setenv("STRATA_DAGSTER_RUN_ID", "outer")
     with subprocess_environment(dbt_environment("run-1", trino)):

@@ -178,10 +178,13 @@ def run_dbt(
 
 def dbt_environment(run_id: str, warehouse: Warehouse) -> dict[str, str]:
     """Values the dbt subprocess needs that only the run knows: the Dagster run id (quarantine rows
-    record it) and, on Trino with password auth, the password from the secrets backend, which
-    dbt/profiles.yml reads as STRATA_TRINO_PASSWORD. A `--vars` value that changes every run would
+    record it); on DuckDB the warehouse's memory limit, threads and spill directory; on Trino with
+    password auth, the password from the secrets backend, which dbt/profiles.yml reads as
+    STRATA_TRINO_PASSWORD. A `--vars` value that changes every run would
     force dbt to re-parse the whole project each time."""
     values = {RUN_ID_ENV: run_id}
+    if warehouse.engine == "duckdb":
+        values.update(warehouse.duckdb_environment())
     if warehouse.engine == "trino" and (password := warehouse.trino_password()) is not None:
         values[TRINO_PASSWORD_ENV] = password
     return values
