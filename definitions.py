@@ -6,6 +6,7 @@ import dagster as dg
 
 from assets.bronze.oltp import build_oltp_assets
 from assets.bronze.telemetry import TELEMETRY, build_telemetry_asset
+from assets.bronze.weather import weather_forecasts
 from assets.ml.demand_forecast import build_demand_forecast_asset
 from assets.partitions import daily_partitions, hourly_partitions
 from assets.quality.checks import build_quality_checks
@@ -35,6 +36,7 @@ def build_definitions(settings: StrataSettings) -> dg.Definitions:
         [
             *build_oltp_assets(),
             telemetry,
+            weather_forecasts,
             *build_dbt_assets(dbt_project, daily),
             build_demand_forecast_asset(daily),
         ]

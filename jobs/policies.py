@@ -39,7 +39,8 @@ from resources.warehouse import WAREHOUSE_POOL
 GOLD = dg.AssetSelection.groups("gold")
 BRONZE = dg.AssetSelection.groups("bronze")
 BRONZE_TELEMETRY = dg.AssetSelection.assets(["bronze", "telemetry"])
-BRONZE_OLTP = BRONZE - BRONZE_TELEMETRY
+BRONZE_WEATHER = dg.AssetSelection.assets(["bronze", "weather_forecasts"])
+BRONZE_OLTP = BRONZE - BRONZE_TELEMETRY - BRONZE_WEATHER
 DBT_MODELS = dg.AssetSelection.groups("silver", "gold")
 ML = dg.AssetSelection.groups("ml")
 
@@ -72,7 +73,7 @@ PARTITION_FRESHNESS: list[tuple[str, dg.AssetSelection, PartitionDeadline]] = [
      EACH_HOUR_WITHIN_2H),
 ]  # fmt: skip
 RETRY_POLICIES: list[tuple[str, dg.AssetSelection, dg.RetryPolicy]] = [
-    ("Bronze loads read the source DB and the landing zone over the network", BRONZE, NETWORK_RETRY),
+    ("Bronze loads read the source DB, the landing zone and the weather API over the network", BRONZE, NETWORK_RETRY),
 ]
 POOLS: list[tuple[str, dg.AssetSelection, str]] = [
     ("the OLTP source database", BRONZE_OLTP, "source_db"),

@@ -18,6 +18,7 @@ from resources.settings import DBT_PROJECT_DIR, StrataSettings
 from resources.source_db import SourceDatabase, SourceDatabaseWithPassword
 from resources.trino_results import TRINO_AUTH_METHODS
 from resources.warehouse import Warehouse
+from resources.weather_api import build_weather_api
 
 
 def build_dbt_project(settings: StrataSettings) -> DbtProject:
@@ -101,5 +102,6 @@ def build_resources(settings: StrataSettings, dbt_project: DbtProject) -> dict[s
             **(trino_fields(settings.trino) if settings.warehouse_engine == "trino" else {}),
         ),
         "guard": IngestionGuard(data_path=str(settings.root)),
+        "weather_api": build_weather_api(settings, secrets),
         "dbt": DbtCliResource(project_dir=dbt_project, target=settings.dbt_target, dbt_executable=dbt_executable()),
     }

@@ -6,13 +6,14 @@ import dagster as dg
 
 from definitions import build_definitions
 
-BRONZE = {"customers", "stations", "vehicles", "bookings", "payments", "telemetry"}
+BRONZE = {"customers", "stations", "vehicles", "bookings", "payments", "telemetry", "weather_forecasts"}
 SILVER = {f"stg_{t}" for t in BRONZE} | {
     "bookings_valid",
     "bookings",
     "bookings_quarantine",
     "telemetry_clean",
     "telemetry_quarantine",
+    "weather_conditions",
 }
 GOLD = {
     "dim_customers",
@@ -57,6 +58,13 @@ def test_definitions_hold_one_graph_from_bronze_to_gold(settings):
         dg.AssetKey(["gold", "fct_bookings"])
     ).parent_keys
     assert dg.AssetKey(["gold", "dim_vehicles"]) in graph.get(dg.AssetKey(["gold", "fleet_health_daily"])).parent_keys
+    # Weather from the API reaches the demand features through Silver.
+    assert graph.get(dg.AssetKey(["silver", "stg_weather_forecasts"])).parent_keys == {
+        dg.AssetKey(["bronze", "weather_forecasts"])
+    }
+    assert dg.AssetKey(["silver", "weather_conditions"]) in graph.get(
+        dg.AssetKey(["gold", "demand_features_hourly"])
+    ).parent_keys
     # The Python ML asset reads dbt marts: it is downstream of dbt in the same graph.
     assert graph.get(dg.AssetKey(["ml", "demand_forecast"])).parent_keys == {
         dg.AssetKey(["gold", "demand_features_hourly"]),
@@ -112,7 +120,14 @@ def test_dbt_tests_are_asset_checks_on_the_tables_they_guard(settings):
 
 def test_jobs_split_by_partitioning(settings):
     defs = build_definitions(settings)
-    assert {j.name for j in defs.jobs} == {"refresh_unpartitioned", "load_hourly", "build_daily"}
+    assert {j.name for j in defs.jobs} == {"refresh_unpartitioned", "load_hourly", "build_daily", "fetch_weather"}
+    # The weather API has a job of its own: the hourly refresh never calls it.
+    assert defs.resolve_job_def("fetch_weather").asset_layer.selected_asset_keys == {
+        dg.AssetKey(["bronze", "weather_forecasts"])
+    }
+    assert dg.AssetKey(["bronze", "weather_forecasts"]) not in (
+        defs.resolve_job_def("refresh_unpartitioned").asset_layer.selected_asset_keys
+    )
 
 
 def test_the_drop_sensor_targets_bronze_telemetry(settings):

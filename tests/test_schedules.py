@@ -31,6 +31,7 @@ def test_the_schedule_table_is_what_runs(settings):
     assert {name: (s.cron_schedule, s.job_name, s.default_status) for name, s in schedules.items()} == {
         "hourly_oltp_extraction": ("0 * * * *", "refresh_unpartitioned", dg.DefaultScheduleStatus.RUNNING),
         "ml_retraining": ("0 2 * * *", "build_daily", dg.DefaultScheduleStatus.RUNNING),
+        "weather_forecasts": ("*/15 * * * *", "fetch_weather", dg.DefaultScheduleStatus.RUNNING),
     }
     assert all(s.execution_timezone == "UTC" for s in schedules.values())
     # The Monday report is a listed slot with nothing to build yet: no schedule until it has a target.
