@@ -43,6 +43,7 @@ BRONZE_WEATHER = dg.AssetSelection.assets(["bronze", "weather_forecasts"])
 BRONZE_OLTP = BRONZE - BRONZE_TELEMETRY - BRONZE_WEATHER
 DBT_MODELS = dg.AssetSelection.groups("silver", "gold")
 ML = dg.AssetSelection.groups("ml")
+REPORTS = dg.AssetSelection.groups("reports")
 
 DAILY_MODELS = dg.AssetSelection.tag("daily", "")  # dbt models tagged `daily` (the daily-partitioned ones)
 # A late hour still completes (and builds) its day within this lookback; older days need a backfill.
@@ -79,6 +80,7 @@ POOLS: list[tuple[str, dg.AssetSelection, str]] = [
     ("the OLTP source database", BRONZE_OLTP, "source_db"),
     ("the SQL engine (DuckDB has one writer; Trino is shared)", DBT_MODELS, WAREHOUSE_POOL),
     ("ML reads the marts (a DuckDB reader cannot open the file while dbt writes it)", ML, WAREHOUSE_POOL),
+    ("reports read the marts too", REPORTS, WAREHOUSE_POOL),
 ]
 # Inputs that hold data per partition (hourly Bronze telemetry, the daily dbt models, ML): an update of
 # one of these is a change of the days it maps to, so older days in the lookback follow it too.

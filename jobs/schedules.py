@@ -59,7 +59,7 @@ SCHEDULES: list[SchedulePolicy] = [
     SchedulePolicy(
         "weekly_report",
         "0 6 * * 1",
-        None,  # WIP
+        "publish_weekly_report",
         "Monday 06:00: the executive report of the previous ISO week from Gold, published to the outputs "
         "area and sent by e-mail.",
         previous_week=True,

@@ -62,9 +62,10 @@ def test_definitions_hold_one_graph_from_bronze_to_gold(settings):
     assert graph.get(dg.AssetKey(["silver", "stg_weather_forecasts"])).parent_keys == {
         dg.AssetKey(["bronze", "weather_forecasts"])
     }
-    assert dg.AssetKey(["silver", "weather_conditions"]) in graph.get(
-        dg.AssetKey(["gold", "demand_features_hourly"])
-    ).parent_keys
+    assert (
+        dg.AssetKey(["silver", "weather_conditions"])
+        in graph.get(dg.AssetKey(["gold", "demand_features_hourly"])).parent_keys
+    )
     # The Python ML asset reads dbt marts: it is downstream of dbt in the same graph.
     assert graph.get(dg.AssetKey(["ml", "demand_forecast"])).parent_keys == {
         dg.AssetKey(["gold", "demand_features_hourly"]),
