@@ -41,7 +41,7 @@ def test_definitions_hold_one_graph_from_bronze_to_gold(settings):
     graph = defs.resolve_asset_graph()
     keys = {tuple(k.path) for k in graph.get_all_asset_keys()}
     expected = {("bronze", t) for t in BRONZE} | {("silver", t) for t in SILVER} | {("gold", t) for t in GOLD}
-    assert keys == expected | {("ml", "demand_forecast")}
+    assert keys == expected | {("ml", "demand_forecast"), ("reports", "weekly_executive_report")}
 
     # No dangling sources: every dependency is an asset this location materializes.
     for key in graph.get_all_asset_keys():
@@ -105,6 +105,9 @@ def test_partitions_and_backfill_policies(settings):
         if tuple(key.path) in DAILY:
             assert isinstance(node.partitions_def, dg.DailyPartitionsDefinition), key
             assert node.backfill_policy == dg.BackfillPolicy.single_run(), key
+        elif key.path == ["reports", "weekly_executive_report"]:
+            assert isinstance(node.partitions_def, dg.WeeklyPartitionsDefinition), key
+            assert node.partitions_def.get_first_partition_key() == "2026-10-05"  # the first Monday
         elif key.path[0] != "bronze" or key.path[1] != "telemetry":
             assert node.partitions_def is None, key
 
@@ -121,7 +124,13 @@ def test_dbt_tests_are_asset_checks_on_the_tables_they_guard(settings):
 
 def test_jobs_split_by_partitioning(settings):
     defs = build_definitions(settings)
-    assert {j.name for j in defs.jobs} == {"refresh_unpartitioned", "load_hourly", "build_daily", "fetch_weather"}
+    assert {j.name for j in defs.jobs} == {
+        "refresh_unpartitioned",
+        "load_hourly",
+        "build_daily",
+        "fetch_weather",
+        "publish_weekly_report",
+    }
     # The weather API has a job of its own: the hourly refresh never calls it.
     assert defs.resolve_job_def("fetch_weather").asset_layer.selected_asset_keys == {
         dg.AssetKey(["bronze", "weather_forecasts"])
@@ -174,9 +183,9 @@ def ui_backfill_targets(graph, selection: list[dg.AssetKey], partition_names: li
 def test_a_ui_backfill_over_bronze_hours_and_daily_models_targets_every_selected_asset(settings):
     graph = build_definitions(settings).resolve_asset_graph()
     telemetry = dg.AssetKey(["bronze", "telemetry"])
-    downstream = sorted(
-        dg.AssetSelection.assets(telemetry).downstream().resolve(graph) - {telemetry}, key=lambda k: k.to_user_string()
-    )
+    # the weekly report is downstream too, but published per week by its own schedule, not in a data backfill
+    data = dg.AssetSelection.assets(telemetry).downstream() - dg.AssetSelection.groups("reports")
+    downstream = sorted(data.resolve(graph) - {telemetry}, key=lambda k: k.to_user_string())
     assert {tuple(k.path) for k in downstream} == {
         ("silver", "stg_telemetry"),
         ("silver", "telemetry_clean"),

@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import threading
+from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
@@ -23,9 +24,7 @@ import pytest
 from assets.reports.figures import format_value
 from definitions import build_definitions
 from jobs.backfill import run_backfill
-from resources.alerting import AlertingResource
 from resources.outputs import MANIFEST, READY, OutputsArea
-from resources.secrets import SecretsResource
 from tests.conftest import TEST_START
 from tests.support import generate_demo
 from tests.test_alerting import smtp_sink  # noqa: F401  (the SMTP sink fixture)
@@ -148,18 +147,8 @@ def pdf_text(data: bytes) -> str:
 @pytest.mark.slow
 def test_the_report_of_a_demo_week_shows_golds_figures_is_published_and_mailed(settings, smtp_sink):  # noqa: F811
     generate_demo(settings, TEST_START, 11)  # 2026-10-01 .. 2026-10-11: W41 whole, W40 from Thursday
-    defs = build_definitions(settings)
-    resources = {
-        **defs.resources,
-        "alerting": AlertingResource(
-            secrets=SecretsResource(),
-            channels=["smtp"],
-            smtp_host="127.0.0.1",
-            smtp_port=smtp_sink.port,
-            smtp_to=["board@example.org"],
-        ),
-    }
-    defs = dg.Definitions.merge(defs, dg.Definitions(resources=resources))
+    mail = {"host": "127.0.0.1", "port": str(smtp_sink.port), "to": "board@example.org"}
+    defs = build_definitions(replace(settings, alert_channels=("smtp",), smtp=mail))
     with dg.instance_for_test() as instance:
         summary = run_backfill(defs, instance, TEST_START, date(2026, 10, 12))
         assert summary.success, summary
