@@ -192,11 +192,57 @@ def test_the_report_of_a_demo_week_shows_golds_figures_is_published_and_mailed(s
     }
     assert read["gold/kpi_daily"]["2026-10-05"] != "missing" and read["gold/kpi_daily"]["2026-09-28"] == "missing"
     assert metadata["strata/preview"].value.startswith("![Bookings per day](data:image/png;base64,")
+    print("render seconds:", metadata["strata/render_seconds"].value)
 
     # mailed twice (once per run), the PDF attached
     assert len(smtp_sink.messages) == 2
     mail = smtp_sink.messages[0]["message"]
     assert mail["Subject"] == "[strata local] Weekly executive summary 2026-W41"
-    [attachment] = [part for part in mail.iter_attachments()]
+    [attachment] = [part for part in mail.walk() if part.get_filename()]
     assert attachment.get_filename() == "strata-weekly-2026-W41.pdf"
     assert attachment.get_payload(decode=True) == published["report.pdf"]
+
+
+def test_rendering_is_deterministic_and_the_pdf_text_carries_the_kpis():
+    from assets.reports.figures import Kpi, WeekFigures, week_dates
+    from assets.reports.weekly import report_files
+
+    start = date(2026, 10, 5)
+    figures = WeekFigures(
+        start=start,
+        kpis=[
+            Kpi("Bookings", "count", 12345, 11000),
+            Kpi("Revenue", "eur", Decimal("98765.43"), Decimal("90000.00")),
+            Kpi("Fleet utilisation", "pct", 61.2, 58.7),
+            Kpi("Forecast accuracy", "pct", None, None),
+            Kpi("Completed trips", "count", 10000, 9000),
+            Kpi("Cancellation rate", "pct", 5.0, 6.0),
+            Kpi("Distance driven", "km", 4321.5, 4000.0),
+            Kpi("Fault readings", "pct", 1.5, 1.25),
+        ],
+        daily={
+            "date": week_dates(start),
+            "bookings": [1700, 1800, 1750, 1900, 2100, 1600, 1495],
+            "bookings_previous": [1500] * 7,
+            "revenue_eur": [14000.5] * 7,
+            "active_vehicles": [600] * 7,
+            "fault_readings": [30] * 7,
+        },
+        hourly=[(h, 100 + h) for h in range(24)],
+    )
+    first, _ = report_files(figures)
+    second, _ = report_files(figures)
+    assert first == second  # byte for byte: PDF, HTML, charts, kpis.json
+    text = pdf_text(first["report.pdf"])
+    for line in (
+        "Bookings 12,345 11,000 +12.2%",
+        "Revenue EUR 98,765.43 EUR 90,000.00 +9.7%",
+        "Fleet utilisation 61.2% 58.7% +2.5 pp",
+        "Forecast accuracy n/a n/a n/a",
+        "The busiest day was Friday 09 October with 2,100 bookings.",
+    ):
+        assert line in " ".join(text.split()), line
+    from pypdf import PdfReader
+
+    info = PdfReader(io.BytesIO(first["report.pdf"])).metadata
+    assert (info["/CreationDate"], info["/ModDate"]) == ("D:20261012000000Z", "D:20261012000000Z")
