@@ -16,6 +16,8 @@ PORT ?= 3000
 LIVE ?= 1
 LIVE_SPEED ?= 60
 HORIZON_DAYS ?= 30
+# The demo weather API (`python -m demo weather-api`) that `make dev` starts for bronze/weather_forecasts.
+WEATHER_PORT ?= 8765
 LAG_HOURS ?= 12
 PYTEST_ARGS ?=
 # The first partition is the first day of the demo data: DAYS before the day it was generated, kept in
@@ -60,13 +62,16 @@ demo-data: env $(STRATA_ROOT)/demo/ground_truth.json
 $(STRATA_ROOT)/demo/initial-load.done: | $(STRATA_ROOT)/demo/ground_truth.json
 	$(UV) run python -m jobs.backfill && touch $@ || echo "initial load failed: the runs are in the UI"
 
-# The living demo runs beside `dagster dev` and stops with it.
+# The living demo and the demo weather API run beside `dagster dev` and stop with it.
 dev: env $(DAGSTER_HOME)/dagster.yaml demo-data manifest $(STRATA_ROOT)/demo/initial-load.done
-	@if [ "$(LIVE)" = 1 ]; then \
+	@$(UV) run python -m demo weather-api --port $(WEATHER_PORT) & weather_pid=$$!; \
+	trap "kill $$weather_pid 2>/dev/null" EXIT; \
+	if [ "$(LIVE)" = 1 ]; then \
 		$(UV) run python -m demo live --speed $(LIVE_SPEED) & live_pid=$$!; \
-		trap "kill $$live_pid 2>/dev/null" EXIT; \
+		trap "kill $$live_pid $$weather_pid 2>/dev/null" EXIT; \
 	fi; \
-	$(UV) run dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
+	STRATA_WEATHER_URL=$${STRATA_WEATHER_URL:-http://127.0.0.1:$(WEATHER_PORT)} \
+		$(UV) run dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
 
 demo: env $(DAGSTER_HOME)/dagster.yaml demo-data manifest
 	$(UV) run python -m jobs.backfill

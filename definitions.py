@@ -6,10 +6,12 @@ import dagster as dg
 
 from assets.bronze.oltp import build_oltp_assets
 from assets.bronze.telemetry import TELEMETRY, build_telemetry_asset
+from assets.bronze.weather import weather_forecasts
 from assets.maintenance.iceberg_tables import build_table_maintenance_asset
 from assets.ml.demand_forecast import build_demand_forecast_asset
-from assets.partitions import daily_partitions, hourly_partitions
+from assets.partitions import daily_partitions, hourly_partitions, weekly_partitions
 from assets.quality.checks import build_quality_checks
+from assets.reports.weekly import build_weekly_report_asset
 from assets.transform.dbt_models import build_dbt_assets
 from jobs import build_jobs
 from jobs.partition_freshness import build_partition_freshness_checks, check_keys, resolve_rules
@@ -36,9 +38,11 @@ def build_definitions(settings: StrataSettings) -> dg.Definitions:
         [
             *build_oltp_assets(),
             telemetry,
+            weather_forecasts,
             build_table_maintenance_asset(TABLE_RETENTION),
             *build_dbt_assets(dbt_project, daily),
             build_demand_forecast_asset(daily),
+            build_weekly_report_asset(weekly_partitions(settings.start_date)),
         ]
     )
     partitions_by_asset = {key: asset.partitions_def for asset in assets for key in asset.keys}

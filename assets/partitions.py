@@ -13,3 +13,8 @@ def hourly_partitions(start: date) -> dg.HourlyPartitionsDefinition:
 
 def daily_partitions(start: date) -> dg.DailyPartitionsDefinition:
     return dg.DailyPartitionsDefinition(start_date=f"{start:%Y-%m-%d}", timezone="UTC")
+
+
+def weekly_partitions(start: date) -> dg.WeeklyPartitionsDefinition:
+    """ISO weeks, Monday to Sunday (UTC); the first is the first whole week from `start`."""
+    return dg.WeeklyPartitionsDefinition(start_date=f"{start:%Y-%m-%d}", day_offset=1, timezone="UTC")

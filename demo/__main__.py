@@ -1,4 +1,5 @@
-"""Command line: `python -m demo generate [...]`, `python -m demo advance --as-of ISO [...]`, `python -m demo live`.
+"""Command line: `python -m demo generate [...]`, `python -m demo advance --as-of ISO [...]`, `python -m demo live`,
+`python -m demo weather-api [--port 8765] [--faults JSON]`.
 
 Paths come from `load_settings()`; `advance` and `live` continue the config recorded by `generate`.
 `generate --horizon-days N --lag-hours H` makes a window that reaches N days past the history, filled
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
 import time
 from datetime import date, datetime, timedelta
@@ -16,7 +18,9 @@ from pathlib import Path
 
 from demo.live import LivePace, run_live, utc_now_naive
 from demo.simulator import DemoConfig, advance, generate, read_truth
-from resources.settings import DEFAULT_DEMO_DAYS, load_settings
+from demo.weather_api import DEFAULT_PORT, WeatherFaults
+from demo.weather_api import serve_forever as serve_weather_api_forever
+from resources.settings import DEFAULT_DEMO_DAYS, WEATHER_AUTH_SECRET, environment_secret, load_settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -45,6 +49,13 @@ def _parser() -> argparse.ArgumentParser:
     live.add_argument("--late-every", type=int, default=24, help="every Nth hour's drop is late (0: never)")
     live.add_argument("--late-by-hours", type=int, default=2)
     live.add_argument("--ticks", type=int, help="stop after this many ticks (default: run until stopped)")
+    weather = commands.add_parser("weather-api", help="serve the demo weather API on 127.0.0.1")
+    weather.add_argument("--port", type=int, default=DEFAULT_PORT)
+    weather.add_argument("--scale", type=float, help="default: the scale recorded by generate, else 1")
+    weather.add_argument("--seed", type=int, help="default: the seed recorded by generate, else 42")
+    weather.add_argument(
+        "--faults", type=json.loads, default={}, help="JSON of WeatherFaults, e.g. '{\"missing_locations\": [3]}'"
+    )
     return parser
 
 
@@ -81,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
         "truth_dir": settings.demo_dir,
     }
     began = time.perf_counter()
+    if args.command == "weather-api":
+        return _serve_weather_api(args, settings)
     if args.command == "live":
         pace = LivePace(args.speed, args.tick_seconds, args.late_every, args.late_by_hours)
         print(f"live demo: {pace}; stop with Ctrl-C", flush=True)
@@ -99,6 +112,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"advancing {cfg} to {args.as_of}", flush=True)
         result = advance(cfg, as_of=args.as_of, **paths)
     print(_summary(result, time.perf_counter() - began))
+    return 0
+
+
+def _serve_weather_api(args: argparse.Namespace, settings) -> int:
+    """The demo weather API for `make dev`: the recorded demo's seed and scale, the token of the platform's
+    weather secret (when one is set, the API asks for it, as a real provider would)."""
+    recorded = read_truth(settings.demo_dir)["config"] if (settings.demo_dir / "ground_truth.json").exists() else {}
+    faults = WeatherFaults()
+    faults.update(args.faults)
+    token = environment_secret(settings.weather.get("auth_secret", WEATHER_AUTH_SECRET), settings.dotenv_path)
+    with contextlib.suppress(KeyboardInterrupt):
+        serve_weather_api_forever(
+            seed=args.seed if args.seed is not None else recorded.get("seed", 42),
+            scale=args.scale or recorded.get("scale", 1.0),
+            port=args.port,
+            token=token,
+            faults=faults,
+        )
     return 0
 
 

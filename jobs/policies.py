@@ -40,9 +40,11 @@ from resources.warehouse import WAREHOUSE_POOL
 GOLD = dg.AssetSelection.groups("gold")
 BRONZE = dg.AssetSelection.groups("bronze")
 BRONZE_TELEMETRY = dg.AssetSelection.assets(["bronze", "telemetry"])
-BRONZE_OLTP = BRONZE - BRONZE_TELEMETRY
+BRONZE_WEATHER = dg.AssetSelection.assets(["bronze", "weather_forecasts"])
+BRONZE_OLTP = BRONZE - BRONZE_TELEMETRY - BRONZE_WEATHER
 DBT_MODELS = dg.AssetSelection.groups("silver", "gold")
 ML = dg.AssetSelection.groups("ml")
+REPORTS = dg.AssetSelection.groups("reports")
 
 DAILY_MODELS = dg.AssetSelection.tag("daily", "")  # dbt models tagged `daily` (the daily-partitioned ones)
 # A late hour still completes (and builds) its day within this lookback; older days need a backfill.
@@ -73,12 +75,13 @@ PARTITION_FRESHNESS: list[tuple[str, dg.AssetSelection, PartitionDeadline]] = [
      EACH_HOUR_WITHIN_2H),
 ]  # fmt: skip
 RETRY_POLICIES: list[tuple[str, dg.AssetSelection, dg.RetryPolicy]] = [
-    ("Bronze loads read the source DB and the landing zone over the network", BRONZE, NETWORK_RETRY),
+    ("Bronze loads read the source DB, the landing zone and the weather API over the network", BRONZE, NETWORK_RETRY),
 ]
 POOLS: list[tuple[str, dg.AssetSelection, str]] = [
     ("the OLTP source database", BRONZE_OLTP, "source_db"),
     ("the SQL engine (DuckDB has one writer; Trino is shared)", DBT_MODELS, WAREHOUSE_POOL),
     ("ML reads the marts (a DuckDB reader cannot open the file while dbt writes it)", ML, WAREHOUSE_POOL),
+    ("reports read the marts too", REPORTS, WAREHOUSE_POOL),
 ]
 # Inputs that hold data per partition (hourly Bronze telemetry, the daily dbt models, ML): an update of
 # one of these is a change of the days it maps to, so older days in the lookback follow it too.

@@ -35,6 +35,7 @@ class SchedulePolicy:
     job: str | None  # the job whose runs it starts (and whose priority they carry); None: a listed slot only
     purpose: str
     previous_day: bool = False  # request the daily partition of the day before the tick
+    previous_week: bool = False  # request the weekly partition (Monday-based ISO week) before the tick's week
     builds_nothing_yet: bool = False  # a reserved slot: visible, skips every tick with `purpose` as the reason
 
 
@@ -65,9 +66,17 @@ SCHEDULES: list[SchedulePolicy] = [
     SchedulePolicy(
         "weekly_report",
         "0 6 * * 1",
-        None,
-        "Slot for the Monday 06:00 report of the previous week (a later issue adds the report asset and "
-        "its schedule); no Dagster schedule until there is something to build.",
+        "publish_weekly_report",
+        "Monday 06:00: the executive report of the previous ISO week from Gold, published to the outputs "
+        "area and sent by e-mail.",
+        previous_week=True,
+    ),
+    SchedulePolicy(
+        "weather_forecasts",
+        "*/15 * * * *",
+        "fetch_weather",
+        "Every 15 minutes: forecasts of every location from the weather API into Bronze; automation carries "
+        "them on to silver/weather_conditions and the demand features.",
     ),
 ]
 
@@ -76,12 +85,20 @@ def previous_day(moment: datetime) -> str:
     return f"{moment - timedelta(days=1):%Y-%m-%d}"
 
 
+def previous_week(moment: datetime) -> str:
+    """The weekly partition key (its Monday) of the ISO week before the one `moment` falls in."""
+    return f"{moment.date() - timedelta(days=moment.weekday() + 7):%Y-%m-%d}"
+
+
 def run_request_for(policy: SchedulePolicy, scheduled_for: datetime) -> dg.RunRequest:
     """The one request a tick of `policy` makes: keyed by its partition, or by its scheduled time."""
     tags = {**priority_tags(policy.job or ""), SCHEDULE_TAG: f"{scheduled_for:%Y-%m-%dT%H:%MZ}"}
     if policy.previous_day:
         day = previous_day(scheduled_for)
         return dg.RunRequest(run_key=f"{policy.name}:{day}", partition_key=day, tags=tags)
+    if policy.previous_week:
+        week = previous_week(scheduled_for)
+        return dg.RunRequest(run_key=f"{policy.name}:{week}", partition_key=week, tags=tags)
     return dg.RunRequest(run_key=f"{policy.name}:{scheduled_for:%Y-%m-%dT%H:%MZ}", tags=tags)
 
 

@@ -10,7 +10,7 @@ error messages may quote connection URLs, credentials or secret values.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Literal
@@ -188,11 +188,38 @@ class AlertingResource(dg.ConfigurableResource):
                 raise RuntimeError(f"webhook answered HTTP {response.status}")
 
     def _send_smtp(self, alert: Alert) -> None:
-        import smtplib
-
         if not self.smtp_host or not self.smtp_to:
             raise ValueError("the smtp channel needs smtp_host and smtp_to (STRATA_SMTP_HOST, STRATA_SMTP_TO)")
-        message = email_message(alert, self.environment, self.smtp_from, list(self.smtp_to))
+        self._deliver(email_message(alert, self.environment, self.smtp_from, list(self.smtp_to)))
+
+    def send_document(self, subject: str, text: str, attachments: Sequence[tuple[str, bytes, str]] = ()) -> bool:
+        """E-mail a document (the weekly report) with attachments (file name, bytes, MIME type) through the
+        SMTP channel. False, and logged, when smtp is not a configured channel or delivery fails: a
+        published report is not lost because a mail server is down."""
+        logger = dg.get_dagster_logger("strata.alerts")
+        if "smtp" not in self.channels or not self.smtp_host or not self.smtp_to:
+            logger.info(f"'{subject}' not e-mailed: the smtp channel is not configured")
+            return False
+        from email.message import EmailMessage
+
+        message = EmailMessage()
+        message["Subject"] = scrub(f"[strata {self.environment}] {subject}")[:200]
+        message["From"] = self.smtp_from
+        message["To"] = ", ".join(self.smtp_to)
+        message.set_content(scrub(text))
+        for name, data, mime in attachments:
+            maintype, _, subtype = mime.partition("/")
+            message.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
+        try:
+            self._deliver(message)
+        except Exception as error:  # the report is published either way
+            logger.error(f"'{subject}' not e-mailed: {self._safe(error)}")
+            return False
+        return True
+
+    def _deliver(self, message) -> None:
+        import smtplib
+
         smtp_class = smtplib.SMTP_SSL if self.smtp_ssl else smtplib.SMTP
         with smtp_class(self.smtp_host, self.smtp_port, timeout=self.smtp_timeout_seconds) as smtp:
             if self.smtp_starttls:

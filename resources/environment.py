@@ -12,12 +12,14 @@ from resources.alerting import build_alerting_resource
 from resources.iceberg import IcebergCatalog
 from resources.ingestion_guard import IngestionGuard
 from resources.landing import LandingZone
+from resources.outputs import OutputsArea
 from resources.redaction import split_url_password
 from resources.secrets import SecretsResource, build_secrets_resource, hold_in_memory
 from resources.settings import DBT_PROJECT_DIR, StrataSettings
 from resources.source_db import SourceDatabase, SourceDatabaseWithPassword
 from resources.trino_results import TRINO_AUTH_METHODS
 from resources.warehouse import Warehouse
+from resources.weather_api import build_weather_api
 
 
 def build_dbt_project(settings: StrataSettings) -> DbtProject:
@@ -104,5 +106,9 @@ def build_resources(settings: StrataSettings, dbt_project: DbtProject) -> dict[s
             **(trino_fields(settings.trino) if settings.warehouse_engine == "trino" else {}),
         ),
         "guard": IngestionGuard(data_path=str(settings.root)),
+        "weather_api": build_weather_api(settings, secrets),
+        "outputs": OutputsArea(
+            root=settings.outputs_root, s3_endpoint_url=settings.s3_endpoint_url, s3_region=settings.s3_region
+        ),
         "dbt": DbtCliResource(project_dir=dbt_project, target=settings.dbt_target, dbt_executable=dbt_executable()),
     }

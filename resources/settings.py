@@ -18,6 +18,9 @@ DBT_PROJECT_DIR = REPO_ROOT / "dbt"
 DEFAULT_DEMO_DAYS = 30
 # Shared by every process that opens the Iceberg catalog: pyiceberg stores it in each catalog row.
 ICEBERG_CATALOG_NAME = "strata"
+# The weather API: the demo server's address (`python -m demo weather-api`) and the name of its token secret.
+DEFAULT_WEATHER_API_URL = "http://127.0.0.1:8765"
+WEATHER_AUTH_SECRET = "weather/api_token"
 
 
 def default_demo_end() -> date:
@@ -67,6 +70,10 @@ class StrataSettings:
     alert_webhook_url_secret: str = "alerting/webhook_url"
     smtp: dict[str, str] = field(default_factory=dict)
     dagster_ui_url: str = ""
+    # The weather API (STRATA_WEATHER_*: url, locations, auth_secret, timeout_seconds); the token is a secret name.
+    weather: dict[str, str] = field(default_factory=dict)
+    # Where published outputs (the weekly report) go: a folder (default .strata/outputs) or s3://bucket/prefix.
+    outputs_url: str | None = None
 
     @property
     def dagster_home(self) -> Path:
@@ -75,6 +82,10 @@ class StrataSettings:
     @property
     def landing_root(self) -> str:
         return self.landing_url or str(self.root / "landing")
+
+    @property
+    def outputs_root(self) -> str:
+        return self.outputs_url or str(self.root / "outputs")
 
     @property
     def source_database_url(self) -> str:
@@ -197,6 +208,9 @@ def load_settings(environ: dict[str, str] | None = None) -> StrataSettings:
         # e.g. STRATA_SMTP_HOST, STRATA_SMTP_PORT, STRATA_SMTP_FROM, STRATA_SMTP_TO (comma list), STRATA_SMTP_USERNAME
         smtp=_prefixed(env, "STRATA_SMTP_"),
         dagster_ui_url=env.get("STRATA_DAGSTER_UI_URL", "http://localhost:3000" if strata_env == "local" else ""),
+        # e.g. STRATA_WEATHER_URL, STRATA_WEATHER_LOCATIONS (comma list of ids), STRATA_WEATHER_AUTH_SECRET
+        weather=_prefixed(env, "STRATA_WEATHER_"),
+        outputs_url=env.get("STRATA_OUTPUTS_URL"),
     )
 
 

@@ -6,13 +6,14 @@ import dagster as dg
 
 from definitions import build_definitions
 
-BRONZE = {"customers", "stations", "vehicles", "bookings", "payments", "telemetry"}
+BRONZE = {"customers", "stations", "vehicles", "bookings", "payments", "telemetry", "weather_forecasts"}
 SILVER = {f"stg_{t}" for t in BRONZE} | {
     "bookings_valid",
     "bookings",
     "bookings_quarantine",
     "telemetry_clean",
     "telemetry_quarantine",
+    "weather_conditions",
 }
 GOLD = {
     "dim_customers",
@@ -40,7 +41,11 @@ def test_definitions_hold_one_graph_from_bronze_to_gold(settings):
     graph = defs.resolve_asset_graph()
     keys = {tuple(k.path) for k in graph.get_all_asset_keys()}
     expected = {("bronze", t) for t in BRONZE} | {("silver", t) for t in SILVER} | {("gold", t) for t in GOLD}
-    assert keys == expected | {("ml", "demand_forecast"), ("maintenance", "iceberg_tables")}
+    assert keys == expected | {
+        ("ml", "demand_forecast"),
+        ("maintenance", "iceberg_tables"),
+        ("reports", "weekly_executive_report"),
+    }
 
     # No dangling sources: every dependency is an asset this location materializes.
     for key in graph.get_all_asset_keys():
@@ -57,6 +62,14 @@ def test_definitions_hold_one_graph_from_bronze_to_gold(settings):
         dg.AssetKey(["gold", "fct_bookings"])
     ).parent_keys
     assert dg.AssetKey(["gold", "dim_vehicles"]) in graph.get(dg.AssetKey(["gold", "fleet_health_daily"])).parent_keys
+    # Weather from the API reaches the demand features through Silver.
+    assert graph.get(dg.AssetKey(["silver", "stg_weather_forecasts"])).parent_keys == {
+        dg.AssetKey(["bronze", "weather_forecasts"])
+    }
+    assert (
+        dg.AssetKey(["silver", "weather_conditions"])
+        in graph.get(dg.AssetKey(["gold", "demand_features_hourly"])).parent_keys
+    )
     # The Python ML asset reads dbt marts: it is downstream of dbt in the same graph.
     assert graph.get(dg.AssetKey(["ml", "demand_forecast"])).parent_keys == {
         dg.AssetKey(["gold", "demand_features_hourly"]),
@@ -100,6 +113,9 @@ def test_partitions_and_backfill_policies(settings):
         if tuple(key.path) in DAILY:
             assert isinstance(node.partitions_def, dg.DailyPartitionsDefinition), key
             assert node.backfill_policy == dg.BackfillPolicy.single_run(), key
+        elif key.path == ["reports", "weekly_executive_report"]:
+            assert isinstance(node.partitions_def, dg.WeeklyPartitionsDefinition), key
+            assert node.partitions_def.get_first_partition_key() == "2026-10-05"  # the first Monday
         elif key.path[0] != "bronze" or key.path[1] != "telemetry":
             assert node.partitions_def is None, key
 
@@ -116,11 +132,25 @@ def test_dbt_tests_are_asset_checks_on_the_tables_they_guard(settings):
 
 def test_jobs_split_by_partitioning(settings):
     defs = build_definitions(settings)
-    assert {j.name for j in defs.jobs} == {"refresh_unpartitioned", "load_hourly", "build_daily", "maintain_tables"}
+    assert {j.name for j in defs.jobs} == {
+        "refresh_unpartitioned",
+        "load_hourly",
+        "build_daily",
+        "fetch_weather",
+        "publish_weekly_report",
+        "maintain_tables",
+    }
     # Upkeep runs on its own clock, never as part of the hourly OLTP refresh.
     assert defs.resolve_job_def("maintain_tables").asset_layer.selected_asset_keys == {
         dg.AssetKey(["maintenance", "iceberg_tables"])
     }
+    # The weather API has a job of its own: the hourly refresh never calls it.
+    assert defs.resolve_job_def("fetch_weather").asset_layer.selected_asset_keys == {
+        dg.AssetKey(["bronze", "weather_forecasts"])
+    }
+    assert dg.AssetKey(["bronze", "weather_forecasts"]) not in (
+        defs.resolve_job_def("refresh_unpartitioned").asset_layer.selected_asset_keys
+    )
 
 
 def test_the_drop_sensor_targets_bronze_telemetry(settings):
@@ -166,9 +196,9 @@ def ui_backfill_targets(graph, selection: list[dg.AssetKey], partition_names: li
 def test_a_ui_backfill_over_bronze_hours_and_daily_models_targets_every_selected_asset(settings):
     graph = build_definitions(settings).resolve_asset_graph()
     telemetry = dg.AssetKey(["bronze", "telemetry"])
-    downstream = sorted(
-        dg.AssetSelection.assets(telemetry).downstream().resolve(graph) - {telemetry}, key=lambda k: k.to_user_string()
-    )
+    # the weekly report is downstream too, but published per week by its own schedule, not in a data backfill
+    data = dg.AssetSelection.assets(telemetry).downstream() - dg.AssetSelection.groups("reports")
+    downstream = sorted(data.resolve(graph) - {telemetry}, key=lambda k: k.to_user_string())
     assert {tuple(k.path) for k in downstream} == {
         ("silver", "stg_telemetry"),
         ("silver", "telemetry_clean"),

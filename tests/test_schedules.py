@@ -32,11 +32,11 @@ def test_the_schedule_table_is_what_runs(settings):
         "hourly_oltp_extraction": ("0 * * * *", "refresh_unpartitioned", dg.DefaultScheduleStatus.RUNNING),
         "ml_retraining": ("0 2 * * *", "build_daily", dg.DefaultScheduleStatus.RUNNING),
         "iceberg_table_maintenance": ("30 3 * * *", "maintain_tables", dg.DefaultScheduleStatus.RUNNING),
+        "weather_forecasts": ("*/15 * * * *", "fetch_weather", dg.DefaultScheduleStatus.RUNNING),
+        "weekly_report": ("0 6 * * 1", "publish_weekly_report", dg.DefaultScheduleStatus.RUNNING),
     }
     assert all(s.execution_timezone == "UTC" for s in schedules.values())
-    # The Monday report is a listed slot with nothing to build yet: no schedule until it has a target.
-    report = next(p for p in SCHEDULES if p.name == "weekly_report")
-    assert (report.cron, report.job) == ("0 6 * * 1", None)
+    assert {p.name for p in SCHEDULES} == set(schedules)
 
     # Table upkeep: one request a day, keyed by its tick, queued behind every data job.
     [upkeep] = evaluate_schedule(defs, "iceberg_table_maintenance", datetime(2026, 10, 3, 3, 30, tzinfo=UTC))
@@ -60,6 +60,33 @@ def test_the_hourly_extraction_requests_once_per_tick_with_its_jobs_priority(set
     # The same tick evaluated again (a daemon restart) asks for the same run key: Dagster launches it once.
     assert [r.run_key for r in evaluate_schedule(defs, "hourly_oltp_extraction", TICK)] == [request.run_key]
     assert evaluate_schedule(defs, "hourly_oltp_extraction", TICK.replace(hour=14))[0].run_key.endswith("14:00Z")
+
+
+def test_the_monday_schedule_requests_exactly_one_run_for_the_previous_iso_week(settings):
+    defs = build_definitions(settings)
+    monday = datetime(2026, 10, 12, 6, tzinfo=UTC)
+    [request] = evaluate_schedule(defs, "weekly_report", monday)
+    assert (request.partition_key, request.run_key) == ("2026-10-05", "weekly_report:2026-10-05")
+    assert request.tags[SCHEDULE_TAG] == "2026-10-12T06:00Z"
+    report = defs.resolve_job_def("publish_weekly_report")
+    partitions = report.partitions_def
+    assert partitions.time_window_for_partition_key("2026-10-05") == dg.TimeWindow(
+        datetime(2026, 10, 5, tzinfo=UTC), datetime(2026, 10, 12, tzinfo=UTC)
+    )
+    assert request.partition_key in partitions.get_partition_keys(current_time=monday)
+    # evaluated again (a daemon restart), the tick asks for the same run; the next Monday for the next week
+    assert [r.run_key for r in evaluate_schedule(defs, "weekly_report", monday)] == [request.run_key]
+    [next_week] = evaluate_schedule(defs, "weekly_report", datetime(2026, 10, 19, 6, tzinfo=UTC))
+    assert next_week.partition_key == "2026-10-12"
+
+
+def test_the_weather_fetch_runs_every_quarter_hour_once_per_tick(settings):
+    defs = build_definitions(settings)
+    tick = datetime(2026, 10, 2, 13, 45, tzinfo=UTC)
+    [request] = evaluate_schedule(defs, "weather_forecasts", tick)
+    assert request.run_key == "weather_forecasts:2026-10-02T13:45Z" and request.partition_key is None
+    schedule = defs.resolve_schedule_def("weather_forecasts")
+    assert schedule.job_name == "fetch_weather"
 
 
 def test_each_automation_sensor_carries_the_priority_of_the_job_its_assets_belong_to(settings):

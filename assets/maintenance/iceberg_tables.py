@@ -19,6 +19,7 @@ from resources.iceberg import IcebergCatalog
 from resources.iceberg_maintenance import RetentionPolicy, TableMaintenance, maintain_table
 
 MAINTENANCE_GROUP = "maintenance"
+MAINTENANCE_TABLES = dg.AssetKey([MAINTENANCE_GROUP, "iceberg_tables"])
 TOTALS = ("data_files_before", "data_files_after", "snapshots_expired", "orphan_files_removed", "bytes_removed")
 
 
@@ -29,7 +30,7 @@ def build_table_maintenance_asset(retention: Sequence[tuple[str, str, RetentionP
         raise ValueError(f"the retention table names a namespace twice: {namespaces}")
 
     @dg.asset(
-        key=[MAINTENANCE_GROUP, "iceberg_tables"],
+        key=MAINTENANCE_TABLES,
         group_name=MAINTENANCE_GROUP,
         kinds={"iceberg", "python"},
         description=(

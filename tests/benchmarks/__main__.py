@@ -1,26 +1,35 @@
-"""`make bench`: every benchmark prints its figure and the ratio against its floor."""
+"""`make bench`: every benchmark prints its figure and the ratio against its floor.
+
+`python -m tests.benchmarks [scale]` runs them all; `python -m tests.benchmarks NAME [arg]` runs one
+(NAME: pipeline, drops, audit, report, week; `arg` is the scale, or the days of the week benchmark).
+`make bench-backfill` runs the 181-day backfill benchmark (tests/benchmarks/bench_backfill.py) on its own.
+"""
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterable
 
-from tests.benchmarks import bench_audit, bench_drops, bench_pipeline, bench_week
+from tests.benchmarks import bench_audit, bench_drops, bench_pipeline, bench_report, bench_week
+
+BENCHMARKS: dict[str, Callable[[float], Iterable[str]]] = {
+    "pipeline": bench_pipeline.main,
+    "drops": lambda _scale: bench_drops.main(),
+    "audit": lambda _scale: bench_audit.main(),
+    "report": bench_report.main,
+    "week": lambda days: bench_week.main(int(days) if days != 1.0 else 7),
+}
 
 
 def main() -> int:
-    if sys.argv[1:2] == ["week"]:  # the simulated week alone: `python -m tests.benchmarks week [days]`
-        for line in bench_week.main(int(sys.argv[2]) if len(sys.argv) > 2 else 7):
+    args = sys.argv[1:]
+    names = list(BENCHMARKS)
+    if args and args[0] in BENCHMARKS:
+        names, args = [args[0]], args[1:]
+    scale = float(args[0]) if args else 1.0
+    for name in names:
+        for line in BENCHMARKS[name](scale):
             print(line, flush=True)
-        return 0
-    scale = float(sys.argv[1]) if len(sys.argv) > 1 else 1.0
-    for line in bench_pipeline.main(scale):
-        print(line, flush=True)
-    for line in bench_drops.main():
-        print(line, flush=True)
-    for line in bench_audit.main():
-        print(line, flush=True)
-    for line in bench_week.main():
-        print(line, flush=True)
     return 0
 
 

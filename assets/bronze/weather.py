@@ -1,0 +1,283 @@
+"""Bronze weather forecasts: hourly forecasts per location from an HTTP API, upserted by (location_id, ts).
+
+Every 15 minutes (jobs/schedules.py) the asset asks the weather API (resources/weather_api.py) for
+`history_hours` before the current hour and `forecast_hours` from it on, for every configured location,
+and upserts the answer into `bronze.weather_forecasts`. Rows whose values did not change since the last
+fetch are left alone, so a repeated fetch writes nothing and a changed forecast replaces its row: no
+(location, hour) is ever held twice.
+
+What the API gets wrong is sorted into three kinds:
+- transient (timeouts, 429, 5xx, truncated JSON): retried inside the request by the resource;
+- a location's answer is missing or has values outside the contract's ranges: that location is not
+  loaded, the others are, and the materialization names the failed locations and why;
+- the payload is malformed (a field missing or of the wrong type): the batch is refused, nothing is
+  loaded, and the run fails naming the location and field, without retry (it would answer the same).
+"""
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import dagster as dg
+import pyarrow as pa
+
+from audit.metadata import audit_metadata, table_checksum
+from resources.iceberg import IcebergCatalog, commit_with_retry
+from resources.weather_api import WeatherApi, WeatherApiRefused, WeatherApiUnavailable
+
+if TYPE_CHECKING:
+    from pyiceberg.table import Table
+
+WEATHER_TABLE = "bronze.weather_forecasts"
+KEY_COLUMNS = ["location_id", "ts"]
+VALUE_COLUMNS = ["temperature_c", "precipitation_mm", "wind_kmh"]
+WEATHER_SCHEMA = pa.schema(
+    [
+        pa.field("location_id", pa.int64(), nullable=False),
+        pa.field("ts", pa.timestamp("us"), nullable=False),
+        pa.field("temperature_c", pa.float64(), nullable=False),
+        pa.field("precipitation_mm", pa.float64(), nullable=False),
+        pa.field("wind_kmh", pa.float64(), nullable=False),
+        pa.field("fetched_at", pa.timestamp("us"), nullable=False),
+    ]
+)
+# The contract's plausible ranges (inclusive): a value outside is a provider error, not weather.
+VALUE_RANGES: dict[str, tuple[float, float]] = {
+    "temperature_c": (-60.0, 60.0),
+    "precipitation_mm": (0.0, 500.0),
+    "wind_kmh": (0.0, 400.0),
+}
+
+
+class MalformedPayload(Exception):
+    """The payload breaks the API's structure: refused whole, naming the location and field."""
+
+    def __init__(self, location: object, field_name: str, problem: str) -> None:
+        where = f"location {location}" if location is not None else "the response"
+        super().__init__(f"{where}, field {field_name}: {problem}")
+        self.location = location
+        self.field_name = field_name
+
+
+@dataclass
+class ParsedForecasts:
+    """The rows of the locations that passed, and why each other requested location did not."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)  # location_id -> reason
+
+
+def is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def parse_ts(value: object, location: object) -> datetime:
+    """An ISO hour (`2026-10-01T05:00:00Z`, or with an offset) as naive UTC."""
+    if not isinstance(value, str):
+        raise MalformedPayload(location, "ts", f"{value!r} is not an ISO timestamp string")
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise MalformedPayload(location, "ts", f"{value!r} is not an ISO timestamp") from None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC).replace(tzinfo=None)
+    return moment
+
+
+def parse_forecasts(
+    payload: object, requested: list[int], start: datetime, end: datetime, fetched_at: datetime
+) -> ParsedForecasts:
+    """Check a forecast response against the contract; raises `MalformedPayload` for a structural error.
+
+    A requested location absent from the response, or with a value out of range, an hour outside
+    [start, end) or an hour twice, is failed with its reason; the others' rows are returned.
+    """
+    if not isinstance(payload, dict) or not isinstance(payload.get("forecasts"), list):
+        raise MalformedPayload(None, "forecasts", "expected an object with a list 'forecasts'")
+    result = ParsedForecasts()
+    seen: set[int] = set()
+    for entry in payload["forecasts"]:
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("location_id"), int)
+            or isinstance(entry.get("location_id"), bool)
+        ):
+            raise MalformedPayload(None, "location_id", f"expected an integer in every forecast, got {entry!r:.80}")
+        location = entry["location_id"]
+        hourly = entry.get("hourly")
+        if not isinstance(hourly, list):
+            raise MalformedPayload(location, "hourly", "expected a list of hours")
+        rows, problem, hours = [], None, set()
+        for hour in hourly:
+            if not isinstance(hour, dict):
+                raise MalformedPayload(location, "hourly", f"expected an object per hour, got {hour!r:.80}")
+            ts = parse_ts(hour.get("ts"), location)
+            row: dict[str, Any] = {"location_id": location, "ts": ts}
+            for name in VALUE_COLUMNS:
+                value = hour.get(name)
+                if not is_number(value):
+                    raise MalformedPayload(location, name, f"{value!r} at {ts:%Y-%m-%dT%H:%M} is not a number")
+                low, high = VALUE_RANGES[name]
+                if problem is None and not low <= value <= high:
+                    problem = f"{name} {value} at {ts:%Y-%m-%dT%H:%M} outside [{low:g}, {high:g}]"
+                row[name] = float(value)
+            if problem is None and not start <= ts < end:
+                window = f"[{start:%Y-%m-%dT%H:%M}, {end:%Y-%m-%dT%H:%M})"
+                problem = f"ts {ts:%Y-%m-%dT%H:%M} outside the requested window {window}"
+            if problem is None and ts in hours:
+                problem = f"ts {ts:%Y-%m-%dT%H:%M} appears twice"
+            hours.add(ts)
+            rows.append({**row, "fetched_at": fetched_at})
+        if location not in requested:
+            continue  # not asked for: not ours to load
+        seen.add(location)
+        if problem is not None:
+            result.failed[location] = problem
+        elif not rows:
+            result.failed[location] = "no hours in the response"
+        else:
+            result.rows.extend(rows)
+    for location in requested:
+        if location not in seen:
+            result.failed[location] = "missing from the response"
+    return result
+
+
+def fetch_window(as_of: datetime, history_hours: int, forecast_hours: int) -> tuple[datetime, datetime]:
+    """[start, end) of whole hours around the hour of `as_of` (naive UTC)."""
+    hour = as_of.replace(minute=0, second=0, microsecond=0)
+    return hour - timedelta(hours=history_hours), hour + timedelta(hours=forecast_hours)
+
+
+def changed_rows(incoming: pa.Table, existing: pa.Table) -> pa.Table:
+    """The incoming rows that are new or whose values differ from the stored ones (fetched_at aside)."""
+    if existing.num_rows == 0 or incoming.num_rows == 0:
+        return incoming
+    stored = existing.select([*KEY_COLUMNS, *VALUE_COLUMNS]).rename_columns(
+        [*KEY_COLUMNS, *(f"stored_{c}" for c in VALUE_COLUMNS)]
+    )
+    joined = incoming.join(stored, keys=KEY_COLUMNS, join_type="left outer")
+    import pyarrow.compute as pc
+
+    differs = pc.is_null(joined.column("stored_temperature_c"))
+    for name in VALUE_COLUMNS:
+        differs = pc.or_(
+            differs, pc.fill_null(pc.not_equal(joined.column(name), joined.column(f"stored_{name}")), True)
+        )
+    return joined.filter(differs).select(WEATHER_SCHEMA.names).cast(WEATHER_SCHEMA)
+
+
+def stored_rows(table: "Table", start: datetime, end: datetime) -> pa.Table:
+    from pyiceberg.expressions import And, GreaterThanOrEqual, LessThan
+
+    return table.scan(
+        row_filter=And(GreaterThanOrEqual("ts", start.isoformat()), LessThan("ts", end.isoformat()))
+    ).to_arrow()
+
+
+class WeatherFetchConfig(dg.Config):
+    """Which hours to fetch: around `as_of` (ISO, naive UTC; empty: now), or [start, end) for a backfill."""
+
+    as_of: str = ""
+    start: str = ""
+    end: str = ""
+
+
+def requested_window(config: WeatherFetchConfig, api: WeatherApi, now: datetime) -> tuple[datetime, datetime]:
+    if config.start or config.end:
+        if not (config.start and config.end):
+            raise dg.Failure("weather fetch config: give both start and end, or neither", allow_retries=False)
+        start, end = (
+            datetime.fromisoformat(v).replace(minute=0, second=0, microsecond=0) for v in (config.start, config.end)
+        )
+        return start, end
+    as_of = datetime.fromisoformat(config.as_of) if config.as_of else now
+    return fetch_window(as_of, api.history_hours, api.forecast_hours)
+
+
+def batches(ids: list[int], size: int) -> list[list[int]]:
+    return [ids[i : i + size] for i in range(0, len(ids), max(1, size))]
+
+
+@dg.asset(
+    key=["bronze", "weather_forecasts"],
+    group_name="bronze",
+    description="Hourly weather forecasts per location from the weather API, upserted by (location_id, ts).",
+    kinds={"iceberg", "python"},
+)
+def weather_forecasts(
+    context: dg.AssetExecutionContext, config: WeatherFetchConfig, weather_api: WeatherApi, iceberg: IcebergCatalog
+) -> dg.MaterializeResult:
+    fetched_at = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
+    start, end = requested_window(config, weather_api, fetched_at)
+    hours = int((end - start).total_seconds() // 3600)
+    if hours <= 0:
+        raise dg.Failure(f"weather fetch window [{start}, {end}) holds no whole hour", allow_retries=False)
+    try:
+        locations, listing = weather_api.location_ids()
+        responses, parsed = [], ParsedForecasts()
+        for batch in batches(locations, weather_api.batch_size):
+            response = weather_api.forecasts(batch, start, hours)
+            responses.append(response)
+            part = parse_forecasts(response.payload, batch, start, end, fetched_at)
+            parsed.rows.extend(part.rows)
+            parsed.failed.update(part.failed)
+    except MalformedPayload as error:
+        raise dg.Failure(
+            f"weather API payload refused, nothing loaded into {WEATHER_TABLE}: {error}", allow_retries=False
+        ) from None
+    except WeatherApiRefused as error:
+        raise dg.Failure(str(error), allow_retries=False) from None
+    except WeatherApiUnavailable as error:
+        # transient to the last retry: the run fails and the op's retry policy (jobs/policies.py) may try again
+        raise dg.Failure(str(error)) from None
+    if listing is not None:
+        responses.insert(0, listing)
+    if not parsed.rows:
+        raise dg.Failure(
+            f"weather API gave no valid forecast for any of {len(locations)} locations; failed: {parsed.failed}",
+            allow_retries=False,
+        )
+    incoming = pa.Table.from_pylist(parsed.rows, schema=WEATHER_SCHEMA)
+    table = iceberg.load_or_create_table(WEATHER_TABLE, WEATHER_SCHEMA)
+
+    def write(current: "Table") -> tuple[int, int]:
+        delta = changed_rows(incoming, stored_rows(current, start, end))
+        if delta.num_rows == 0:
+            return 0, 0
+        result = current.upsert(delta, join_cols=KEY_COLUMNS)
+        return result.rows_inserted, result.rows_updated
+
+    inserted, updated = commit_with_retry(table, write)
+    table = table.refresh()
+    snapshot = table.current_snapshot()
+    if parsed.failed:
+        context.log.warning(f"weather: {len(parsed.failed)} location(s) not loaded: {parsed.failed}")
+    retries = sum(r.retries for r in responses)
+    return dg.MaterializeResult(
+        metadata=audit_metadata(
+            table_name=WEATHER_TABLE,
+            uri=table.location(),
+            rows_in=incoming.num_rows,
+            rows_out=inserted + updated,
+            table_row_count=int(snapshot.summary["total-records"]) if snapshot else 0,
+            checksum=table_checksum(incoming.drop_columns(["fetched_at"]), KEY_COLUMNS),
+            data_window=(f"{start:%Y-%m-%dT%H:%M}", f"{end:%Y-%m-%dT%H:%M}"),
+            input_partitions=[],
+            snapshot_id=snapshot.snapshot_id if snapshot else None,
+            schema=WEATHER_SCHEMA,
+            extra={
+                "rows_inserted": inserted,
+                "rows_updated": updated,
+                "locations_requested": len(locations),
+                "locations_loaded": len(locations) - len(parsed.failed),
+                "failed_locations": dg.MetadataValue.json({str(k): v for k, v in sorted(parsed.failed.items())}),
+                "api_requests": len(responses),
+                "api_retries": retries,
+                "api_response_ms": round(sum(r.response_ms for r in responses), 1),
+                "api_response_max_ms": round(max(r.response_ms for r in responses), 1),
+                "api_url": weather_api.base_url,
+            },
+        )
+    )

@@ -1,0 +1,1 @@
+"""Reports published from Gold: the weekly executive summary."""
