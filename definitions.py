@@ -11,6 +11,7 @@ from assets.partitions import daily_partitions, hourly_partitions
 from assets.quality.checks import build_quality_checks
 from assets.transform.dbt_models import build_dbt_assets
 from jobs import build_jobs
+from jobs.executor import build_executor
 from jobs.partition_freshness import build_partition_freshness_checks, check_keys, resolve_rules
 from jobs.policies import PARTITION_FRESHNESS, apply_global_policies
 from jobs.schedules import build_schedules
@@ -60,6 +61,7 @@ def build_definitions(settings: StrataSettings) -> dg.Definitions:
             build_check_failure_alert_sensor(),
         ],
         resources=build_resources(settings, dbt_project),
+        executor=build_executor(settings),
     )
 
 

@@ -52,6 +52,9 @@ class StrataSettings:
     # The SQL engine dbt builds Silver/Gold with: Trino in prod; DuckDB locally and for prod-shaped runs
     # on a machine without Trino (STRATA_WAREHOUSE_ENGINE=duckdb with STRATA_ENV=prod).
     warehouse_engine: str = "duckdb"
+    # How a run executes its steps: one Kubernetes Job per step in prod (`k8s`, jobs/executor.py), else
+    # processes of the run worker (`multiprocess`; also prod-shaped runs on a machine without Kubernetes).
+    executor: str = "multiprocess"
     image: str = ""
     git_sha: str = ""
     # Secrets: where `SecretsResource` reads them. Values never live here (the UI shows resource config).
@@ -152,6 +155,9 @@ def load_settings(environ: dict[str, str] | None = None) -> StrataSettings:
     engine = env.get("STRATA_WAREHOUSE_ENGINE", "trino" if strata_env == "prod" else "duckdb")
     if engine not in ("duckdb", "trino"):
         raise ValueError(f"STRATA_WAREHOUSE_ENGINE must be 'duckdb' or 'trino', got {engine!r}")
+    executor = env.get("STRATA_EXECUTOR", "k8s" if strata_env == "prod" else "multiprocess")
+    if executor not in ("multiprocess", "k8s"):
+        raise ValueError(f"STRATA_EXECUTOR must be 'multiprocess' or 'k8s', got {executor!r}")
     return StrataSettings(
         env=strata_env,
         root=root,
@@ -172,6 +178,7 @@ def load_settings(environ: dict[str, str] | None = None) -> StrataSettings:
         },
         trino=_prefixed(env, "STRATA_TRINO_"),
         warehouse_engine=engine,
+        executor=executor,
         image=env.get("STRATA_IMAGE", ""),
         git_sha=env.get("STRATA_GIT_SHA", ""),
         secrets_backend=env.get("STRATA_SECRETS_BACKEND", "vault" if strata_env == "prod" else "env"),
