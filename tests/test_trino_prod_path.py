@@ -11,10 +11,11 @@ Chosen over rendering the adapter macros by hand (`dbt compile --inline "{{ get_
 that would re-create the materialization's arguments (columns, temp relation, hooks) in the test,
 while here they are what dbt-trino itself computes, in the order it runs them.
 
-What the stand-in cannot judge: Trino's own typing. The contract check compares the column types the
-server reports for the model's SELECT with the contract; the stand-in reports, for the SELECT's column
-names, the contract's types, so a missing or extra contract column fails dbt here but a type mismatch
-would only fail on Trino (the local DuckDB run enforces the same contract with real types).
+What the stand-in cannot judge: Trino's own typing of a model's SELECT. For dbt's contract check it
+reports the contract's casts typed as Trino types them (`timestamp` is timestamp(3)) and the model's
+columns with the contract's types as read from Iceberg (timestamp(6)); dbt-trino compares base types
+only. So a missing, extra or renamed contract column fails here, a wrong type only on Trino (the local
+DuckDB run enforces the same contract with real types).
 """
 
 from __future__ import annotations
