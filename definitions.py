@@ -14,6 +14,7 @@ from assets.quality.checks import build_quality_checks
 from assets.reports.weekly import build_weekly_report_asset
 from assets.transform.dbt_models import build_dbt_assets
 from jobs import build_jobs
+from jobs.executor import build_executor
 from jobs.partition_freshness import build_partition_freshness_checks, check_keys, resolve_rules
 from jobs.policies import PARTITION_FRESHNESS, TABLE_RETENTION, apply_global_policies
 from jobs.schedules import build_schedules
@@ -66,6 +67,7 @@ def build_definitions(settings: StrataSettings) -> dg.Definitions:
             build_check_failure_alert_sensor(),
         ],
         resources=build_resources(settings, dbt_project),
+        executor=build_executor(settings),
     )
 
 

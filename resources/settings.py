@@ -59,6 +59,9 @@ class StrataSettings:
     # spills to `duckdb_temp_directory` instead of growing (a 181-day build took 5.5 GiB without it).
     duckdb_memory_limit: str = "2GB"
     duckdb_threads: int = 2
+    # How a run executes its steps: one Kubernetes Job per step in prod (`k8s`, jobs/executor.py), else
+    # processes of the run worker (`multiprocess`; also prod-shaped runs on a machine without Kubernetes).
+    executor: str = "multiprocess"
     image: str = ""
     git_sha: str = ""
     # Secrets: where `SecretsResource` reads them. Values never live here (the UI shows resource config).
@@ -175,6 +178,9 @@ def load_settings(environ: dict[str, str] | None = None) -> StrataSettings:
     threads = env.get("STRATA_DUCKDB_THREADS", "2")
     if not threads.isdigit() or int(threads) < 1:
         raise ValueError(f"STRATA_DUCKDB_THREADS must be a whole number >= 1, got {threads!r}")
+    executor = env.get("STRATA_EXECUTOR", "k8s" if strata_env == "prod" else "multiprocess")
+    if executor not in ("multiprocess", "k8s"):
+        raise ValueError(f"STRATA_EXECUTOR must be 'multiprocess' or 'k8s', got {executor!r}")
     return StrataSettings(
         env=strata_env,
         root=root,
@@ -197,6 +203,7 @@ def load_settings(environ: dict[str, str] | None = None) -> StrataSettings:
         warehouse_engine=engine,
         duckdb_memory_limit=env.get("STRATA_DUCKDB_MEMORY_LIMIT", "2GB"),
         duckdb_threads=int(threads),
+        executor=executor,
         image=env.get("STRATA_IMAGE", ""),
         git_sha=env.get("STRATA_GIT_SHA", ""),
         secrets_backend=env.get("STRATA_SECRETS_BACKEND", "vault" if strata_env == "prod" else "env"),

@@ -482,6 +482,7 @@ def test_code_image_copies_code_only_on_the_base_by_digest():
         "sensors/",
         "expectations/",
         "dbt/",
+        "helm/k8s-executor.yaml",
     }
     runs = [args for keyword, args in stage if keyword == "RUN"]
     assert runs == ["cd /app/dbt && dbt parse --quiet --profiles-dir . --target prod"]  # nothing installed

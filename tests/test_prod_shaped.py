@@ -67,6 +67,7 @@ def prod_shaped(strata_root, postgres_url, s3_bucket, s3_endpoint, monkeypatch, 
     environment = {
         "STRATA_ENV": "prod",
         "STRATA_WAREHOUSE_ENGINE": "duckdb",
+        "STRATA_EXECUTOR": "multiprocess",  # no Kubernetes here: steps run in the run worker
         "STRATA_IMAGE": IMAGE,
         "STRATA_GIT_SHA": "0123456789abcdef0123456789abcdef01234567",
         "STRATA_SOURCE_URL": source_url,

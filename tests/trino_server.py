@@ -6,9 +6,10 @@ It speaks `POST /v1/statement` (the SQL text as body), `GET <nextUri>` for the f
 `EXECUTE IMMEDIATE '<sql>' USING ...` (one request) or, with legacy prepared statements,
 `PREPARE <name> FROM <sql>` (answered with `X-Trino-Added-Prepare`), `EXECUTE <name> USING ...` (the
 client sends the statement back in `X-Trino-Prepared-Statement`) and `DEALLOCATE PREPARE <name>`.
-Every query answers with the configured `result` (or `error`) in two pages after a first page without
-data, as a busy coordinator does. Optional TLS with a self-signed certificate and HTTP basic auth let
-the tests run the client's authenticated code path (the client refuses a password over plain HTTP).
+Every query answers with the configured `result` (or `error`, or what the `responder` makes of its SQL)
+in two pages after a first page without data, as a busy coordinator does. Optional TLS with a
+self-signed certificate and HTTP basic auth let the tests run the client's authenticated code path
+(the client refuses a password over plain HTTP).
 
 Use it as a context manager: `with serve_trino(tmp_path, password="...") as trino: ...`.
 """
@@ -22,7 +23,7 @@ import ssl
 import threading
 import urllib.parse
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -85,6 +86,9 @@ class TrinoStub:
     result: StubResult = field(default_factory=lambda: StubResult(columns=[("_col0", "integer")], rows=[[1]]))
     queue: list[StubResult] = field(default_factory=list)  # answered first, one per query, before `result`
     error: dict[str, Any] | None = None  # a Trino `error` object: the query then FAILS with it
+    # Answers a statement from its SQL (None: fall back to `queue`, then `result`), for clients such as
+    # dbt that read catalog metadata and column types back from what they sent.
+    responder: Callable[[str], StubResult | None] | None = None
     requests: list[RecordedRequest] = field(default_factory=list)
     executed: list[str] = field(default_factory=list)  # the statements run, prepared ones resolved
 
@@ -225,8 +229,9 @@ def _handler(state: TrinoStub, scheme: str) -> type[BaseHTTPRequestHandler]:
             if state.error is not None:
                 self._send_json(self._page(query_id, "FAILED", error=state.error))
                 return
+            answered = state.responder(sql) if state.responder is not None else None
             with lock:
-                result = state.queue.pop(0) if state.queue else state.result
+                result = answered or (state.queue.pop(0) if state.queue else state.result)
             columns, rows = result.columns_json(), result.rows
             half = len(rows) // 2
             queries[query_id] = [

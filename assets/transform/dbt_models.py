@@ -7,6 +7,7 @@ is one `dbt build` with a 30-day window, not 30 runs.
 """
 
 import fcntl
+import json
 import logging
 import os
 from collections.abc import Iterator, Mapping
@@ -38,6 +39,9 @@ INCOMPLETE_OK_ENV = "STRATA_INCOMPLETE_OK"
 # The data window of a daily run, read by dbt/macros/data_window.sql (and the daily tests' `where`).
 WINDOW_START_ENV = "STRATA_WINDOW_START"
 WINDOW_END_ENV = "STRATA_WINDOW_END"
+# The Bronze snapshots a run pins, as JSON table -> snapshot id: on Trino dbt reads each Bronze table
+# `for version as of` its snapshot (dbt/macros/bronze_snapshots.sql).
+BRONZE_SNAPSHOTS_ENV = "STRATA_BRONZE_SNAPSHOTS"
 # What the window covers without a partition: all data (the macros' defaults, set explicitly so a value
 # left in the process environment never narrows an unpartitioned build).
 FULL_WINDOW = ("1900-01-01", "2999-12-31")
@@ -129,14 +133,13 @@ def run_dbt(
     snapshots = warehouse.publish_bronze_views(iceberg)
     context.log.info(f"dbt reads Bronze snapshots {snapshots}")
     git_sha, image = code_identity()
-    run_level = {
-        "strata/input_snapshots": dg.MetadataValue.json(snapshots),
-        "strata/git_sha": git_sha,
-        "strata/image": image,
-    }
     events: list[Any] = []
     failure: Exception | None = None
-    environment = {**dbt_environment(context.run.run_id, warehouse), **window_environment(window)}
+    environment = {
+        **dbt_environment(context.run.run_id, warehouse),
+        **window_environment(window),
+        BRONZE_SNAPSHOTS_ENV: json.dumps(snapshots),
+    }
     with (
         subprocess_environment(environment),
         stable_target_path(dbt, context.op_execution_context.op.name, context.log) as target_path,
@@ -146,6 +149,12 @@ def run_dbt(
             events.extend(invocation.stream())
         except Exception as error:  # re-raised below, once the built models are reported
             failure = error
+    read = bronze_tables_read(invocation.manifest, executed_nodes(invocation, events), warehouse.engine)
+    run_level = {
+        "strata/input_snapshots": dg.MetadataValue.json({t: s for t, s in snapshots.items() if t in read}),
+        "strata/git_sha": git_sha,
+        "strata/image": image,
+    }
     tables = {
         event.output_name: model_table(
             invocation.manifest["nodes"][str(event.metadata["unique_id"].value)], partitioned=window is not None
@@ -174,6 +183,42 @@ def run_dbt(
         yield event
     if failure is not None:
         raise failure
+
+
+def executed_nodes(invocation: Any, events: list[Any]) -> set[str]:
+    """The dbt nodes (models and tests) this invocation ran, passed or failed, from its run_results.json;
+    without that file, the models it reported."""
+    try:
+        return {str(result["unique_id"]) for result in invocation.get_artifact("run_results.json")["results"]}
+    except (OSError, KeyError, ValueError):
+        return {str(e.metadata["unique_id"].value) for e in events if isinstance(e, dg.Output)}
+
+
+def bronze_tables_read(manifest: Mapping[str, Any], executed: set[str], engine: str) -> set[str]:
+    """The Bronze tables that the SQL of the `executed` nodes read at the run's pinned snapshots, so the
+    run records exactly those (the audit must never name a snapshot dbt did not read).
+
+    A node reads its own sources, and through every view upstream of it the views' sources. On DuckDB a
+    view resolves when it is queried, through the `bronze` views re-pointed for this run. On Trino a
+    view holds the pins of the run that built it: its sources count only when this run built the view
+    (then it is executed itself); a view built by an earlier run was recorded by that run.
+    """
+    nodes, sources = manifest["nodes"], manifest["sources"]
+    read: set[str] = set()
+    pending, seen = list(executed), set(executed)
+    while pending:
+        node = nodes.get(pending.pop())
+        for parent in (node or {}).get("depends_on", {}).get("nodes", []):
+            if parent in sources and sources[parent]["source_name"] == "bronze":
+                read.add(sources[parent]["name"])
+            elif (
+                engine == "duckdb"
+                and parent not in seen
+                and nodes.get(parent, {}).get("config", {}).get("materialized") == "view"
+            ):
+                seen.add(parent)
+                pending.append(parent)
+    return read
 
 
 def dbt_environment(run_id: str, warehouse: Warehouse) -> dict[str, str]:
