@@ -6,7 +6,8 @@ import dagster as dg
 
 from assets.bronze.oltp import build_oltp_assets
 from assets.bronze.telemetry import TELEMETRY, build_telemetry_asset
-from assets.ml.demand_forecast import build_demand_forecast_asset
+from assets.ml.demand_forecast import build_demand_forecast_asset, build_forecast_checks
+from assets.ml.training import build_retraining_assets
 from assets.partitions import daily_partitions, hourly_partitions
 from assets.quality.checks import build_quality_checks
 from assets.transform.dbt_models import build_dbt_assets
@@ -31,11 +32,13 @@ def build_definitions(settings: StrataSettings) -> dg.Definitions:
     dbt_project = build_dbt_project(settings)
     telemetry = build_telemetry_asset(hourly_partitions(settings.start_date))
     daily = daily_partitions(settings.start_date)
+    retraining, retraining_checks = build_retraining_assets(daily)
     assets = apply_global_policies(
         [
             *build_oltp_assets(),
             telemetry,
             *build_dbt_assets(dbt_project, daily),
+            *retraining,
             build_demand_forecast_asset(daily),
         ]
     )
@@ -47,6 +50,8 @@ def build_definitions(settings: StrataSettings) -> dg.Definitions:
         asset_checks=[
             *build_quality_checks(partitions_by_asset),
             *build_partition_freshness_checks(partition_freshness),
+            *retraining_checks,
+            *build_forecast_checks(),
         ],
         jobs=jobs,
         schedules=build_schedules(jobs),

@@ -12,6 +12,7 @@ from resources.alerting import build_alerting_resource
 from resources.iceberg import IcebergCatalog
 from resources.ingestion_guard import IngestionGuard
 from resources.landing import LandingZone
+from resources.model_registry import ModelRegistry
 from resources.redaction import split_url_password
 from resources.secrets import SecretsResource, build_secrets_resource, hold_in_memory
 from resources.settings import DBT_PROJECT_DIR, StrataSettings
@@ -101,5 +102,6 @@ def build_resources(settings: StrataSettings, dbt_project: DbtProject) -> dict[s
             **(trino_fields(settings.trino) if settings.warehouse_engine == "trino" else {}),
         ),
         "guard": IngestionGuard(data_path=str(settings.root)),
+        "registry": ModelRegistry.from_settings(settings),
         "dbt": DbtCliResource(project_dir=dbt_project, target=settings.dbt_target, dbt_executable=dbt_executable()),
     }

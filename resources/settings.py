@@ -63,6 +63,9 @@ class StrataSettings:
     alert_webhook_url_secret: str = "alerting/webhook_url"
     smtp: dict[str, str] = field(default_factory=dict)
     dagster_ui_url: str = ""
+    # The MLflow tracking server of the model registry (STRATA_MLFLOW_TRACKING_URI); "" keeps a SQLite
+    # registry under the root (.strata/mlflow/). Credentials go in MLflow's own variables, never here.
+    mlflow_tracking_uri: str = ""
 
     @property
     def dagster_home(self) -> Path:
@@ -183,6 +186,7 @@ def load_settings(environ: dict[str, str] | None = None) -> StrataSettings:
         # e.g. STRATA_SMTP_HOST, STRATA_SMTP_PORT, STRATA_SMTP_FROM, STRATA_SMTP_TO (comma list), STRATA_SMTP_USERNAME
         smtp=_prefixed(env, "STRATA_SMTP_"),
         dagster_ui_url=env.get("STRATA_DAGSTER_UI_URL", "http://localhost:3000" if strata_env == "local" else ""),
+        mlflow_tracking_uri=env.get("STRATA_MLFLOW_TRACKING_URI", ""),
     )
 
 
