@@ -10,7 +10,6 @@ location's load (definitions are loaded by every run worker, sensor tick and UI 
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,19 +82,26 @@ class ModelRegistry(dg.ConfigurableResource):
         """
         import mlflow
         import mlflow.lightgbm
-        from mlflow.exceptions import RestException
 
         client = self._client()
         experiment_id = self._experiment_id(client)
+        self._ensure_registered_model(client)
         with mlflow.start_run(experiment_id=experiment_id, tags=tags) as run:
             mlflow.log_params(params)
             mlflow.log_metrics(metrics)
             logged = mlflow.lightgbm.log_model(booster, name=MODEL_ARTIFACT, pip_requirements=_pip_requirements())
-        with contextlib.suppress(RestException):  # RESOURCE_ALREADY_EXISTS: the usual case after the first model
-            client.create_registered_model(self.model_name)
         source = logged.model_uri
         version = client.create_model_version(self.model_name, source=source, run_id=run.info.run_id, tags=tags)
         return ModelVersionRef(self.model_name, int(version.version), run.info.run_id)
+
+    def _ensure_registered_model(self, client) -> None:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            client.create_registered_model(self.model_name)
+        except MlflowException as error:  # already there: the usual case after the first model
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
 
     def set_champion(self, version: int) -> None:
         """Point the production alias at `version` (promotion, and rollback to an older one)."""

@@ -86,7 +86,8 @@ def decide(candidate_mae: float, champion_mae: float | None, min_improvement_pct
     if champion_mae is None:
         return True, "no champion yet: the first model is promoted"
     improvement = improvement_pct(candidate_mae, champion_mae)
-    if improvement is not None and improvement > min_improvement_pct:
+    # rounded: 0.95 against 1.0 is 5%, not 5.000000000000004% (which would pass a 5% gate)
+    if improvement is not None and round(improvement, 9) > min_improvement_pct:
         return True, f"MAE improves by {improvement:.1f}% > {min_improvement_pct:g}%"
     shown = "n/a" if improvement is None else f"{improvement:.1f}%"
     return False, f"MAE improves by {shown}, not more than {min_improvement_pct:g}%: the champion stays"
