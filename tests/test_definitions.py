@@ -33,6 +33,9 @@ DAILY = {
     ("gold", "demand_features_hourly"),
     ("ml", "demand_forecast"),
 }
+# One model per day and run: each day's candidate is judged against the champion the day before left.
+RETRAINING = {("ml", "demand_training_features"), ("ml", "demand_model_candidate"), ("ml", "demand_model")}
+ML = {"demand_forecast", "demand_training_features", "demand_model_candidate", "demand_model"}
 
 
 def test_definitions_hold_one_graph_from_bronze_to_gold(settings):
@@ -40,7 +43,7 @@ def test_definitions_hold_one_graph_from_bronze_to_gold(settings):
     graph = defs.resolve_asset_graph()
     keys = {tuple(k.path) for k in graph.get_all_asset_keys()}
     expected = {("bronze", t) for t in BRONZE} | {("silver", t) for t in SILVER} | {("gold", t) for t in GOLD}
-    assert keys == expected | {("ml", "demand_forecast")}
+    assert keys == expected | {("ml", t) for t in ML}
 
     # No dangling sources: every dependency is an asset this location materializes.
     for key in graph.get_all_asset_keys():
@@ -57,11 +60,17 @@ def test_definitions_hold_one_graph_from_bronze_to_gold(settings):
         dg.AssetKey(["gold", "fct_bookings"])
     ).parent_keys
     assert dg.AssetKey(["gold", "dim_vehicles"]) in graph.get(dg.AssetKey(["gold", "fleet_health_daily"])).parent_keys
-    # The Python ML asset reads dbt marts: it is downstream of dbt in the same graph.
+    # The Python ML assets read dbt marts: data -> features -> candidate -> production model -> forecast.
     assert graph.get(dg.AssetKey(["ml", "demand_forecast"])).parent_keys == {
         dg.AssetKey(["gold", "demand_features_hourly"]),
         dg.AssetKey(["gold", "dim_stations"]),
+        dg.AssetKey(["ml", "demand_model"]),
     }
+    assert graph.get(dg.AssetKey(["ml", "demand_training_features"])).parent_keys == {
+        dg.AssetKey(["gold", "demand_features_hourly"]),
+        dg.AssetKey(["gold", "dim_stations"]),
+    }
+    assert graph.get(dg.AssetKey(["ml", "demand_model"])).parent_keys == {dg.AssetKey(["ml", "demand_model_candidate"])}
 
 
 def connected_components(graph) -> list[set[dg.AssetKey]]:
@@ -96,6 +105,9 @@ def test_partitions_and_backfill_policies(settings):
         if tuple(key.path) in DAILY:
             assert isinstance(node.partitions_def, dg.DailyPartitionsDefinition), key
             assert node.backfill_policy == dg.BackfillPolicy.single_run(), key
+        elif tuple(key.path) in RETRAINING:
+            assert isinstance(node.partitions_def, dg.DailyPartitionsDefinition), key
+            assert node.backfill_policy == dg.BackfillPolicy.multi_run(1), key
         elif key.path[0] != "bronze" or key.path[1] != "telemetry":
             assert node.partitions_def is None, key
 

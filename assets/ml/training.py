@@ -45,6 +45,8 @@ RETRAINING_ASSETS = (TRAINING_FEATURES, CANDIDATE, PRODUCTION_MODEL)
 GATE_CHECK = "promotion_gate"
 TRAINING_TABLE = "ml.demand_training_features"
 GATE_TAG = "strata.promotion_gate"  # on the registered version: passed / failed, so promotion can verify it
+# A backfill retrains day by day, one run each: every day's candidate meets the champion the day before left.
+ONE_DAY_PER_RUN = dg.BackfillPolicy.multi_run(1)
 LIBRARIES = ("lightgbm", "mlflow", "numpy", "pyarrow", "dagster")
 
 
@@ -127,6 +129,7 @@ def build_retraining_assets(
         kinds={"python", "iceberg"},
         deps=[FEATURES, STATIONS],
         partitions_def=partitions_def,
+        backfill_policy=ONE_DAY_PER_RUN,
         description=(
             "Training and holdout rows of the demand model as of the partition day: per station, hour and "
             "target day, features from the days before only. Replaces ml.demand_training_features."
@@ -195,6 +198,7 @@ def build_retraining_assets(
         kinds={"python", "lightgbm", "mlflow"},
         deps=[TRAINING_FEATURES],
         partitions_def=partitions_def,
+        backfill_policy=ONE_DAY_PER_RUN,
         description=(
             "A LightGBM demand model trained on the training rows, scored on the holdout next to the "
             "champion and the seasonal-naive baseline, registered in MLflow (no alias until the gate passes)."
@@ -289,6 +293,7 @@ def build_retraining_assets(
         kinds={"python", "mlflow"},
         deps=[CANDIDATE],
         partitions_def=partitions_def,
+        backfill_policy=ONE_DAY_PER_RUN,
         description=(
             "The production demand model: moves the registry's champion alias to the candidate that passed "
             "the promotion gate (runs only when the blocking gate passed)."

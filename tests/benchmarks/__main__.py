@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from tests.benchmarks import bench_audit, bench_drops, bench_pipeline
+from tests.benchmarks import bench_audit, bench_drops, bench_ml, bench_pipeline
 
 
 def main() -> int:
@@ -14,6 +14,8 @@ def main() -> int:
     for line in bench_drops.main():
         print(line, flush=True)
     for line in bench_audit.main():
+        print(line, flush=True)
+    for line in bench_ml.main(scale):
         print(line, flush=True)
     return 0
 
