@@ -15,8 +15,18 @@ import pytest
 
 from assets.ml.features import TrainingWindow, demand_cube, split_rows, training_rows
 from assets.ml.learner import LearnerParams, train
-from assets.ml.training import CANDIDATE, GATE_CHECK, GATE_TAG, PRODUCTION_MODEL, TRAINING_FEATURES, decide
+from assets.ml.training import (
+    CANDIDATE,
+    GATE_CHECK,
+    GATE_TAG,
+    PRODUCTION_MODEL,
+    TRAINING_FEATURES,
+    build_retraining_assets,
+    decide,
+)
+from assets.partitions import daily_partitions
 from audit.metadata import table_checksum
+from jobs.policies import apply_global_policies
 from resources.iceberg import IcebergCatalog
 from resources.model_registry import ModelRegistry
 from resources.settings import load_settings
@@ -257,8 +267,11 @@ def test_a_transient_registry_failure_is_retried_and_the_gate_is_blocking_and_ne
 
     registry = platform.registry
     flaky = FlakyRegistry(tracking_uri=registry.tracking_uri, artifact_location=registry.artifact_location)
+    # The same assets with the same global policies, unbound, so the flaky registry can stand in.
+    features_asset, candidate_asset, _ = apply_global_policies(build_retraining_assets(daily_partitions(TEST_START))[0])
+    assert candidate_asset.op.retry_policy == candidate.op.retry_policy
     result = dg.materialize(
-        [defs.resolve_assets_def(TRAINING_FEATURES), candidate],
+        [features_asset, candidate_asset],
         partition_key=PARTITION,
         instance=platform.instance,
         resources={**defs.resources, "registry": flaky},
