@@ -124,7 +124,12 @@ def test_dbt_tests_are_asset_checks_on_the_tables_they_guard(settings):
 
 def test_jobs_split_by_partitioning(settings):
     defs = build_definitions(settings)
-    assert {j.name for j in defs.jobs} == {"refresh_unpartitioned", "load_hourly", "build_daily"}
+    jobs = {j.name for j in defs.jobs}
+    assert jobs == {"refresh_unpartitioned", "load_hourly", "build_daily", "retrain_demand_model"}
+    # The retraining assets belong to their own job only: a backfill of the daily models trains no model.
+    retraining = defs.resolve_job_def("retrain_demand_model").asset_layer.selected_asset_keys
+    assert {tuple(k.path) for k in retraining} == RETRAINING
+    assert not retraining & defs.resolve_job_def("build_daily").asset_layer.selected_asset_keys
 
 
 def test_the_drop_sensor_targets_bronze_telemetry(settings):
