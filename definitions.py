@@ -8,7 +8,8 @@ from assets.bronze.oltp import build_oltp_assets
 from assets.bronze.telemetry import TELEMETRY, build_telemetry_asset
 from assets.bronze.weather import weather_forecasts
 from assets.maintenance.iceberg_tables import build_table_maintenance_asset
-from assets.ml.demand_forecast import build_demand_forecast_asset
+from assets.ml.demand_forecast import build_demand_forecast_asset, build_forecast_checks
+from assets.ml.training import build_retraining_assets
 from assets.partitions import daily_partitions, hourly_partitions, weekly_partitions
 from assets.quality.checks import build_quality_checks
 from assets.reports.weekly import build_weekly_report_asset
@@ -35,6 +36,7 @@ def build_definitions(settings: StrataSettings) -> dg.Definitions:
     dbt_project = build_dbt_project(settings)
     telemetry = build_telemetry_asset(hourly_partitions(settings.start_date))
     daily = daily_partitions(settings.start_date)
+    retraining, retraining_checks = build_retraining_assets(daily)
     assets = apply_global_policies(
         [
             *build_oltp_assets(),
@@ -42,6 +44,7 @@ def build_definitions(settings: StrataSettings) -> dg.Definitions:
             weather_forecasts,
             build_table_maintenance_asset(TABLE_RETENTION),
             *build_dbt_assets(dbt_project, daily),
+            *retraining,
             build_demand_forecast_asset(daily),
             build_weekly_report_asset(weekly_partitions(settings.start_date)),
         ]
@@ -54,6 +57,8 @@ def build_definitions(settings: StrataSettings) -> dg.Definitions:
         asset_checks=[
             *build_quality_checks(partitions_by_asset),
             *build_partition_freshness_checks(partition_freshness),
+            *retraining_checks,
+            *build_forecast_checks(),
         ],
         jobs=jobs,
         schedules=build_schedules(jobs),

@@ -70,11 +70,24 @@ PRICE_PER_KM_CENTS = 30.0
 
 # A vehicle-day has 12 two-hour slots holding at most one booking each; a booking (booked within the first
 # 40 min, started <= 15 min later, <= 60 min long) always ends inside its slot, so a vehicle's trips never
-# overlap. The demand curve sets each slot's booking probability; it averages 5 bookings per vehicle-day.
+# overlap. The demand curve sets each slot's booking probability; it averages about 5 bookings per vehicle-day.
 SLOT_US = 2 * HOUR_US
-SLOT_DEMAND = np.array([0.2, 0.1, 0.3, 1.0, 1.0, 1.1, 1.2, 1.0, 1.3, 1.2, 0.8, 0.5])
+SLOTS_PER_DAY = 12
 BOOKINGS_PER_VEHICLE_DAY = 5.0
-SLOT_BOOKING_PROB = BOOKINGS_PER_VEHICLE_DAY * SLOT_DEMAND / SLOT_DEMAND.sum()
+# Demand carries the signal a forecast can learn (issue 14): working days have commute peaks, weekends a
+# late, flat day, and the level differs by weekday (Friday busiest, Sunday quietest). A "same hour
+# yesterday" forecast misses every Monday and Saturday; a model that knows the weekday does not.
+SLOT_DEMAND_WORKDAY = np.array([0.1, 0.05, 0.2, 1.4, 1.6, 0.9, 1.0, 0.9, 1.6, 1.5, 0.8, 0.4])
+SLOT_DEMAND_WEEKEND = np.array([0.3, 0.2, 0.1, 0.2, 0.6, 1.2, 1.5, 1.6, 1.4, 1.1, 0.9, 0.7])
+DAY_OF_WEEK_LEVEL = np.array([0.9, 1.0, 1.0, 1.05, 1.15, 1.0, 0.75])  # Monday .. Sunday
+
+
+def slot_booking_prob(day: date) -> np.ndarray:
+    """Each two-hour slot's booking probability per vehicle on `day` (at most 0.88)."""
+    profile = SLOT_DEMAND_WEEKEND if day.weekday() >= 5 else SLOT_DEMAND_WORKDAY
+    return DAY_OF_WEEK_LEVEL[day.weekday()] * BOOKINGS_PER_VEHICLE_DAY * profile / profile.sum()
+
+
 CANCEL_PROB = 0.08
 REFUND_PROB = 0.03
 REFUND_DELAY_US = DAY_US

@@ -30,9 +30,8 @@ from demo.world import (
     PRICE_PER_MINUTE_CENTS,
     REFUND_DELAY_US,
     REFUND_PROB,
-    SLOT_BOOKING_PROB,
-    SLOT_DEMAND,
     SLOT_US,
+    SLOTS_PER_DAY,
     TRIP_SPEED_KMH,
     UNLOCK_FEE_CENTS,
     VEHICLE_MODELS,
@@ -50,6 +49,7 @@ from demo.world import (
     Vehicles,
     World,
     scaled_count,
+    slot_booking_prob,
     sub_rng,
     to_us,
 )
@@ -146,7 +146,7 @@ def build_vehicles(cfg: DemoConfig, stations: Stations) -> Vehicles:
 def _draw_day(cfg: DemoConfig, vehicles: Vehicles, day: date) -> dict[str, np.ndarray]:
     """One day's bookings with their predetermined timings; draw order is fixed, whatever is used."""
     rng = sub_rng(cfg.seed, Stream.BOOKINGS, day.toordinal())
-    present = rng.random((vehicles.size, len(SLOT_DEMAND))) < SLOT_BOOKING_PROB
+    present = rng.random((vehicles.size, SLOTS_PER_DAY)) < slot_booking_prob(day)
     vehicle, slot = np.nonzero(present)
     m = len(vehicle)
     booked_at = to_us(datetime.combine(day, time())) + slot * SLOT_US + rng.integers(0, 40 * MINUTE_US, m)
@@ -172,6 +172,24 @@ def _draw_day(cfg: DemoConfig, vehicles: Vehicles, day: date) -> dict[str, np.nd
     }
 
 
+def pick_popular_station(stations: Stations, city: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """A station of `city` chosen by uniform `u` with probability proportional to its capacity.
+
+    Trips end more often at big stations, and a vehicle's next trip starts where the last one ended, so
+    a station's demand grows with its capacity (in gold/dim_stations): learnable station signal.
+    """
+    index = stations.by_city
+    weight = stations.capacity[index.order].astype(np.float64)
+    cumulative = np.cumsum(weight)
+    before_city = np.concatenate([[0.0], cumulative])[index.offset]  # weight of the cities sorted before
+    city_weight = np.concatenate([[0.0], cumulative])[index.offset + index.count] - before_city
+    target = before_city[city] + u * city_weight[city]
+    position = np.searchsorted(cumulative, target, side="right")
+    last_of_city = index.offset[city] + np.maximum(index.count[city] - 1, 0)
+    chosen = index.order[np.clip(position, index.offset[city], last_of_city)]
+    return np.where(index.count[city] > 0, chosen, index.pick(city, u))
+
+
 def _chain_start_stations(
     vehicle: np.ndarray, active: np.ndarray, end_station: np.ndarray, home: np.ndarray
 ) -> np.ndarray:
@@ -193,7 +211,7 @@ def build_bookings(cfg: DemoConfig, stations: Stations, customers: Customers, ve
     raw = {key: values[np.lexsort((raw["vehicle"], raw["booked_at"]))] for key, values in raw.items()}
     vehicle = raw["vehicle"]
     city = stations.city[vehicles.home_station[vehicle]]
-    end_station = stations.by_city.pick(city, raw["end_pick"])
+    end_station = pick_popular_station(stations, city, raw["end_pick"])
     by_vehicle = np.lexsort((raw["booked_at"], vehicle))
     start_station = np.empty_like(end_station)
     start_station[by_vehicle] = _chain_start_stations(

@@ -1,8 +1,12 @@
 """Asset jobs, one per partitioning: a run (and a single-run backfill) spans one partition set.
 
-An asset with a clock of its own gets a job of its own (`OWN_JOBS`): the 15-minute weather fetch, so the
-hourly refresh of the unpartitioned models never waits on, or fails with, an outside API; the nightly
-table maintenance, so no data run waits on upkeep."""
+Assets with a clock of their own get a dedicated job (`DEDICATED_JOBS`) and are left out of their
+partitioning's job:
+- the 15-minute weather fetch, so the hourly refresh never waits on, or fails with, an outside API;
+- the 02:00 retraining of the demand model, so a backfill of the daily models does not retrain a model
+  per day;
+- the nightly Iceberg table maintenance, so no data run waits on upkeep.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from collections.abc import Sequence
 import dagster as dg
 
 from assets.maintenance.iceberg_tables import MAINTENANCE_TABLES
-from jobs.policies import priority_tags
+from jobs.policies import ML_RETRAINING, priority_tags
 
 JOB_BY_PARTITIONING = {
     None: ("refresh_unpartitioned", "OLTP extraction into Bronze and the unpartitioned Silver/Gold models."),
@@ -19,20 +23,25 @@ JOB_BY_PARTITIONING = {
     "daily": ("build_daily", "Daily partitions: incremental Silver/Gold models for a date window."),
     "weekly": ("publish_weekly_report", "Weekly partitions: the executive report of an ISO week, published."),
 }
-OWN_JOBS: dict[dg.AssetKey, tuple[str, str]] = {
-    dg.AssetKey(["bronze", "weather_forecasts"]): (
-        "fetch_weather",
+
+# job name -> (the assets it owns, with their checks; description)
+DEDICATED_JOBS: dict[str, tuple[dg.AssetSelection, str]] = {
+    "fetch_weather": (
+        dg.AssetSelection.assets(["bronze", "weather_forecasts"]),
         "Weather forecasts from the weather API into Bronze (every 15 minutes).",
     ),
-    MAINTENANCE_TABLES: (
-        "maintain_tables",
+    "retrain_demand_model": (
+        ML_RETRAINING,
+        "Daily 02:00: training features, a candidate demand model, its promotion gate and the promotion.",
+    ),
+    "maintain_tables": (
+        dg.AssetSelection.assets(MAINTENANCE_TABLES),
         "Iceberg table maintenance: compaction, snapshot expiry, orphan files (daily, its own clock).",
     ),
 }
 
 
 def partitioning_of(asset: dg.AssetsDefinition) -> str | None:
-    """The job an asset belongs to, by partitioning (assets in `OWN_JOBS` aside)."""
     pdef = asset.partitions_def
     if pdef is None:
         return None
@@ -48,15 +57,20 @@ def build_jobs(
     """One job per partitioning; `exclude_checks` are checks no job runs (the partition freshness checks,
     which the freshness sensor evaluates at its own clock)."""
     by_partitioning: dict[str | None, list[dg.AssetKey]] = {}
-    own: list[tuple[str, str, dg.AssetKey]] = []
+    dedicated = {
+        key for selection, _ in DEDICATED_JOBS.values() for key in selection.resolve(assets, allow_missing=True)
+    }
     for asset in assets:
-        for key in asset.keys:
-            if key in OWN_JOBS:
-                own.append((*OWN_JOBS[key], key))
-            else:
-                by_partitioning.setdefault(partitioning_of(asset), []).append(key)
+        keys = [k for k in asset.keys if k not in dedicated]
+        if keys:
+            by_partitioning.setdefault(partitioning_of(asset), []).extend(keys)
     excluded = dg.AssetSelection.checks(*exclude_checks)
-    return [
+    dedicated_jobs = [
+        dg.define_asset_job(name, selection=selection - excluded, description=text, tags=priority_tags(name))
+        for name, (selection, text) in DEDICATED_JOBS.items()
+        if selection.resolve(assets, allow_missing=True)
+    ]
+    return dedicated_jobs + [
         dg.define_asset_job(
             name,
             selection=dg.AssetSelection.assets(*by_partitioning[kind]) - excluded,
@@ -65,7 +79,4 @@ def build_jobs(
         )
         for kind, (name, text) in JOB_BY_PARTITIONING.items()
         if kind in by_partitioning
-    ] + [
-        dg.define_asset_job(name, selection=dg.AssetSelection.assets(key), description=text, tags=priority_tags(name))
-        for name, text, key in own
     ]

@@ -31,6 +31,7 @@ from datetime import timedelta
 
 import dagster as dg
 
+from assets.ml.training import RETRAINING_ASSETS
 from jobs.partition_freshness import PartitionDeadline
 from resources.iceberg_maintenance import RetentionPolicy
 from resources.warehouse import WAREHOUSE_POOL
@@ -45,6 +46,11 @@ BRONZE_OLTP = BRONZE - BRONZE_TELEMETRY - BRONZE_WEATHER
 DBT_MODELS = dg.AssetSelection.groups("silver", "gold")
 ML = dg.AssetSelection.groups("ml")
 REPORTS = dg.AssetSelection.groups("reports")
+# The retraining (features -> candidate -> gate -> promotion) runs on the 02:00 schedule only: a model is
+# retrained once a day on a complete previous day, not every time an input moves.
+ML_RETRAINING = dg.AssetSelection.assets(*RETRAINING_ASSETS)
+# Only the assets that read the marts hold the warehouse pool; training and promotion do not.
+ML_READING_MARTS = dg.AssetSelection.assets(["ml", "demand_training_features"], ["ml", "demand_forecast"])
 
 DAILY_MODELS = dg.AssetSelection.tag("daily", "")  # dbt models tagged `daily` (the daily-partitioned ones)
 # A late hour still completes (and builds) its day within this lookback; older days need a backfill.
@@ -76,11 +82,13 @@ PARTITION_FRESHNESS: list[tuple[str, dg.AssetSelection, PartitionDeadline]] = [
 ]  # fmt: skip
 RETRY_POLICIES: list[tuple[str, dg.AssetSelection, dg.RetryPolicy]] = [
     ("Bronze loads read the source DB, the landing zone and the weather API over the network", BRONZE, NETWORK_RETRY),
-]
+    ("Training and promotion talk to the model registry (a tracking server in prod)",
+     ML_RETRAINING - dg.AssetSelection.assets(["ml", "demand_training_features"]), NETWORK_RETRY),
+]  # fmt: skip
 POOLS: list[tuple[str, dg.AssetSelection, str]] = [
     ("the OLTP source database", BRONZE_OLTP, "source_db"),
     ("the SQL engine (DuckDB has one writer; Trino is shared)", DBT_MODELS, WAREHOUSE_POOL),
-    ("ML reads the marts (a DuckDB reader cannot open the file while dbt writes it)", ML, WAREHOUSE_POOL),
+    ("ML reads the marts (a DuckDB reader cannot open the file while dbt writes it)", ML_READING_MARTS, WAREHOUSE_POOL),
     ("reports read the marts too", REPORTS, WAREHOUSE_POOL),
 ]
 # Inputs that hold data per partition (hourly Bronze telemetry, the daily dbt models, ML): an update of
@@ -97,7 +105,9 @@ FOLLOW_INPUTS_PER_DAY = (
         | (dg.AutomationCondition.in_latest_time_window() & dg.AutomationCondition.any_deps_updated())
         | dg.AutomationCondition.any_deps_updated().allow(PER_DAY_INPUTS)
     ).since_last_handled()
-    & ~dg.AutomationCondition.any_deps_missing()
+    # The production model (a dep of the forecast) exists only for days whose gate passed: the forecast
+    # uses whichever model the registry names, so its absence holds nothing back.
+    & ~dg.AutomationCondition.any_deps_missing().ignore(ML_RETRAINING)
     & ~dg.AutomationCondition.any_deps_in_progress()
     & ~dg.AutomationCondition.in_progress()
 ).with_label(FOLLOW_INPUTS_LABEL)
@@ -106,8 +116,8 @@ QUALITY_GATED_EAGER = (FOLLOW_INPUTS_PER_DAY & dg.AutomationCondition.all_deps_b
     "follow complete inputs, while all their blocking checks pass"
 )
 AUTOMATION_CONDITIONS: list[tuple[str, dg.AssetSelection, dg.AutomationCondition]] = [
-    ("Silver, Gold and ML follow their complete inputs once those pass their blocking checks", DBT_MODELS | ML,
-     QUALITY_GATED_EAGER),
+    ("Silver, Gold and ML follow their complete inputs once those pass their blocking checks",
+     DBT_MODELS | (ML - ML_RETRAINING), QUALITY_GATED_EAGER),
 ]  # fmt: skip
 # Iceberg table maintenance (assets/maintenance/iceberg_tables.py, daily by the schedule table): per
 # namespace, how far back time travel reaches (snapshots younger than the age, and never fewer than the
@@ -124,6 +134,7 @@ TABLE_RETENTION: list[tuple[str, str, RetentionPolicy]] = [
 JOB_PRIORITIES: dict[str, int] = {
     "build_daily": 10,
     "refresh_unpartitioned": 5,
+    "retrain_demand_model": 5,
     "load_hourly": 0,
     "maintain_tables": -5,
 }

@@ -10,6 +10,10 @@ Strata replaces cron: on a normal day nothing needs a person. Three things start
 Each request names what it covers and uses it as its run key (`<schedule>:<scheduled time>`, or the
 partition), so a tick evaluated twice requests once, and it carries its job's priority tag.
 
+A policy may name an input partition that must exist before its tick requests anything
+(`requires_previous_day_of`): the 02:00 retraining waits for the previous day's Gold features and
+skips the tick with that reason until they are materialized.
+
 A slot (`builds_nothing_yet`) is visible in the UI and skips every tick with the reason, until the
 issue that fills it gives it something to build. A slot with no job is only listed here: there is
 nothing for it to target yet.
@@ -37,6 +41,7 @@ class SchedulePolicy:
     previous_day: bool = False  # request the daily partition of the day before the tick
     previous_week: bool = False  # request the weekly partition (Monday-based ISO week) before the tick's week
     builds_nothing_yet: bool = False  # a reserved slot: visible, skips every tick with `purpose` as the reason
+    requires_previous_day_of: dg.AssetKey | None = None  # skip while this asset lacks the previous day
 
 
 SCHEDULES: list[SchedulePolicy] = [
@@ -50,11 +55,12 @@ SCHEDULES: list[SchedulePolicy] = [
     SchedulePolicy(
         "ml_retraining",
         "0 2 * * *",
-        "build_daily",
-        "Slot for the daily 02:00 retraining of the demand model on the previous day (a later issue adds the "
-        "training asset to build_daily). Today ml/demand_forecast follows its features through automation.",
+        "retrain_demand_model",
+        "Daily 02:00 UTC: retrain the demand model on the trailing 90 days up to the previous day, gate it "
+        "on the 7-day holdout and promote it; waits for the previous day's gold/demand_features_hourly. "
+        "ml/demand_forecast follows its features (and a promotion) through automation.",
         previous_day=True,
-        builds_nothing_yet=True,
+        requires_previous_day_of=dg.AssetKey(["gold", "demand_features_hourly"]),
     ),
     SchedulePolicy(
         "iceberg_table_maintenance",
@@ -106,6 +112,13 @@ def build_schedule(policy: SchedulePolicy, job: dg.UnresolvedAssetJobDefinition)
     def evaluate(context: dg.ScheduleEvaluationContext) -> dg.RunRequest | dg.SkipReason:
         if policy.builds_nothing_yet:
             return dg.SkipReason(policy.purpose)
+        if policy.requires_previous_day_of is not None:
+            day = previous_day(context.scheduled_execution_time)
+            if day not in context.instance.get_materialized_partitions(policy.requires_previous_day_of):
+                return dg.SkipReason(
+                    f"{policy.requires_previous_day_of.to_user_string()} has no materialization for {day} yet: "
+                    f"{policy.name} skips this tick (run it for {day} once the day is built)"
+                )
         return run_request_for(policy, context.scheduled_execution_time)
 
     return dg.ScheduleDefinition(

@@ -21,7 +21,9 @@ from resources.redaction import scrub
 from resources.secrets import SecretsResource
 from resources.settings import StrataSettings
 
-AlertKind = Literal["run_failure", "check_failure", "freshness_breach", "freshness_recovered", "not_run"]
+AlertKind = Literal[
+    "run_failure", "check_failure", "freshness_breach", "freshness_recovered", "not_run", "model_retrained"
+]
 CHANNELS = ("log", "webhook", "smtp")
 
 HEADLINES: dict[str, tuple[str, str]] = {  # kind -> (emoji for Slack, words for subjects)
@@ -30,6 +32,7 @@ HEADLINES: dict[str, tuple[str, str]] = {  # kind -> (emoji for Slack, words for
     "freshness_breach": (":hourglass:", "Freshness breach"),
     "freshness_recovered": (":white_check_mark:", "Freshness recovered"),
     "not_run": (":warning:", "Ingestion did not run"),
+    "model_retrained": (":robot_face:", "Demand model retrained"),
 }
 MAX_TEXT = 2900  # Slack rejects section text over 3000 characters
 
@@ -171,7 +174,7 @@ class AlertingResource(dg.ConfigurableResource):
 
     def _send_log(self, alert: Alert) -> None:
         facts = ", ".join(f"{k}={v}" for k, v in alert.labelled_facts())
-        level = "info" if alert.kind == "freshness_recovered" else "warning"
+        level = "info" if alert.kind in ("freshness_recovered", "model_retrained") else "warning"
         text = f"ALERT [{alert.kind}] {alert.headline}" + (f" -- {alert.details}" if alert.details else "")
         getattr(dg.get_dagster_logger("strata.alerts"), level)(text + (f" ({facts})" if facts else ""))
 

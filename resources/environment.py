@@ -12,6 +12,7 @@ from resources.alerting import build_alerting_resource
 from resources.iceberg import IcebergCatalog
 from resources.ingestion_guard import IngestionGuard
 from resources.landing import LandingZone
+from resources.model_registry import ModelRegistry
 from resources.outputs import OutputsArea
 from resources.redaction import split_url_password
 from resources.secrets import SecretsResource, build_secrets_resource, hold_in_memory
@@ -110,5 +111,6 @@ def build_resources(settings: StrataSettings, dbt_project: DbtProject) -> dict[s
         "outputs": OutputsArea(
             root=settings.outputs_root, s3_endpoint_url=settings.s3_endpoint_url, s3_region=settings.s3_region
         ),
+        "registry": ModelRegistry.from_settings(settings),
         "dbt": DbtCliResource(project_dir=dbt_project, target=settings.dbt_target, dbt_executable=dbt_executable()),
     }

@@ -77,6 +77,9 @@ class StrataSettings:
     weather: dict[str, str] = field(default_factory=dict)
     # Where published outputs (the weekly report) go: a folder (default .strata/outputs) or s3://bucket/prefix.
     outputs_url: str | None = None
+    # The MLflow tracking server of the model registry (STRATA_MLFLOW_TRACKING_URI); "" keeps a SQLite
+    # registry under the root (.strata/mlflow/). Credentials go in MLflow's own variables, never here.
+    mlflow_tracking_uri: str = ""
 
     @property
     def dagster_home(self) -> Path:
@@ -218,6 +221,7 @@ def load_settings(environ: dict[str, str] | None = None) -> StrataSettings:
         # e.g. STRATA_WEATHER_URL, STRATA_WEATHER_LOCATIONS (comma list of ids), STRATA_WEATHER_AUTH_SECRET
         weather=_prefixed(env, "STRATA_WEATHER_"),
         outputs_url=env.get("STRATA_OUTPUTS_URL"),
+        mlflow_tracking_uri=env.get("STRATA_MLFLOW_TRACKING_URI", ""),
     )
 
 

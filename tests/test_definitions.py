@@ -34,6 +34,9 @@ DAILY = {
     ("gold", "demand_features_hourly"),
     ("ml", "demand_forecast"),
 }
+# One model per day and run: each day's candidate is judged against the champion the day before left.
+RETRAINING = {("ml", "demand_training_features"), ("ml", "demand_model_candidate"), ("ml", "demand_model")}
+ML = {"demand_forecast", "demand_training_features", "demand_model_candidate", "demand_model"}
 
 
 def test_definitions_hold_one_graph_from_bronze_to_gold(settings):
@@ -41,8 +44,7 @@ def test_definitions_hold_one_graph_from_bronze_to_gold(settings):
     graph = defs.resolve_asset_graph()
     keys = {tuple(k.path) for k in graph.get_all_asset_keys()}
     expected = {("bronze", t) for t in BRONZE} | {("silver", t) for t in SILVER} | {("gold", t) for t in GOLD}
-    assert keys == expected | {
-        ("ml", "demand_forecast"),
+    assert keys == expected | {("ml", t) for t in ML} | {
         ("maintenance", "iceberg_tables"),
         ("reports", "weekly_executive_report"),
     }
@@ -70,11 +72,17 @@ def test_definitions_hold_one_graph_from_bronze_to_gold(settings):
         dg.AssetKey(["silver", "weather_conditions"])
         in graph.get(dg.AssetKey(["gold", "demand_features_hourly"])).parent_keys
     )
-    # The Python ML asset reads dbt marts: it is downstream of dbt in the same graph.
+    # The Python ML assets read dbt marts: data -> features -> candidate -> production model -> forecast.
     assert graph.get(dg.AssetKey(["ml", "demand_forecast"])).parent_keys == {
         dg.AssetKey(["gold", "demand_features_hourly"]),
         dg.AssetKey(["gold", "dim_stations"]),
+        dg.AssetKey(["ml", "demand_model"]),
     }
+    assert graph.get(dg.AssetKey(["ml", "demand_training_features"])).parent_keys == {
+        dg.AssetKey(["gold", "demand_features_hourly"]),
+        dg.AssetKey(["gold", "dim_stations"]),
+    }
+    assert graph.get(dg.AssetKey(["ml", "demand_model"])).parent_keys == {dg.AssetKey(["ml", "demand_model_candidate"])}
 
 
 def connected_components(graph) -> list[set[dg.AssetKey]]:
@@ -116,6 +124,9 @@ def test_partitions_and_backfill_policies(settings):
         elif key.path == ["reports", "weekly_executive_report"]:
             assert isinstance(node.partitions_def, dg.WeeklyPartitionsDefinition), key
             assert node.partitions_def.get_first_partition_key() == "2026-10-05"  # the first Monday
+        elif tuple(key.path) in RETRAINING:
+            assert isinstance(node.partitions_def, dg.DailyPartitionsDefinition), key
+            assert node.backfill_policy == dg.BackfillPolicy.multi_run(1), key
         elif key.path[0] != "bronze" or key.path[1] != "telemetry":
             assert node.partitions_def is None, key
 
@@ -139,6 +150,7 @@ def test_jobs_split_by_partitioning(settings):
         "fetch_weather",
         "publish_weekly_report",
         "maintain_tables",
+        "retrain_demand_model",
     }
     # Upkeep runs on its own clock, never as part of the hourly OLTP refresh.
     assert defs.resolve_job_def("maintain_tables").asset_layer.selected_asset_keys == {
@@ -151,6 +163,10 @@ def test_jobs_split_by_partitioning(settings):
     assert dg.AssetKey(["bronze", "weather_forecasts"]) not in (
         defs.resolve_job_def("refresh_unpartitioned").asset_layer.selected_asset_keys
     )
+    # The retraining assets belong to their own job only: a backfill of the daily models trains no model.
+    retraining = defs.resolve_job_def("retrain_demand_model").asset_layer.selected_asset_keys
+    assert {tuple(k.path) for k in retraining} == RETRAINING
+    assert not retraining & defs.resolve_job_def("build_daily").asset_layer.selected_asset_keys
 
 
 def test_the_drop_sensor_targets_bronze_telemetry(settings):

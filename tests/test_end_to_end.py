@@ -6,6 +6,7 @@ from datetime import timedelta
 import dagster as dg
 import pytest
 
+from assets.ml.training import RETRAINING_ASSETS
 from definitions import build_definitions
 from jobs.backfill import run_backfill, table_row_counts
 from resources.iceberg import IcebergCatalog
@@ -35,7 +36,8 @@ def test_every_asset_materializes_and_gold_matches_ground_truth(backfilled, sett
     materialized = {
         key for key in graph.get_all_asset_keys() if instance.get_latest_materialization_event(key) is not None
     }
-    assert materialized == set(graph.get_all_asset_keys())
+    # Everything but the model retraining, which its 02:00 schedule runs (tests/test_ml_lifecycle.py).
+    assert materialized == set(graph.get_all_asset_keys()) - set(RETRAINING_ASSETS)
 
     counts = table_row_counts(defs)
     for table in ("customers", "stations", "vehicles", "bookings", "payments", "telemetry"):

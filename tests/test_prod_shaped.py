@@ -157,6 +157,7 @@ def test_prod_shaped_run_through_the_queue_matches_ground_truth(prod_shaped, s3_
     import boto3
     from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 
+    from assets.ml.training import RETRAINING_ASSETS
     from audit.record import build_audit_record
     from definitions import build_definitions
     from jobs.backfill import table_row_counts
@@ -183,7 +184,7 @@ def test_prod_shaped_run_through_the_queue_matches_ground_truth(prod_shaped, s3_
     defs = build_definitions(settings)
     graph = defs.resolve_asset_graph()
     images = {}
-    for key in graph.get_all_asset_keys():
+    for key in set(graph.get_all_asset_keys()) - set(RETRAINING_ASSETS):  # retraining: its own schedule
         event = instance.get_latest_materialization_event(key)
         assert event is not None, key.to_user_string()
         images[key.to_user_string()] = event.asset_materialization.metadata["strata/image"].value

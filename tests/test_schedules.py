@@ -30,7 +30,7 @@ def test_the_schedule_table_is_what_runs(settings):
     schedules = {s.name: s for s in defs.schedules}
     assert {name: (s.cron_schedule, s.job_name, s.default_status) for name, s in schedules.items()} == {
         "hourly_oltp_extraction": ("0 * * * *", "refresh_unpartitioned", dg.DefaultScheduleStatus.RUNNING),
-        "ml_retraining": ("0 2 * * *", "build_daily", dg.DefaultScheduleStatus.RUNNING),
+        "ml_retraining": ("0 2 * * *", "retrain_demand_model", dg.DefaultScheduleStatus.RUNNING),
         "iceberg_table_maintenance": ("30 3 * * *", "maintain_tables", dg.DefaultScheduleStatus.RUNNING),
         "weather_forecasts": ("*/15 * * * *", "fetch_weather", dg.DefaultScheduleStatus.RUNNING),
         "weekly_report": ("0 6 * * 1", "publish_weekly_report", dg.DefaultScheduleStatus.RUNNING),
@@ -42,10 +42,37 @@ def test_the_schedule_table_is_what_runs(settings):
     [upkeep] = evaluate_schedule(defs, "iceberg_table_maintenance", datetime(2026, 10, 3, 3, 30, tzinfo=UTC))
     assert (upkeep.run_key, upkeep.tags[PRIORITY_TAG]) == ("iceberg_table_maintenance:2026-10-03T03:30Z", "-5")
 
-    # The ML slot is visible and says why it builds nothing yet, every tick.
-    assert evaluate_schedule(defs, "ml_retraining", datetime(2026, 10, 3, 2, tzinfo=UTC)).startswith(
-        "Slot for the daily 02:00 retraining"
-    )
+
+def test_the_0200_retraining_waits_for_the_previous_days_features_then_requests_that_day_once(settings):
+    defs = build_definitions(settings)
+    tick = datetime(2026, 10, 3, 2, tzinfo=UTC)
+    retraining = defs.resolve_job_def("retrain_demand_model").asset_layer.selected_asset_keys
+    assert {key.to_user_string() for key in retraining} == {
+        "ml/demand_training_features",
+        "ml/demand_model_candidate",
+        "ml/demand_model",
+    }
+    with dg.instance_for_test() as instance:
+
+        def evaluate() -> list[dg.RunRequest] | str:
+            schedule = defs.resolve_schedule_def("ml_retraining")
+            with dg.build_schedule_context(
+                instance=instance, scheduled_execution_time=tick, repository_def=defs.get_repository_def()
+            ) as context:
+                data = schedule.evaluate_tick(context)
+            return data.run_requests if data.run_requests else data.skip_message
+
+        features = dg.AssetKey(["gold", "demand_features_hourly"])
+        instance.report_runless_asset_event(dg.AssetMaterialization(features, partition="2026-10-01"))
+        assert evaluate() == (
+            "gold/demand_features_hourly has no materialization for 2026-10-02 yet: ml_retraining skips this "
+            "tick (run it for 2026-10-02 once the day is built)"
+        )
+        instance.report_runless_asset_event(dg.AssetMaterialization(features, partition="2026-10-02"))
+        [request] = evaluate()
+        assert (request.partition_key, request.run_key) == ("2026-10-02", "ml_retraining:2026-10-02")
+        assert request.tags[PRIORITY_TAG] == "5"
+        assert [r.run_key for r in evaluate()] == [request.run_key]  # evaluated twice, requested once
 
 
 def test_the_hourly_extraction_requests_once_per_tick_with_its_jobs_priority(settings):

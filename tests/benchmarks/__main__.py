@@ -1,7 +1,7 @@
 """`make bench`: every benchmark prints its figure and the ratio against its floor.
 
 `python -m tests.benchmarks [scale]` runs them all; `python -m tests.benchmarks NAME [arg]` runs one
-(NAME: pipeline, drops, audit, report, week; `arg` is the scale, or the days of the week benchmark).
+(NAME: pipeline, drops, audit, ml, report, week; `arg` is the scale, or the days of the week benchmark).
 `make bench-backfill` runs the 181-day backfill benchmark (tests/benchmarks/bench_backfill.py) on its own.
 """
 
@@ -10,12 +10,13 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable
 
-from tests.benchmarks import bench_audit, bench_drops, bench_pipeline, bench_report, bench_week
+from tests.benchmarks import bench_audit, bench_drops, bench_ml, bench_pipeline, bench_report, bench_week
 
 BENCHMARKS: dict[str, Callable[[float], Iterable[str]]] = {
     "pipeline": bench_pipeline.main,
     "drops": lambda _scale: bench_drops.main(),
     "audit": lambda _scale: bench_audit.main(),
+    "ml": bench_ml.main,
     "report": bench_report.main,
     "week": lambda days: bench_week.main(int(days) if days != 1.0 else 7),
 }

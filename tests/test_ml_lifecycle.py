@@ -1,0 +1,282 @@
+"""The demand model's lifecycle on demo Gold built by real dbt runs: retraining, the promotion gate,
+the MLflow registry's champion alias, the forecast that follows it, rollback and the notification."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from assets.ml.features import TrainingWindow, demand_cube, split_rows, training_rows
+from assets.ml.learner import LearnerParams, train
+from assets.ml.training import (
+    CANDIDATE,
+    GATE_CHECK,
+    GATE_TAG,
+    PRODUCTION_MODEL,
+    TRAINING_FEATURES,
+    build_retraining_assets,
+    decide,
+)
+from assets.partitions import daily_partitions
+from audit.metadata import table_checksum
+from jobs.policies import apply_global_policies
+from resources.iceberg import IcebergCatalog
+from resources.model_registry import ModelRegistry
+from resources.settings import load_settings
+from tests.conftest import TEST_START
+from tests.ml_support import AS_OF, build_gold_for_ml, copy_gold, world_gold
+from tests.test_alerting import WEBHOOK_SECRET_VAR, webhook_server  # noqa: F401  (the local webhook fixture)
+
+FORECAST = dg.AssetKey(["ml", "demand_forecast"])
+PARTITION = AS_OF.isoformat()
+WEAK, WORSE = 5, 3  # boosting rounds: a weak first model, then one worse than it; the default (150) is better
+
+
+# --- pure: the gate and the holdout --------------------------------------------------------------------
+
+
+def test_the_gate_promotes_the_first_model_and_only_improvements_above_the_threshold():
+    assert decide(1.0, None, 5.0) == (True, "no champion yet: the first model is promoted")
+    assert decide(0.94, 1.0, 5.0)[0] is True  # 6% better
+    promote, reason = decide(0.95, 1.0, 5.0)  # exactly 5%: not more than the threshold
+    assert (promote, reason) == (False, "MAE improves by 5.0%, not more than 5%: the champion stays")
+    assert decide(1.2, 1.0, 5.0)[0] is False
+    assert decide(0.97, 1.0, 2.0)[0] is True  # the threshold is configuration
+
+
+def test_holdout_rows_never_reach_training():
+    """Training rows end before the holdout, and changing every holdout actual changes neither the
+    training rows nor the trained model, byte for byte: nothing of the holdout reaches training."""
+    demand, stations = world_gold(TEST_START, 30, 0.05)
+    window = TrainingWindow(TEST_START + timedelta(days=29), training_days=20, holdout_days=7)
+
+    def fit(gold: pa.Table) -> tuple[pa.Table, pa.Table, str]:
+        cube = demand_cube(gold, stations, window.read_start, window.as_of)
+        rows, _, holdout_days = training_rows(cube, window)
+        training, holdout = split_rows(rows, window.holdout_start)
+        assert holdout_days == [window.holdout_start + timedelta(days=i) for i in range(7)]
+        booster = train(training, LearnerParams(num_boost_round=20))
+        return training, holdout, booster.model_to_string()
+
+    training, holdout, model = fit(demand)
+    assert max(training.column("target_date").to_pylist()) == window.holdout_start - timedelta(days=1)
+    assert min(holdout.column("target_date").to_pylist()) == window.holdout_start
+
+    in_holdout = pc.greater_equal(demand.column("feature_date"), pa.scalar(window.holdout_start, pa.date32()))
+    bookings = demand.column("bookings_started")
+    tripled = pc.if_else(in_holdout, pc.multiply(bookings, 3), bookings)
+    scrambled = demand.set_column(demand.schema.get_field_index("bookings_started"), "bookings_started", tripled)
+    training_2, holdout_2, model_2 = fit(scrambled)
+    assert holdout_2.column("bookings").to_pylist() != holdout.column("bookings").to_pylist()  # the change took
+    assert table_checksum(training_2, ["target_date", "start_station_id", "hour_of_day"]) == table_checksum(
+        training, ["target_date", "start_station_id", "hour_of_day"]
+    )
+    assert model_2 == model
+
+
+# --- the lifecycle on Gold built by dbt ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gold_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("ml_gold") / "strata"
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        build_gold_for_ml(root, monkeypatch)
+    return root
+
+
+@dataclass
+class Platform:
+    defs: dg.Definitions
+    instance: dg.DagsterInstance
+    registry: ModelRegistry
+    iceberg: IcebergCatalog
+    webhook: object
+    results: list = field(default_factory=list)
+
+    def retrain(self, rounds: int | None = None) -> dg.ExecuteInProcessResult:
+        config = {} if rounds is None else {"num_boost_round": rounds}
+        result = self.defs.resolve_job_def("retrain_demand_model").execute_in_process(
+            instance=self.instance,
+            partition_key=PARTITION,
+            run_config={"ops": {"ml__demand_model_candidate": {"config": config}}},
+            raise_on_error=False,
+        )
+        self.results.append(result)
+        return result
+
+    def forecast(self, first: str = PARTITION, last: str = PARTITION) -> dg.ExecuteInProcessResult:
+        from jobs.backfill import range_tags
+
+        return self.defs.resolve_job_def("build_daily").execute_in_process(
+            instance=self.instance, tags=range_tags(first, last), asset_selection=[FORECAST]
+        )
+
+    def forecast_rows(self) -> pa.Table:
+        return self.iceberg.load().load_table("ml.demand_forecast").scan().to_arrow()
+
+
+@pytest.fixture
+def platform(gold_root, tmp_path, monkeypatch, webhook_server) -> Platform:  # noqa: F811
+    """A fresh root over the built Gold: its own Iceberg catalog, MLflow registry and alerts to a webhook."""
+    from definitions import build_definitions
+
+    root = tmp_path / "strata"
+    copy_gold(gold_root, root)
+    monkeypatch.setenv("STRATA_ROOT", str(root))
+    monkeypatch.setenv("STRATA_START_DATE", TEST_START.isoformat())
+    monkeypatch.setenv("STRATA_ALERT_CHANNELS", "webhook")
+    monkeypatch.setenv(WEBHOOK_SECRET_VAR, webhook_server.url)
+    monkeypatch.setenv("STRATA_DAGSTER_UI_URL", "http://dagster.example:3000")
+    settings = load_settings()
+    defs = build_definitions(settings)
+    return Platform(
+        defs=defs,
+        instance=dg.DagsterInstance.ephemeral(),
+        registry=defs.resources["registry"],
+        iceberg=defs.resources["iceberg"],
+        webhook=webhook_server,
+    )
+
+
+def candidate_metadata(result: dg.ExecuteInProcessResult) -> dict:
+    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key == CANDIDATE]
+    return {k: v.value for k, v in event.materialization.metadata.items()}
+
+
+def gate(result: dg.ExecuteInProcessResult):
+    [evaluation] = [e for e in result.get_asset_check_evaluations() if e.check_name == GATE_CHECK]
+    return evaluation
+
+
+def materialized(result: dg.ExecuteInProcessResult) -> set[str]:
+    return {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+
+
+def restarts(result: dg.ExecuteInProcessResult) -> list[str]:
+    return [e.step_key for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_RESTARTED]
+
+
+@pytest.mark.slow
+def test_retraining_promotes_only_through_the_gate_and_the_forecast_follows_the_alias(platform: Platform):
+    registry = platform.registry
+    assert registry.champion() is None
+
+    # 1. The first model is promoted: there is no champion to beat.
+    first = platform.retrain(WEAK)
+    assert first.success
+    assert gate(first).passed and gate(first).description == "no champion yet: the first model is promoted"
+    meta = candidate_metadata(first)
+    assert meta["strata/model_version"] == 1 and meta["strata/champion_version"] == "none"
+    assert meta["strata/training_window"] == f"[{TEST_START}, {AS_OF - timedelta(days=6)})"
+    assert meta["strata/holdout_window"] == f"[{AS_OF - timedelta(days=6)}, {AS_OF + timedelta(days=1)})"
+    assert meta["strata/training_days"] == 21 and meta["strata/holdout_rows"] == 7 * 10 * 24
+    assert set(meta["strata/library_versions"]) >= {"lightgbm", "mlflow"}
+    table = platform.iceberg.load().load_table("ml.demand_training_features")
+    assert meta["strata/feature_snapshot_id"] == str(table.current_snapshot().snapshot_id)
+    assert materialized(first) == {TRAINING_FEATURES.to_user_string(), CANDIDATE.to_user_string(),
+                                   PRODUCTION_MODEL.to_user_string()}  # fmt: skip
+    assert registry.champion().version == 1
+    assert registry.run_metrics(1)["holdout_mae"] == pytest.approx(meta["strata/holdout_mae"])
+
+    # 2. A worse configuration on the same data: the gate fails, the promotion does not run, v1 stays.
+    worse = platform.retrain(WORSE)
+    assert not worse.success
+    evaluation = gate(worse)
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
+    assert evaluation.description.endswith("not more than 5%: the champion stays")
+    worse_meta = candidate_metadata(worse)
+    assert worse_meta["strata/model_version"] == 2 and worse_meta["strata/champion_version"] == 1
+    assert worse_meta["strata/champion_mae"] == pytest.approx(meta["strata/holdout_mae"])  # same holdout
+    assert worse_meta["strata/improvement_pct"] < 5
+    assert PRODUCTION_MODEL.to_user_string() not in materialized(worse)
+    assert restarts(worse) == []  # a gate failure is a decision: nothing was retried
+    assert registry.champion().version == 1
+    assert registry.version_tags(2)[GATE_TAG] == "failed"
+
+    # 3. The default configuration improves on v1 by more than 5%: promoted, the alias moves to v3.
+    better = platform.retrain()
+    assert better.success and gate(better).passed
+    better_meta = candidate_metadata(better)
+    assert better_meta["strata/improvement_pct"] > 5
+    assert better_meta["strata/holdout_mae"] < better_meta["strata/baseline_mae"]  # beats seasonal-naive too
+    assert registry.champion().version == 3
+    assert registry.versions() == [1, 2, 3]
+
+    # The forecast uses the champion: every station and hour of the next day carries version 3.
+    forecast = platform.forecast()
+    rows = platform.forecast_rows()
+    assert rows.num_rows == 10 * 24
+    assert set(rows.column("model_version").to_pylist()) == {3}
+    assert set(rows.column("forecast_date").to_pylist()) == {AS_OF + timedelta(days=1)}
+    [event] = [e for e in forecast.get_asset_materialization_events() if e.asset_key == FORECAST]
+    assert event.materialization.metadata["strata/model_version"].value == 3
+    by_key = [("start_station_id", "ascending"), ("hour_of_day", "ascending")]
+    v3_predictions = rows.sort_by(by_key).column("predicted_bookings").to_numpy()
+
+    # Rollback: the alias moves back to v1; the next forecast uses v1, and the baseline check flags it.
+    registry.set_champion(1)
+    rolled_back = platform.forecast(f"{AS_OF - timedelta(days=3)}", PARTITION)
+    rows = platform.forecast_rows()
+    assert set(rows.column("model_version").to_pylist()) == {1}
+    latest = rows.filter(pc.equal(rows.column("feature_date"), pa.scalar(AS_OF, pa.date32())))
+    assert not np.allclose(latest.sort_by(by_key).column("predicted_bookings").to_numpy(), v3_predictions)
+    [check] = [e for e in rolled_back.get_asset_check_evaluations() if e.check_name == "beats_seasonal_naive"]
+    assert not check.passed and check.severity == dg.AssetCheckSeverity.WARN  # v1 is worse than the baseline
+    assert check.metadata["compared_days"].value == 3
+
+    # After each retraining, a notification with candidate vs champion MAE, the decision and the run link.
+    alerts = [r["json"]["alert"] for r in platform.webhook.received]
+    assert [a["kind"] for a in alerts] == ["model_retrained"] * 3
+    assert [a["facts"]["Decision"] for a in alerts] == ["promoted", "kept the champion", "promoted"]
+    assert alerts[1]["facts"]["Candidate"] == f"v2, holdout MAE {worse_meta['strata/holdout_mae']:.4f}"
+    assert alerts[1]["facts"]["Champion"] == f"v1, MAE {meta['strata/holdout_mae']:.4f}"
+    assert alerts[1]["url"] == f"http://dagster.example:3000/runs/{worse.run_id}"
+    assert alerts[0]["facts"]["Champion"] == "none"
+
+
+FLAKY_CALLS: list[str] = []
+
+
+class FlakyRegistry(ModelRegistry):
+    """The registry as a tracking server that drops the first connection (a transient failure)."""
+
+    def register_candidate(self, booster, **kwargs):
+        FLAKY_CALLS.append("register_candidate")
+        if len(FLAKY_CALLS) == 1:
+            raise ConnectionError("tracking server closed the connection")
+        return super().register_candidate(booster, **kwargs)
+
+
+@pytest.mark.slow
+def test_a_transient_registry_failure_is_retried_and_the_gate_is_blocking_and_never_retried(platform):
+    FLAKY_CALLS.clear()
+    defs = platform.defs
+    candidate = defs.resolve_assets_def(CANDIDATE)
+    assert candidate.op.retry_policy is not None and candidate.op.retry_policy.max_retries == 3
+    [gate_check] = [c for c in defs.asset_checks if dg.AssetCheckKey(CANDIDATE, GATE_CHECK) in c.check_keys]
+    assert [spec.blocking for spec in gate_check.check_specs] == [True]
+    assert gate_check.node_def.retry_policy is None  # a failed gate is a decision: no retry policy reaches it
+
+    registry = platform.registry
+    flaky = FlakyRegistry(tracking_uri=registry.tracking_uri, artifact_location=registry.artifact_location)
+    # The same assets with the same global policies, unbound, so the flaky registry can stand in.
+    features_asset, candidate_asset, _ = apply_global_policies(build_retraining_assets(daily_partitions(TEST_START))[0])
+    assert candidate_asset.op.retry_policy == candidate.op.retry_policy
+    result = dg.materialize(
+        [features_asset, candidate_asset],
+        partition_key=PARTITION,
+        instance=platform.instance,
+        resources={**defs.resources, "registry": flaky},
+    )
+    assert result.success
+    assert restarts(result) == ["ml__demand_model_candidate"]
+    assert FLAKY_CALLS == ["register_candidate", "register_candidate"]
+    assert platform.registry.versions() == [1]  # registered once, by the retry
