@@ -57,9 +57,12 @@ def build_jobs(
     """One job per partitioning; `exclude_checks` are checks no job runs (the partition freshness checks,
     which the freshness sensor evaluates at its own clock)."""
     by_partitioning: dict[str | None, list[dg.AssetKey]] = {}
-    dedicated = {
-        key for selection, _ in DEDICATED_JOBS.values() for key in selection.resolve(assets, allow_missing=True)
+    materialized = {key for asset in assets for key in asset.keys}
+    owned = {
+        name: selection.resolve(assets, allow_missing=True) & materialized
+        for name, (selection, _) in DEDICATED_JOBS.items()
     }
+    dedicated = set().union(*owned.values())
     for asset in assets:
         keys = [k for k in asset.keys if k not in dedicated]
         if keys:
@@ -68,7 +71,7 @@ def build_jobs(
     dedicated_jobs = [
         dg.define_asset_job(name, selection=selection - excluded, description=text, tags=priority_tags(name))
         for name, (selection, text) in DEDICATED_JOBS.items()
-        if selection.resolve(assets, allow_missing=True)
+        if owned[name]
     ]
     return dedicated_jobs + [
         dg.define_asset_job(

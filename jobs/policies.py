@@ -134,7 +134,7 @@ TABLE_RETENTION: list[tuple[str, str, RetentionPolicy]] = [
 JOB_PRIORITIES: dict[str, int] = {
     "build_daily": 10,
     "refresh_unpartitioned": 5,
-    "retrain_demand_model": 5,
+    "retrain_demand_model": 3,  # behind the 02:00 refresh that brings its inputs up to date
     "load_hourly": 0,
     "maintain_tables": -5,
 }
