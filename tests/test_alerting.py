@@ -530,6 +530,31 @@ def test_check_failure_sensor_alerts_once_per_failed_blocking_check(tmp_path, we
     assert alert["facts"] == {"failed_row_count": "3"}
 
 
+def test_check_failure_sensor_reads_every_failure_since_its_last_tick_across_history_pages(tmp_path, webhook_server):
+    """Seven failed evaluations between two ticks take three pages of history: each alerts once."""
+    from sensors.alert_sensors import CHECK_PAGE
+
+    defs = dg.Definitions(assets=[kpi_daily], jobs=[dg.define_asset_job("build_daily", selection=[kpi_daily])])
+    alerting = webhook_alerting(tmp_path, webhook_server.url)
+    sensor = build_check_failure_alert_sensor()
+    with dg.instance_for_test() as instance:
+
+        def tick(cursor: str | None) -> str:
+            with dg.build_sensor_context(
+                instance=instance, cursor=cursor, resources={"alerting": alerting}, definitions=defs
+            ) as context:
+                return sensor(context).cursor
+
+        job = defs.resolve_job_def("build_daily")
+        job.execute_in_process(instance=instance, raise_on_error=False)
+        cursor = tick(None)
+        runs = [job.execute_in_process(instance=instance, raise_on_error=False).run_id for _ in range(7)]
+        assert len(runs) > 2 * CHECK_PAGE
+        cursor = tick(cursor)
+        tick(cursor)
+    assert sorted(r["json"]["alert"]["run_id"] for r in webhook_server.received) == sorted(runs)
+
+
 def test_a_run_whose_guard_found_the_source_down_alerts_exactly_once(tmp_path, webhook_server):
     """Issue 11, item 12: the run succeeds with every asset not run (no retry inside the run), and the
     not-run sensor sends one alert per such run, on the tick after it, and none for a normal run."""
