@@ -10,9 +10,11 @@ Strata replaces cron: on a normal day nothing needs a person. Three things start
 Each request names what it covers and uses it as its run key (`<schedule>:<scheduled time>`, or the
 partition), so a tick evaluated twice requests once, and it carries its job's priority tag.
 
-A policy may name an input partition that must exist before its tick requests anything
-(`requires_previous_day_of`): the 02:00 retraining waits for the previous day's Gold features and
-skips the tick with that reason until they are materialized.
+A policy may name an input whose daily partitions must exist before its tick requests anything
+(`requires_previous_day_of`, over the last `requires_days` days up to the previous day): the 02:00
+retraining waits until Gold holds the previous day's features and enough history for a holdout and a
+minimal training set, and skips the tick with that reason until then (a fresh install does not fail
+every night for its first week).
 
 A slot (`builds_nothing_yet`) is visible in the UI and skips every tick with the reason, until the
 issue that fills it gives it something to build. A slot with no job is only listed here: there is
@@ -27,6 +29,7 @@ from datetime import datetime, timedelta
 
 import dagster as dg
 
+from assets.ml.training import TrainingWindowConfig
 from jobs.policies import priority_tags
 
 SCHEDULE_TAG = "strata/scheduled_for"
@@ -41,7 +44,8 @@ class SchedulePolicy:
     previous_day: bool = False  # request the daily partition of the day before the tick
     previous_week: bool = False  # request the weekly partition (Monday-based ISO week) before the tick's week
     builds_nothing_yet: bool = False  # a reserved slot: visible, skips every tick with `purpose` as the reason
-    requires_previous_day_of: dg.AssetKey | None = None  # skip while this asset lacks the previous day
+    requires_previous_day_of: dg.AssetKey | None = None  # skip while this asset lacks the previous day...
+    requires_days: int = 1  # ...or any of the days before it in this many days up to the previous day
 
 
 SCHEDULES: list[SchedulePolicy] = [
@@ -61,6 +65,7 @@ SCHEDULES: list[SchedulePolicy] = [
         "ml/demand_forecast follows its features (and a promotion) through automation.",
         previous_day=True,
         requires_previous_day_of=dg.AssetKey(["gold", "demand_features_hourly"]),
+        requires_days=TrainingWindowConfig().holdout_days + TrainingWindowConfig().min_training_days,
     ),
     SchedulePolicy(
         "iceberg_table_maintenance",
@@ -113,13 +118,19 @@ def build_schedule(policy: SchedulePolicy, job: dg.UnresolvedAssetJobDefinition)
         if policy.builds_nothing_yet:
             return dg.SkipReason(policy.purpose)
         if policy.requires_previous_day_of is not None:
-            day = previous_day(context.scheduled_execution_time)
-            if day not in context.instance.get_materialized_partitions(policy.requires_previous_day_of):
+            last = context.scheduled_execution_time - timedelta(days=1)
+            needed = [f"{last - timedelta(days=n):%Y-%m-%d}" for n in range(policy.requires_days)]
+            present = context.instance.get_materialized_partitions(policy.requires_previous_day_of)
+            if missing := [day for day in needed if day not in present]:
                 return dg.SkipReason(
-                    f"{policy.requires_previous_day_of.to_user_string()} has no materialization for {day} yet: "
-                    f"{policy.name} skips this tick (run it for {day} once the day is built)"
+                    f"{policy.requires_previous_day_of.to_user_string()} has no materialization for "
+                    f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''} ({len(missing)} of the "
+                    f"{policy.requires_days} day(s) up to {needed[0]} it needs): {policy.name} skips this tick"
                 )
-        return run_request_for(policy, context.scheduled_execution_time)
+        request = run_request_for(policy, context.scheduled_execution_time)
+        if request.partition_key is not None and (reason := _not_a_partition(context, policy, request.partition_key)):
+            return dg.SkipReason(reason)
+        return request
 
     return dg.ScheduleDefinition(
         name=policy.name,
@@ -130,6 +141,18 @@ def build_schedule(policy: SchedulePolicy, job: dg.UnresolvedAssetJobDefinition)
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description=policy.purpose,
     )
+
+
+def _not_a_partition(context: dg.ScheduleEvaluationContext, policy: SchedulePolicy, key: str) -> str | None:
+    """Why `key` cannot be requested, if it is not a partition of the job (the week before the first
+    Monday of the data, the day before its first day): the tick skips instead of failing its run."""
+    if context.repository_def is None:
+        return None
+    partitions = context.repository_def.get_job(policy.job).partitions_def
+    if partitions is None or partitions.has_partition_key(key):
+        return None
+    first = partitions.get_first_partition_key()
+    return f"{key} is not a partition of {policy.job} (its first is {first}): nothing to build"
 
 
 def build_schedules(

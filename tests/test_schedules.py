@@ -45,7 +45,7 @@ def test_the_schedule_table_is_what_runs(settings):
 
 def test_the_0200_retraining_waits_for_the_previous_days_features_then_requests_that_day_once(settings):
     defs = build_definitions(settings)
-    tick = datetime(2026, 10, 3, 2, tzinfo=UTC)
+    tick = datetime(2026, 10, 16, 2, tzinfo=UTC)  # needs 7 holdout + 7 training days: 2026-10-02 .. 10-15
     retraining = defs.resolve_job_def("retrain_demand_model").asset_layer.selected_asset_keys
     assert {key.to_user_string() for key in retraining} == {
         "ml/demand_training_features",
@@ -63,15 +63,18 @@ def test_the_0200_retraining_waits_for_the_previous_days_features_then_requests_
             return data.run_requests if data.run_requests else data.skip_message
 
         features = dg.AssetKey(["gold", "demand_features_hourly"])
-        instance.report_runless_asset_event(dg.AssetMaterialization(features, partition="2026-10-01"))
+        for day in range(1, 15):  # 2026-10-01 .. 10-14, with a hole on 10-09
+            if day != 9:
+                instance.report_runless_asset_event(dg.AssetMaterialization(features, partition=f"2026-10-{day:02d}"))
         assert evaluate() == (
-            "gold/demand_features_hourly has no materialization for 2026-10-02 yet: ml_retraining skips this "
-            "tick (run it for 2026-10-02 once the day is built)"
+            "gold/demand_features_hourly has no materialization for 2026-10-15, 2026-10-09 (2 of the 14 day(s) "
+            "up to 2026-10-15 it needs): ml_retraining skips this tick"
         )
-        instance.report_runless_asset_event(dg.AssetMaterialization(features, partition="2026-10-02"))
+        for day in (9, 15):
+            instance.report_runless_asset_event(dg.AssetMaterialization(features, partition=f"2026-10-{day:02d}"))
         [request] = evaluate()
-        assert (request.partition_key, request.run_key) == ("2026-10-02", "ml_retraining:2026-10-02")
-        assert request.tags[PRIORITY_TAG] == "5"
+        assert (request.partition_key, request.run_key) == ("2026-10-15", "ml_retraining:2026-10-15")
+        assert request.tags[PRIORITY_TAG] == "3"
         assert [r.run_key for r in evaluate()] == [request.run_key]  # evaluated twice, requested once
 
 
@@ -91,6 +94,14 @@ def test_the_hourly_extraction_requests_once_per_tick_with_its_jobs_priority(set
 
 def test_the_monday_schedule_requests_exactly_one_run_for_the_previous_iso_week(settings):
     defs = build_definitions(settings)
+    # The first Monday of the data (2026-10-01 is a Thursday): the week before has no partition, nothing runs.
+    with dg.build_schedule_context(
+        scheduled_execution_time=datetime(2026, 10, 5, 6, tzinfo=UTC), repository_def=defs.get_repository_def()
+    ) as context:
+        first = defs.resolve_schedule_def("weekly_report").evaluate_tick(context)
+    assert first.run_requests == [] and first.skip_message == (
+        "2026-09-28 is not a partition of publish_weekly_report (its first is 2026-10-05): nothing to build"
+    )
     monday = datetime(2026, 10, 12, 6, tzinfo=UTC)
     [request] = evaluate_schedule(defs, "weekly_report", monday)
     assert (request.partition_key, request.run_key) == ("2026-10-05", "weekly_report:2026-10-05")

@@ -19,10 +19,11 @@ import pytest
 from audit.record import build_audit_records, finished_run_records
 from definitions import build_definitions
 from demo.simulator import read_truth
+from resources.settings import load_settings
 from tests.conftest import TEST_START
 from tests.support import assert_kpi_daily_matches_truth, warehouse_tables
 from tests.test_alerting import webhook_alerting, webhook_server  # noqa: F401  (fixture)
-from tests.week_simulation import WeekScenario
+from tests.week_simulation import WeekScenario, upstream_services
 
 pytestmark = [pytest.mark.slow, pytest.mark.week]
 
@@ -35,7 +36,14 @@ def day(offset: int) -> str:
     return f"{START + timedelta(days=offset):%Y-%m-%d}"
 
 
-def test_a_simulated_week_runs_by_itself_and_publishes_only_complete_days(settings, tmp_path, webhook_server):  # noqa: F811
+@pytest.fixture
+def week_settings(strata_root):
+    with upstream_services():
+        yield load_settings()
+
+
+def test_a_simulated_week_runs_by_itself_and_publishes_only_complete_days(week_settings, tmp_path, webhook_server):  # noqa: F811
+    settings = week_settings
     defs = build_definitions(settings)
     alerting = webhook_alerting(tmp_path, webhook_server.url)
     began = time.perf_counter()

@@ -9,8 +9,10 @@ week benchmark both drive the platform through this one loop.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -116,6 +118,24 @@ class WeekScenario:
         )
 
 
+@contextmanager
+def upstream_services() -> Iterator[None]:
+    """What `make dev` runs beside Dagster for the week to use: the demo weather API (its 15-minute
+    schedule ticks on the simulated hours). Settings loaded inside the block point at it."""
+    from demo.weather_api import serve_weather_api
+
+    previous = os.environ.get("STRATA_WEATHER_URL")
+    with serve_weather_api(seed=7, scale=0.01) as weather:
+        os.environ["STRATA_WEATHER_URL"] = weather.url
+        try:
+            yield
+        finally:
+            if previous is None:
+                os.environ.pop("STRATA_WEATHER_URL", None)
+            else:
+                os.environ["STRATA_WEATHER_URL"] = previous
+
+
 def late_drops(late: list[LateHour], now: datetime) -> LateDrops:
     hour_of = {h: to_us(h.hour.replace(tzinfo=None)) // HOUR_US for h in late}
     return LateDrops(
@@ -145,6 +165,7 @@ class SimulatedDaemons:
         self.instance = instance
         self.resources = resources
         self.graph = defs.resolve_asset_graph()
+        self.repository = defs.get_repository_def()
         self.now = datetime(1970, 1, 1, tzinfo=UTC)
         # The freshness sensor of definitions.py reads the wall clock; this one reads the simulated clock.
         assets = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition)]
@@ -181,7 +202,9 @@ class SimulatedDaemons:
         for schedule in self.defs.schedules or []:
             if not _cron_ticks_at(schedule.cron_schedule, now):
                 continue
-            with dg.build_schedule_context(instance=self.instance, scheduled_execution_time=now) as context:
+            with dg.build_schedule_context(
+                instance=self.instance, scheduled_execution_time=now, repository_def=self.repository
+            ) as context:
                 result = schedule.evaluate_tick(context)
             for request in result.run_requests or []:
                 tags = {**request.tags, **dg.DagsterRun.tags_for_schedule(schedule)}

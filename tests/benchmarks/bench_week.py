@@ -24,9 +24,9 @@ WEEK_START = datetime(2026, 10, 1, tzinfo=UTC)
 def main(days: int = 7) -> list[str]:
     from definitions import build_definitions
     from resources.settings import load_settings
-    from tests.week_simulation import WeekScenario
+    from tests.week_simulation import WeekScenario, upstream_services
 
-    with tempfile.TemporaryDirectory(prefix="strata-bench-week-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="strata-bench-week-") as tmp, upstream_services():
         os.environ["STRATA_ROOT"] = str(Path(tmp) / "strata")
         os.environ["STRATA_START_DATE"] = WEEK_START.date().isoformat()
         settings = load_settings()
