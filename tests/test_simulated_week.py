@@ -25,7 +25,8 @@ from tests.support import assert_kpi_daily_matches_truth, warehouse_tables
 from tests.test_alerting import webhook_alerting, webhook_server  # noqa: F401  (fixture)
 from tests.week_simulation import WeekScenario, upstream_services
 
-pytestmark = [pytest.mark.slow, pytest.mark.week]
+# 175 simulated hours, each with its runs: far longer than the suite's 900 s per test.
+pytestmark = [pytest.mark.slow, pytest.mark.week, pytest.mark.timeout(3 * 3600)]
 
 WEEK = WeekScenario(start=datetime(TEST_START.year, TEST_START.month, TEST_START.day, tzinfo=UTC))
 START, DAYS, LATE, MISSING, UNTIL = WEEK.start, WEEK.days, WEEK.late, WEEK.missing, WEEK.until
