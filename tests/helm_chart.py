@@ -311,3 +311,14 @@ def user_deployment_container_context(values: Mapping[str, Any], deployment: Map
             "service_account_name": values["global"]["serviceAccountName"],
         }
     }
+
+
+def write_offline_kubeconfig(path: Path) -> Path:
+    """A kubeconfig naming a cluster nobody contacts (127.0.0.1:1): dagster-k8s loads it when it builds a
+    launcher or step handler, and building Jobs needs no API call."""
+    cluster = {"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}
+    user = {"name": "u", "user": {"token": "unused"}}
+    context = {"name": "c", "context": {"cluster": "c", "user": "u"}}
+    config = {"apiVersion": "v1", "kind": "Config", "clusters": [cluster], "users": [user], "contexts": [context]}
+    path.write_text(yaml.safe_dump({**config, "current-context": "c"}))
+    return path

@@ -29,6 +29,7 @@ from tests.helm_chart import (
     missing_keys,
     unknown_keys,
     user_deployment_container_context,
+    write_offline_kubeconfig,
 )
 
 KUBERNETES_VERSION = "1.31"
@@ -180,20 +181,7 @@ def chart_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("DAGSTER_K8S_INSTANCE_CONFIG_MAP", f"{CHART_FULLNAME}-instance")
     monkeypatch.setenv("DAGSTER_K8S_PG_PASSWORD_SECRET", "strata-dagster-postgresql")
     monkeypatch.setenv("DAGSTER_K8S_PIPELINE_RUN_ENV_CONFIGMAP", f"{CHART_FULLNAME}-pipeline-env")
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
-                "users": [{"name": "u", "user": {"token": "unused"}}],
-                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-                "current-context": "c",
-            }
-        )
-    )
-    return kubeconfig
+    return write_offline_kubeconfig(tmp_path / "kubeconfig")
 
 
 def launcher_for(env: str, kubeconfig: Path):

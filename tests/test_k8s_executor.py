@@ -11,10 +11,10 @@ import textwrap
 
 import dagster as dg
 import pytest
-import yaml
 
 from jobs.executor import K8S_EXECUTOR_NAME, k8s_step_executor, load_step_sizes
 from resources.settings import REPO_ROOT, load_settings
+from tests.helm_chart import write_offline_kubeconfig
 
 
 def test_prod_settings_choose_the_k8s_executor_and_a_prod_shaped_run_may_opt_out():
@@ -87,20 +87,7 @@ def create_executor(config: dict):
 @pytest.fixture
 def kubeconfig(tmp_path):
     """A kubeconfig naming a cluster nobody contacts: the step handler loads it, creating no Job."""
-    path = tmp_path / "kubeconfig"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
-                "users": [{"name": "u", "user": {"token": "unused"}}],
-                "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-                "current-context": "c",
-            }
-        )
-    )
-    return path
+    return write_offline_kubeconfig(tmp_path / "kubeconfig")
 
 
 def test_the_executor_hands_the_step_sizes_to_dagster_k8s(kubeconfig):
