@@ -49,6 +49,13 @@ def planned_runs(start: date, end: date) -> list[tuple[str, dict[str, str]]]:
     ]
 
 
+def backfilled_assets(defs: dg.Definitions) -> set[dg.AssetKey]:
+    """What a backfill builds: the assets of the jobs it runs. The assets on a clock of their own (the
+    weather fetch, the retraining, the weekly report, table maintenance) are left to their schedules."""
+    jobs = {job for job, _tags in planned_runs(date(2000, 1, 1), date(2000, 1, 2))}
+    return set().union(*(defs.resolve_job_def(job).asset_layer.selected_asset_keys for job in jobs))
+
+
 def run_backfill(defs: dg.Definitions, instance: dg.DagsterInstance, start: date, end: date) -> BackfillSummary:
     summary = BackfillSummary()
     began = time.monotonic()

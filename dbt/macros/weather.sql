@@ -10,10 +10,12 @@
     the models built on it are then empty instead of failing the whole `dbt build`. The source is
     referenced unconditionally below so dbt records the dependency while parsing (`execute` false). -#}
 {% macro source_or_empty(source_name, table_name, columns) -%}
-    {%- set relation = source(source_name, table_name) -%}
+    {#- The Relation, to ask whether the table exists; `source()` renders the read itself, which on Trino
+        is a string pinned to the run's snapshot (macros/bronze_snapshots.sql), not a Relation. -#}
+    {%- set relation = builtins.source(source_name, table_name) -%}
     {%- if execute and adapter.get_relation(database=relation.database, schema=relation.schema, identifier=relation.identifier) is none -%}
         (select {% for name, type in columns.items() %}cast(null as {{ type }}) as {{ name }}{{ ", " if not loop.last }}{% endfor %} where 1 = 0)
     {%- else -%}
-        {{ relation }}
+        {{ source(source_name, table_name) }}
     {%- endif -%}
 {%- endmacro %}
