@@ -84,11 +84,20 @@ def descendants(pid: int) -> list[int]:
 
 
 def alive(pid: int) -> bool:
+    """Whether any thread of `pid` still runs. The main thread of an exiting process turns zombie before its
+    other threads (DuckDB's workers) are gone, and the file locks they hold go only with the last one."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
     except OSError:
         return False
-    return state != "Z"
+    for task in tasks:
+        try:
+            state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state not in ("Z", "X"):
+            return True
+    return False
 
 
 @pytest.fixture
