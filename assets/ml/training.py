@@ -138,7 +138,7 @@ def build_retraining_assets(
     def demand_training_features(
         context: dg.AssetExecutionContext, config: TrainingWindowConfig, warehouse: Warehouse, iceberg: IcebergCatalog
     ) -> dg.MaterializeResult:
-        as_of = partitions_def.time_window_for_partition_key(context.partition_key).start.date()
+        as_of = context.partition_time_window.start.date()
         window = TrainingWindow(as_of, config.training_days, config.holdout_days)
         demand, stations = read_gold_demand(warehouse, window.read_start, as_of + timedelta(days=1))
         cube = demand_cube(demand, stations, window.read_start, as_of)
@@ -209,7 +209,7 @@ def build_retraining_assets(
     ) -> dg.MaterializeResult:
         import pyarrow.compute as pc
 
-        as_of = partitions_def.time_window_for_partition_key(context.partition_key).start.date()
+        as_of = context.partition_time_window.start.date()
         table = iceberg.table_or_none(TRAINING_TABLE)
         snapshot = table.current_snapshot() if table is not None else None
         rows = table.scan(snapshot_id=snapshot.snapshot_id).to_arrow() if snapshot is not None else None
