@@ -161,11 +161,11 @@ def floor_main(data_root: Path, work_root: Path, start: date, days: int) -> None
     import pyarrow.parquet as pq
     from pyiceberg.transforms import DayTransform
 
-    from assets.bronze.conform import conform_to_contract
-    from assets.bronze.contracts import file_drop_contracts, oltp_contracts
+    from assets.bronze.contracts import file_drop_contracts
     from resources.iceberg import IcebergCatalog
     from resources.source_db import SourceDatabase
     from resources.warehouse import Warehouse
+    from tests.benchmarks.bench_pipeline import run_floor_sql
 
     contract = file_drop_contracts()["telemetry"]
     schema = contract.arrow_schema()
@@ -199,14 +199,7 @@ def floor_main(data_root: Path, work_root: Path, start: date, days: int) -> None
         location = table.metadata_location.replace("'", "''")
         con.execute("DROP TABLE IF EXISTS bronze.telemetry")
         con.execute(f"CREATE VIEW bronze.telemetry AS SELECT * FROM iceberg_scan('{location}')")
-        for name, oltp in oltp_contracts().items():
-            rows = conform_to_contract(source.read_arrow(f"SELECT * FROM {name}"), oltp, name, exact=False)
-            con.execute(f"CREATE OR REPLACE TABLE bronze.{name} AS SELECT * FROM rows")
-        for schema_name in ("silver", "gold"):
-            con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema_name}")
-        for relation, materialized, sql in models:
-            kind = "VIEW" if materialized == "view" else "TABLE"
-            con.execute(f"CREATE OR REPLACE {kind} {relation} AS {sql}")
+        run_floor_sql(con, source, models)
 
 
 # --- load_hourly alone (runs in a child process: `load-hourly` subcommand) ------------------------------

@@ -126,17 +126,7 @@ def run_floor(root: Path, floor_root: Path) -> Measurement:
     with measured() as m:
         con = duckdb.connect(str(db_path))
         con.execute("SET TimeZone = 'UTC'")
-        for name, contract in oltp_contracts().items():
-            rows = source.read_arrow(f"SELECT * FROM {name}")
-            from assets.bronze.conform import conform_to_contract
-
-            rows = conform_to_contract(rows, contract, name, exact=False)
-            con.execute(f"CREATE OR REPLACE TABLE bronze.{name} AS SELECT * FROM rows")
-        for schema in ("silver", "gold"):
-            con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
-        for relation, materialized, sql in models:
-            kind = "VIEW" if materialized == "view" else "TABLE"
-            con.execute(f"CREATE OR REPLACE {kind} {relation} AS {sql}")
+        run_floor_sql(con, source, models)
         con.close()
     return m
 
@@ -191,3 +181,19 @@ def main(scale: float = 1.0) -> list[str]:
             "  platform runs: " + ", ".join(f"{job} {seconds:.1f} s" for job, seconds in platform.parts.items()),
             *quality_lines(platform.steps),
         ]
+
+
+def run_floor_sql(con: object, source: object, models: list) -> None:
+    """The floor's SQL part, shared by the benchmarks: the OLTP tables copied into Bronze as their
+    contracts type them, then every compiled dbt model, in dependency order, in one DuckDB connection."""
+    from assets.bronze.conform import conform_to_contract
+    from assets.bronze.contracts import oltp_contracts
+
+    for name, contract in oltp_contracts().items():
+        rows = conform_to_contract(source.read_arrow(f"SELECT * FROM {name}"), contract, name, exact=False)  # noqa: F841
+        con.execute(f"CREATE OR REPLACE TABLE bronze.{name} AS SELECT * FROM rows")
+    for schema in ("silver", "gold"):
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    for relation, materialized, sql in models:
+        kind = "VIEW" if materialized == "view" else "TABLE"
+        con.execute(f"CREATE OR REPLACE {kind} {relation} AS {sql}")
