@@ -292,6 +292,7 @@ class SimulatedDaemons:
                 tags=tags,
                 raise_on_error=False,
             )
+            stop_if_stopped_from_outside(result, at=self.now)
             assets = tuple(
                 sorted(
                     e.asset_key.to_user_string()
@@ -318,6 +319,40 @@ class SimulatedDaemons:
             ):
                 return sensor
         raise LookupError(f"no automation sensor targets {key.to_user_string()}")
+
+
+class RunStoppedFromOutside(RuntimeError):
+    """A run ended by something outside its own code: a timeout, an exit, a framework error."""
+
+
+def stop_if_stopped_from_outside(result: dg.ExecuteInProcessResult, *, at: datetime) -> None:
+    """Stop the simulation when a run was ended from outside instead of by its own code.
+
+    `execute_in_process(raise_on_error=False)` turns anything that ends a run into a failed run and
+    returns: a SIGTERM or Ctrl-C (Dagster raises it inside the step as an interrupt), and even pytest-timeout
+    (its `Failed` is a BaseException, which Dagster records as an unexpected step error). The loop would
+    then simulate on after its test was told to stop, with a run missing and a failure that says nothing
+    about the data. A run that failed by its own code (bad data, a failed check, a resource that cannot
+    start) is recorded and the loop goes on: the test judges those at the end.
+    """
+    from dagster._core.events import RunFailureReason
+    from dagster._core.execution.plan.objects import ErrorSource
+
+    if result.success:
+        return
+    where = f"simulated {at:%Y-%m-%d %H:%M}, run {result.run_id} of {result.job_def.name}"
+    for event in result.all_events:
+        if event.is_step_failure and event.step_failure_data.error_source == ErrorSource.UNEXPECTED_ERROR:
+            error = event.step_failure_data.error  # its message starts with the exception's class
+            message = error.message.strip() if error else "?"
+            raise RunStoppedFromOutside(f"{where}: step {event.step_key} was ended from outside its code: {message}")
+        if event.event_type == dg.DagsterEventType.RUN_FAILURE:
+            reason = event.job_failure_data.failure_reason
+            if reason == RunFailureReason.UNEXPECTED_TERMINATION:
+                # What Python does with a SIGINT: whoever sent the signal wants the whole session to end.
+                raise KeyboardInterrupt(f"{where}: interrupted by a signal (SIGINT/SIGTERM)")
+            if reason == RunFailureReason.RUN_EXCEPTION:
+                raise RunStoppedFromOutside(f"{where}: {event.message}")
 
 
 def _cron_ticks_at(cron: str, now: datetime) -> bool:

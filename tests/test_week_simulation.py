@@ -1,0 +1,64 @@
+"""The simulated week's loop (tests/week_simulation.py) stops when a run is ended from outside.
+
+Its first complete run recorded two failed runs that were nothing of the platform's: a SIGTERM sent to the
+test's process group (`uv run` forwards it, so the process got two) interrupted an hourly refresh, and 46 s
+later pytest-timeout's `Failed` ended a daily build. `execute_in_process(raise_on_error=False)` turned
+both into ordinary failed runs and the loop simulated on for minutes after its test was told to stop.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from datetime import UTC, datetime
+
+import dagster as dg
+import pytest
+
+from tests.week_simulation import RunStoppedFromOutside, SimulatedDaemons
+
+AT = datetime(2026, 10, 7, 17, tzinfo=UTC)
+
+
+def run_one(asset: dg.AssetsDefinition) -> SimulatedDaemons:
+    """Have the loop execute one run of `asset`, as if a schedule had requested it at AT."""
+    with dg.instance_for_test() as instance:
+        daemons = SimulatedDaemons(dg.Definitions(assets=[asset]), instance, {})
+        daemons.now = AT
+        daemons.execute([("schedule", None, dg.RunRequest(asset_selection=[asset.key]))])
+        return daemons
+
+
+def test_a_run_interrupted_by_sigterm_stops_the_loop():
+    @dg.asset
+    def hourly_refresh() -> None:
+        os.kill(os.getpid(), signal.SIGTERM)  # Dagster turns it into an interrupt inside the step
+
+    with pytest.raises(KeyboardInterrupt, match=r"simulated 2026-10-07 17:00, run \S+ of __ASSET_JOB: interrupted"):
+        run_one(hourly_refresh)
+
+
+def test_a_run_ended_by_pytest_timeout_stops_the_loop():
+    @dg.asset
+    def daily_build() -> None:
+        pytest.fail("Timeout (>6000.0s) from pytest-timeout.")  # what pytest-timeout raises on SIGALRM
+
+    with pytest.raises(RunStoppedFromOutside) as stopped:
+        run_one(daily_build)
+    assert "step daily_build was ended from outside its code: Failed: Timeout (>6000.0s) from pytest-timeout." in str(
+        stopped.value
+    )
+
+
+def test_a_run_failed_by_its_own_code_is_recorded_and_the_loop_goes_on():
+    @dg.asset
+    def bad_data() -> None:
+        raise dg.Failure("bronze.bookings: 3 rows without booking_id", allow_retries=False)
+
+    @dg.asset
+    def broken_code() -> None:
+        raise ValueError("a bug in the asset")
+
+    for asset in (bad_data, broken_code):
+        [run] = run_one(asset).log.runs
+        assert (run.trigger, run.success, run.at) == ("schedule", False, AT)
