@@ -220,7 +220,7 @@ class SimulatedDaemons:
                 instance=self.instance,
                 cursor=self.cursors.get(sensor.name),
                 definitions=self.defs,
-                resources=self.resources,
+                resources=self._resources_of(sensor),
             ) as context:
                 result = sensor.evaluate_tick(context)
             if result.cursor is not None:
@@ -311,6 +311,15 @@ class SimulatedDaemons:
                     time.perf_counter() - began,
                 )
             )
+
+    def _resources_of(self, sensor: dg.SensorDefinition) -> dict:
+        """Only the resources the sensor needs, as the daemon's code server builds them: a sensor context
+        initializes every resource it is given, and all of Strata's cost ~1 s per sensor per tick."""
+        from dagster._core.execution.resources_init import get_transitive_required_resource_keys
+
+        defined = self.repository.get_top_level_resources()
+        needed = get_transitive_required_resource_keys(sensor.required_resource_keys, defined)
+        return {key: resource for key, resource in defined.items() if key in needed}
 
     def _automation_sensor_for(self, key: dg.AssetKey) -> dg.AutomationConditionSensorDefinition:
         for sensor in self.defs.sensors or []:
