@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import os
 import signal
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import pytest
 
-from tests.week_simulation import RunStoppedFromOutside, SimulatedDaemons
+from definitions import build_definitions
+from tests.week_simulation import RunStoppedFromOutside, SimulatedDaemons, latest_cron_tick
 
 AT = datetime(2026, 10, 7, 17, tzinfo=UTC)
 
@@ -91,3 +92,36 @@ def test_a_sensor_gets_only_the_resources_it_uses_as_from_the_daemon():
         daemons = SimulatedDaemons(defs, instance, dict(defs.resources))
         [(trigger, _, request)] = daemons.sensor_requests()
     assert (trigger, request.run_key, request.tags["dagster/sensor_name"]) == ("sensor", "needed", "uses_needed")
+
+
+@pytest.mark.parametrize(
+    ("cron", "tick"),
+    [
+        ("30 3 * * *", datetime(2026, 10, 5, 3, 30, tzinfo=UTC)),  # between two hours: at its own time
+        ("*/15 * * * *", datetime(2026, 10, 5, 4, tzinfo=UTC)),  # several an hour: once, the latest
+        ("0 * * * *", datetime(2026, 10, 5, 4, tzinfo=UTC)),
+        ("0 3 * * *", None),  # the hour before: ticked by the previous hour already
+        ("0 2 * * *", None),
+        ("0 6 * * 1", None),
+    ],
+)
+def test_the_latest_cron_tick_of_the_hour_the_clock_just_moved_through(cron, tick):
+    now = datetime(2026, 10, 5, 4, tzinfo=UTC)
+    assert latest_cron_tick(cron, after=now - timedelta(hours=1), until=now) == tick
+
+
+def test_the_daily_table_maintenance_at_0330_ticks_when_the_clock_passes_it(settings):
+    """The loop ticked only the schedules due on the hour, so the 03:30 table maintenance never ran in the
+    week, while the daemon runs it every night (its compaction keeps the drop ledger small: at hour 170
+    the drop sensor read 171 one-row files of it on every tick, 0.45 s of CPU)."""
+    defs = build_definitions(settings)
+    with dg.instance_for_test() as instance:
+        daemons = SimulatedDaemons(defs, instance, dict(defs.resources))
+        at_four = {job: request for _, job, request in daemons.schedule_requests(datetime(2026, 10, 5, 4, tzinfo=UTC))}
+        at_five = {job for _, job, _ in daemons.schedule_requests(datetime(2026, 10, 5, 5, tzinfo=UTC))}
+    assert sorted(at_four) == ["fetch_weather", "maintain_tables", "refresh_unpartitioned"]
+    maintenance = at_four["maintain_tables"]
+    assert maintenance.tags["dagster/schedule_name"] == "iceberg_table_maintenance"
+    assert maintenance.tags["strata/scheduled_for"] == "2026-10-05T03:30Z"
+    assert at_four["refresh_unpartitioned"].tags["strata/scheduled_for"] == "2026-10-05T04:00Z"
+    assert sorted(at_five) == ["fetch_weather", "refresh_unpartitioned"]

@@ -200,10 +200,11 @@ class SimulatedDaemons:
     def schedule_requests(self, now: datetime) -> list[tuple[str, str, dg.RunRequest]]:
         requests = []
         for schedule in self.defs.schedules or []:
-            if not _cron_ticks_at(schedule.cron_schedule, now):
+            tick = latest_cron_tick(schedule.cron_schedule, after=now - timedelta(hours=1), until=now)
+            if tick is None:
                 continue
             with dg.build_schedule_context(
-                instance=self.instance, scheduled_execution_time=now, repository_def=self.repository
+                instance=self.instance, scheduled_execution_time=tick, repository_def=self.repository
             ) as context:
                 result = schedule.evaluate_tick(context)
             for request in result.run_requests or []:
@@ -364,11 +365,14 @@ def stop_if_stopped_from_outside(result: dg.ExecuteInProcessResult, *, at: datet
                 raise RunStoppedFromOutside(f"{where}: {event.message}")
 
 
-def _cron_ticks_at(cron: str, now: datetime) -> bool:
+def latest_cron_tick(cron: str, *, after: datetime, until: datetime) -> datetime | None:
+    """The latest tick of `cron` in (after, until], or None. The clock moves an hour at a time, so a
+    schedule between two hours (the 03:30 table maintenance) ticks at its own time when the clock passes
+    it, and one that ticks several times an hour (weather, every 15 minutes) ticks once, at the latest."""
     from dagster._utils.schedules import cron_string_iterator
 
-    ticks = cron_string_iterator((now - timedelta(seconds=1)).timestamp(), cron, "UTC")
-    return next(ticks).timestamp() == now.timestamp()
+    tick = next(cron_string_iterator(until.timestamp(), cron, "UTC", ascending=False))
+    return tick if after.timestamp() < tick.timestamp() <= until.timestamp() else None
 
 
 def run_week(
