@@ -31,6 +31,7 @@ def quoted(*parts: str) -> str:
     return ".".join('"' + p.replace('"', '""') + '"' for p in parts)
 
 
+@pytest.mark.slow  # a whole `dbt run` of the project (~20-40 s on a loaded machine)
 def test_every_declared_legacy_view_returns_the_governed_rows(dbt_env: Path, tmp_path: Path) -> None:  # noqa: F811
     create_scratch_warehouse(dbt_env, SCRATCH_ROWS)
     run_dbt(tmp_path, "run", "--target", "local")
@@ -65,6 +66,7 @@ def test_every_declared_legacy_view_returns_the_governed_rows(dbt_env: Path, tmp
         assert sorted(report) == sorted(kpi)
 
 
+@pytest.mark.slow  # two dbt runs
 def test_a_legacy_view_follows_a_rebuild_of_its_table(dbt_env: Path, tmp_path: Path) -> None:  # noqa: F811
     """The views are re-created by the on-run-end hook of the run that built their table: a view over a
     table built again reads the new rows (here: one customer more)."""
