@@ -27,7 +27,7 @@ DEMO_START = $(shell cat $(DEMO_START_FILE) 2>/dev/null || date -u -d "$(DAYS) d
 DEMO_TARGETS := dev demo demo-data $(STRATA_ROOT)/demo/ground_truth.json $(STRATA_ROOT)/demo/initial-load.done
 $(DEMO_TARGETS): export STRATA_START_DATE ?= $(DEMO_START)
 
-.PHONY: help env dev demo demo-data test test-fast test-week bench bench-backfill lint format manifest clean policy sbom
+.PHONY: help env dev demo demo-data test test-fast test-week bench bench-backfill lint format manifest clean policy sbom runbooks
 
 help:
 	@echo "make dev     environment + demo data + dagster dev (UI on http://HOST:PORT, default 127.0.0.1:3000) + live demo"
@@ -116,6 +116,11 @@ sbom:
 	$(UV) export --frozen --no-dev --no-emit-project --format requirements-txt --output-file $(SBOM).requirements.txt --quiet
 	$(UV) run --frozen cyclonedx-py requirements --output-format JSON --output-file $(SBOM) $(SBOM).requirements.txt
 	rm -f $(SBOM).requirements.txt
+
+# docs/runbooks/ from the definitions and the policy tables (jobs/runbooks.py); tests/test_runbooks.py fails
+# when a committed runbook is stale.
+runbooks: env
+	$(UV) run python -m jobs.runbooks
 
 format: env
 	$(UV) run ruff check --fix .

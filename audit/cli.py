@@ -3,6 +3,8 @@
     audit list   [filters]                          a table on stdout
     audit export [filters] --format csv|parquet --out FILE
     audit rebuild                                   recreate audit.run_log from the Dagster instance
+    audit replay RUN_ID [--keep]                    re-run a dbt run on the Iceberg snapshots it read and
+                                                    compare checksums: "identical" or what differs
 
 Filters: --asset layer/table, --partition KEY (a day also finds the hourly runs of that day, and range
 runs covering it), --run RUN_ID, --status SUCCESS|FAILURE|CANCELED, --since / --until (on the run's start
@@ -175,7 +177,24 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--format", choices=("csv", "parquet"), required=True)
             sub.add_argument("--out", type=Path, required=True)
     commands.add_parser("rebuild", help=f"recreate {RUN_LOG_TABLE} from the Dagster instance's event log")
+    replay = commands.add_parser("replay", help="re-run a recorded dbt run on its snapshots, compare checksums")
+    replay.add_argument("run_id")
+    replay.add_argument("--keep", action="store_true", help="keep the scratch warehouse under <root>/replay/")
     return parser
+
+
+def replay_command(run_id: str, keep: bool) -> int:
+    """Exit status 0 when the replay is identical, 1 when it differs, 2 when the run cannot be replayed."""
+    from audit.replay import ReplayError, replay_run
+
+    try:
+        with dg.DagsterInstance.get() as instance:
+            result = replay_run(instance, run_id, load_settings(), keep=keep)
+    except ReplayError as error:
+        print(f"cannot replay: {error}")
+        return 2
+    print(result.report())
+    return 0 if result.identical else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -185,6 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             count = rebuild_run_log(instance, settings_catalog())
         print(f"rebuilt {RUN_LOG_TABLE}: {count} record(s)")
         return 0
+    if args.command == "replay":
+        return replay_command(args.run_id, args.keep)
     records = select_records(args)
     if args.command == "list":
         print(format_listing(records, filter_from_args(args)))

@@ -14,7 +14,6 @@ and Trino alike through `Warehouse.query_arrow`.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -22,13 +21,8 @@ from typing import Any
 
 import dagster as dg
 
+from resources.table_checksums import EMPTY, format_checksum, partition_column, row_hash_sum_sql
 from resources.warehouse import Warehouse, quote_identifier, relation_name
-
-# `properties={'partitioning': "ARRAY['reading_date']"}` (the Iceberg partitioning on Trino), or the
-# column a model filters its window on (`window_filter('booked_at')`, `delete_window('kpi_date')`).
-PARTITIONING_COLUMN = re.compile(r"""ARRAY\[\s*'([A-Za-z_][A-Za-z0-9_]*)'""")
-WINDOW_MACRO_COLUMN = re.compile(r"""(?:delete_window|window_filter)\(\s*['"]([A-Za-z_][A-Za-z0-9_]*)['"]""")
-PARTITION_COLUMN_META = "partition_column"
 
 
 @dataclass(frozen=True)
@@ -39,6 +33,11 @@ class ModelTable:
     table: str
     partition_column: str | None = None
     descriptions: Mapping[str, str] = field(default_factory=dict)
+    materialized: str = "table"  # a view gets no checksum: it holds no rows of its own
+
+    @property
+    def checksummed(self) -> bool:
+        return self.materialized != "view"
 
     @property
     def name(self) -> str:
@@ -52,22 +51,9 @@ class TableFacts:
     columns: list[tuple[str, str]] = field(default_factory=list)  # (name, type) in table order
     row_count: int | None = None
     rows_per_day: dict[date, int] = field(default_factory=dict)  # days of the run's window only
-
-
-def partition_column(node: Mapping[str, Any]) -> str | None:
-    """The day column of a daily model: `meta.partition_column` when the model names it, else the
-    first column of its `partitioning` property, else the column its window macros filter on.
-    A timestamp column counts by its UTC date."""
-    config = node.get("config", {})
-    named = (config.get("meta") or {}).get(PARTITION_COLUMN_META) or (node.get("meta") or {}).get(PARTITION_COLUMN_META)
-    if named:
-        return str(named)
-    match = PARTITIONING_COLUMN.search(str((config.get("properties") or {}).get("partitioning", "")))
-    if match:
-        return match.group(1)
-    hooks = " ".join(str(hook.get("sql", "")) for hook in config.get("pre-hook", []) or [])
-    match = WINDOW_MACRO_COLUMN.search(hooks) or WINDOW_MACRO_COLUMN.search(str(node.get("raw_code", "")))
-    return match.group(1) if match else None
+    # resources/table_checksums.py: of the whole table (unpartitioned models) and of each day of the window
+    checksum: str | None = None
+    checksum_per_day: dict[date, str] = field(default_factory=dict)
 
 
 def model_table(node: Mapping[str, Any], partitioned: bool) -> ModelTable:
@@ -76,6 +62,7 @@ def model_table(node: Mapping[str, Any], partitioned: bool) -> ModelTable:
         table=str(node.get("alias") or node["name"]),
         partition_column=partition_column(node) if partitioned else None,
         descriptions={name: str(col.get("description") or "") for name, col in node.get("columns", {}).items()},
+        materialized=str(node.get("config", {}).get("materialized", "table")),
     )
 
 
@@ -111,22 +98,34 @@ def read_table_facts(
             continue
         relation = relation_name(table.schema, table.table)
         label = table.name.replace("'", "''")
-        selects.append(f"SELECT '{label}' AS t, CAST(NULL AS DATE) AS d, count(*) AS n FROM {relation}")
+        # Content checksums of what the run wrote: the whole table, or (daily) each day of the window.
+        row_hash = row_hash_sum_sql(warehouse.engine, [name for name, _ in facts[table.name].columns])
+        no_hash = "CAST(NULL AS VARCHAR)"
+        total_hash = row_hash if table.checksummed and window is None else no_hash
+        selects.append(
+            f"SELECT '{label}' AS t, CAST(NULL AS DATE) AS d, count(*) AS n, {total_hash} AS c FROM {relation}"
+        )
         column_type = dict(facts[table.name].columns).get(table.partition_column or "")
         if window is not None and column_type is not None:
             column = quote_identifier(table.partition_column)
             selects.append(
-                f"SELECT '{label}' AS t, CAST({column} AS DATE) AS d, count(*) AS n FROM {relation} "
+                f"SELECT '{label}' AS t, CAST({column} AS DATE) AS d, count(*) AS n, "
+                f"{row_hash if table.checksummed else no_hash} AS c FROM {relation} "
                 f"WHERE {column} >= ? AND {column} < ? GROUP BY CAST({column} AS DATE)"
             )
             params += window_bounds(window, column_type)
     if selects:
         for row in warehouse.query_arrow("\nUNION ALL\n".join(selects), params).to_pylist():
             table_facts = facts[row["t"]]
+            checksum = format_checksum(int(row["n"]), row["c"]) if row["c"] is not None or not row["n"] else None
             if row["d"] is None:
                 table_facts.row_count = int(row["n"])
+                if window is None and checksum is not None:
+                    table_facts.checksum = checksum
             else:
                 table_facts.rows_per_day[_as_date(row["d"])] = int(row["n"])
+                if checksum is not None:
+                    table_facts.checksum_per_day[_as_date(row["d"])] = checksum
     return facts
 
 
@@ -147,6 +146,8 @@ def table_metadata(table: ModelTable, facts: TableFacts | None) -> dict[str, Any
         return metadata
     if facts.row_count is not None:
         metadata["dagster/row_count"] = facts.row_count
+    if facts.checksum is not None and table.checksummed:
+        metadata["strata/checksum"] = facts.checksum
     if facts.columns:
         metadata["dagster/column_schema"] = dg.TableSchema(
             columns=[
@@ -163,4 +164,6 @@ def day_metadata(table: ModelTable, facts: TableFacts | None, day_window: dg.Tim
     metadata: dict[str, Any] = {"strata/data_window": f"[{day:%Y-%m-%d}, {next_day:%Y-%m-%d})"}
     if facts is not None and table.partition_column in dict(facts.columns):
         metadata["dagster/partition_row_count"] = sum(n for d, n in facts.rows_per_day.items() if day <= d < next_day)
+        if table.checksummed:  # a day the run left empty has the empty checksum
+            metadata["strata/checksum"] = facts.checksum_per_day.get(day, EMPTY)
     return metadata
