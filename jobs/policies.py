@@ -43,7 +43,7 @@ BRONZE = dg.AssetSelection.groups("bronze")
 BRONZE_TELEMETRY = dg.AssetSelection.assets(["bronze", "telemetry"])
 BRONZE_WEATHER = dg.AssetSelection.assets(["bronze", "weather_forecasts"])
 BRONZE_OLTP = BRONZE - BRONZE_TELEMETRY - BRONZE_WEATHER
-DBT_MODELS = dg.AssetSelection.groups("silver", "gold")
+DBT_MODELS = dg.AssetSelection.groups("silver", "gold", "gold_restricted")
 ML = dg.AssetSelection.groups("ml")
 REPORTS = dg.AssetSelection.groups("reports")
 # The retraining (features -> candidate -> gate -> promotion) runs on the 02:00 schedule only: a model is
