@@ -17,6 +17,7 @@ from typing import Any
 
 import dagster as dg
 
+from assets.bronze.contracts import pii_column_names
 from assets.quality.suites import SuiteFile, describe
 
 SAMPLE_SIZE = 10
@@ -102,7 +103,9 @@ def validate(suite: SuiteFile, rows, parameters: Mapping[str, Any]) -> list[Expe
         for key in ("element_count", "unexpected_count", "unexpected_percent", "observed_value"):
             if details.get(key) is not None:
                 metadata[key] = _plain(details[key])
-        if details.get("partial_unexpected_list"):
+        # No sample of personal data: check metadata is shown in the UI and kept in the event log.
+        column = item.expectation_config.kwargs.get("column")
+        if details.get("partial_unexpected_list") and column not in pii_column_names():
             metadata["unexpected_sample"] = dg.MetadataValue.json(_plain(details["partial_unexpected_list"]))
         if item.exception_info and item.exception_info.get("raised_exception"):
             metadata["error"] = item.exception_info.get("exception_message", "")
