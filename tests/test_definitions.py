@@ -47,6 +47,8 @@ def test_definitions_hold_one_graph_from_bronze_to_gold(settings):
     assert keys == expected | {("ml", t) for t in ML} | {
         ("maintenance", "iceberg_tables"),
         ("reports", "weekly_executive_report"),
+        ("gold_restricted", "dim_customers_unmasked"),
+        ("platform", "slo_report"),
     }
 
     # No dangling sources: every dependency is an asset this location materializes.
@@ -233,4 +235,24 @@ def test_a_ui_backfill_over_bronze_hours_and_daily_models_targets_every_selected
     # the daily models alone, with daily keys, over two days
     assert ui_backfill_targets(graph, daily, ["2026-10-02", "2026-10-03"]) == {
         key.to_user_string(): {"2026-10-02", "2026-10-03"} for key in daily
+    }
+
+
+def test_every_asset_has_an_owner_from_the_policy_table(settings):
+    graph = build_definitions(settings).resolve_asset_graph()
+    owners = {key.to_user_string(): graph.get(key).owners for key in graph.get_all_asset_keys()}
+    assert {key for key, listed in owners.items() if not listed} == set()
+    # Each group's owners are exactly its row of the table (one place decides, definitions.py applies it).
+    by_group = {}
+    for key in graph.get_all_asset_keys():
+        by_group.setdefault(graph.get(key).group_name, set()).add(tuple(graph.get(key).owners))
+    assert by_group == {
+        "bronze": {("team:data-platform",)},
+        "silver": {("team:data-platform",)},
+        "gold": {("team:analytics-engineering",)},
+        "gold_restricted": {("team:analytics-engineering", "privacy@strata.example")},
+        "ml": {("team:data-science",)},
+        "reports": {("team:analytics-engineering",)},
+        "maintenance": {("team:data-platform",)},
+        "platform": {("team:data-platform",)},
     }
