@@ -110,6 +110,10 @@ def test_the_lineage_graph_is_one_connected_graph(settings):
     upkeep = {dg.AssetKey(["maintenance", "iceberg_tables"])}
     assert upkeep in components
     components.remove(upkeep)
+    # The SLO report reads the event log, not the data: it stands alone too.
+    slo = {dg.AssetKey(["platform", "slo_report"])}
+    assert slo in components
+    components.remove(slo)
     assert len(components) == 1, [sorted(k.to_user_string() for k in c) for c in components]
 
 
@@ -123,6 +127,8 @@ def test_partitions_and_backfill_policies(settings):
         if tuple(key.path) in DAILY:
             assert isinstance(node.partitions_def, dg.DailyPartitionsDefinition), key
             assert node.backfill_policy == dg.BackfillPolicy.single_run(), key
+        elif key.path == ["platform", "slo_report"]:  # a day's figures, one run per day
+            assert isinstance(node.partitions_def, dg.DailyPartitionsDefinition), key
         elif key.path == ["reports", "weekly_executive_report"]:
             assert isinstance(node.partitions_def, dg.WeeklyPartitionsDefinition), key
             assert node.partitions_def.get_first_partition_key() == "2026-10-05"  # the first Monday
@@ -153,6 +159,10 @@ def test_jobs_split_by_partitioning(settings):
         "publish_weekly_report",
         "maintain_tables",
         "retrain_demand_model",
+        "report_slo",
+    }
+    assert defs.resolve_job_def("report_slo").asset_layer.selected_asset_keys == {
+        dg.AssetKey(["platform", "slo_report"])
     }
     # Upkeep runs on its own clock, never as part of the hourly OLTP refresh.
     assert defs.resolve_job_def("maintain_tables").asset_layer.selected_asset_keys == {
