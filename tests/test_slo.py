@@ -1,11 +1,15 @@
 """SLO figures (audit/slo.py) over a scripted history of runs, against values computed by hand."""
 
+import json
 from datetime import UTC, datetime, timedelta
 
+import dagster as dg
 import pytest
 
-from audit.cli import build_parser
+from assets.reports.slo import build_slo_report_asset
+from audit.cli import build_parser, main
 from audit.slo import CheckResult, History, RunHistory, compute_slo, slo_html, slo_markdown
+from resources.outputs import OutputsArea
 
 T0 = datetime(2026, 10, 5, tzinfo=UTC)
 TELEMETRY, KPI, HEALTH = "bronze/telemetry", "gold/kpi_daily", "gold/fleet_health_daily"
@@ -130,3 +134,106 @@ def test_the_report_renders_the_figures_as_markdown_and_html():
 def test_the_cli_takes_since_and_until():
     args = build_parser().parse_args(["slo", "--since", "2026-10-01", "--until", "2026-10-07"])
     assert (args.command, args.since, args.until, args.json) == ("slo", "2026-10-01", "2026-10-07", False)
+
+
+# --- on a real Dagster instance ---------------------------------------------------------------------------
+
+TOY = dg.AssetKey(["bronze", "toy"])
+DAILY = dg.DailyPartitionsDefinition(start_date="2026-10-01", end_offset=1)
+
+
+class ToyConfig(dg.Config):
+    fail: bool = False  # a deterministic failure: no retry
+    flaky: bool = False  # fails its first attempt, then succeeds on the retry
+
+
+@dg.asset(key=TOY, partitions_def=DAILY, retry_policy=dg.RetryPolicy(max_retries=1))
+def toy(context: dg.AssetExecutionContext, config: ToyConfig) -> dg.MaterializeResult:
+    if config.fail:
+        raise dg.Failure(f"bronze.toy[{context.partition_key}]: bad data", allow_retries=False)
+    if config.flaky and context.retry_number == 0:
+        raise RuntimeError("connection reset")
+    return dg.MaterializeResult(metadata={"strata/rows_out": 1})
+
+
+@dg.asset_check(asset=TOY, blocking=True)
+def toy_has_rows() -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(passed=True)
+
+
+def run_toy(instance: dg.DagsterInstance, day: str, **config: bool) -> dg.RunRecord:
+    result = dg.materialize(
+        [toy, toy_has_rows],
+        instance=instance,
+        partition_key=day,
+        run_config={"ops": {"bronze__toy": {"config": config}}},
+        raise_on_error=False,
+    )
+    return instance.get_run_record_by_id(result.run_id)
+
+
+def event_time(instance: dg.DagsterInstance, run_id: str, kind: dg.DagsterEventType) -> list[datetime]:
+    return [datetime.fromtimestamp(e.timestamp, UTC) for e in instance.all_logs(run_id, of_type=kind)]
+
+
+@pytest.mark.slow  # five real runs
+def test_slo_figures_of_real_runs_equal_those_computed_from_their_records(tmp_path, monkeypatch, capsys):
+    """Four real runs of one daily asset: a success, a failure then a success of the same day, and a run
+    whose step failed once and succeeded on its retry. `audit slo` and `platform/slo_report` give the
+    figures computed here from the run records and their events' timestamps."""
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))  # what `audit slo` opens
+    started = datetime.now(UTC) - timedelta(seconds=1)
+    with dg.instance_for_test(temp_dir=str(home)) as instance:
+        ok = run_toy(instance, "2026-10-01")
+        failed = run_toy(instance, "2026-10-02", fail=True)
+        repaired = run_toy(instance, "2026-10-02")
+        retried = run_toy(instance, "2026-10-03", flaky=True)
+        statuses = [r.dagster_run.status.value for r in (ok, failed, repaired, retried)]
+        assert statuses == ["SUCCESS", "FAILURE", "SUCCESS", "SUCCESS"]
+        assert len(event_time(instance, retried.dagster_run.run_id, dg.DagsterEventType.STEP_UP_FOR_RETRY)) == 1
+
+        (failed_at,) = event_time(instance, failed.dagster_run.run_id, dg.DagsterEventType.STEP_FAILURE)
+        (repaired_at,) = event_time(instance, repaired.dagster_run.run_id, dg.DagsterEventType.ASSET_MATERIALIZATION)
+        mttr = round((repaired_at - failed_at).total_seconds() / 60, 3)
+        mttd = round((failed_at - failed.create_timestamp).total_seconds() / 60, 3)
+
+        assert main(["slo", "--since", started.isoformat(), "--json"]) == 0
+        figures = json.loads(capsys.readouterr().out)
+        # The other groups are the dbt models' (from the manifest), which no run here touched.
+        bronze = next(row for row in figures if row["group"] == "bronze")
+
+        # The same figures from the daily asset, for the day the runs were made on.
+        today = datetime.now(UTC).strftime("%Y-%m-%d")
+        outputs = OutputsArea(root=str(tmp_path / "outputs"))
+        report = dg.materialize(
+            [build_slo_report_asset(DAILY)], instance=instance, partition_key=today, resources={"outputs": outputs}
+        )
+        published = json.loads((tmp_path / "outputs" / "reports" / "slo" / today / "slo.json").read_text())
+        summary = report.asset_materializations_for_node("platform__slo_report")[0].metadata["strata/slo"].value
+
+    assert bronze == {
+        "group": "bronze",
+        "runs_succeeded": 3,  # the retried run counts once
+        "runs_failed": 1,
+        "runs_left_out": 0,
+        "success_rate": 0.75,
+        "incidents": 1,  # 2026-10-02: failed, then repaired
+        "open_incidents": 0,
+        "mttr_minutes": mttr,
+        "mttd_minutes": mttd,
+        "partitions_due": 0,  # no freshness rule on the toy asset
+        "partitions_late": 0,
+        "freshness_attainment": None,
+        "critical_checks": 3,  # the blocking check ran in each run that materialized
+        "critical_checks_passed": 3,
+        "critical_checks_passing": 1.0,
+        "models": 0,
+        "models_tested": 0,
+        "models_with_tests": None,
+    }
+    assert mttd > 0 and mttr > 0
+    assert {row["group"] for row in figures if row["runs_succeeded"] + row["runs_failed"]} == {"bronze"}
+    assert published == figures
+    assert "| bronze | 75.0% |" in summary
