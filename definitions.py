@@ -12,6 +12,7 @@ from assets.ml.demand_forecast import build_demand_forecast_asset, build_forecas
 from assets.ml.training import build_retraining_assets
 from assets.partitions import daily_partitions, hourly_partitions, weekly_partitions
 from assets.quality.checks import build_quality_checks
+from assets.reports.slo import build_slo_report_asset
 from assets.reports.weekly import build_weekly_report_asset
 from assets.transform.dbt_models import build_dbt_assets
 from jobs import build_jobs
@@ -47,6 +48,7 @@ def build_definitions(settings: StrataSettings) -> dg.Definitions:
             *retraining,
             build_demand_forecast_asset(daily),
             build_weekly_report_asset(weekly_partitions(settings.start_date)),
+            build_slo_report_asset(daily),
         ]
     )
     partitions_by_asset = {key: asset.partitions_def for asset in assets for key in asset.keys}

@@ -5,6 +5,8 @@
     audit rebuild                                   recreate audit.run_log from the Dagster instance
     audit replay RUN_ID [--keep]                    re-run a dbt run on the Iceberg snapshots it read and
                                                     compare checksums: "identical" or what differs
+    audit slo --since DATE [--until DATE] [--html FILE] [--json]
+                                                    SLO figures per asset group (audit/slo.py)
 
 Filters: --asset layer/table, --partition KEY (a day also finds the hourly runs of that day, and range
 runs covering it), --run RUN_ID, --status SUCCESS|FAILURE|CANCELED, --since / --until (on the run's start
@@ -180,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     replay = commands.add_parser("replay", help="re-run a recorded dbt run on its snapshots, compare checksums")
     replay.add_argument("run_id")
     replay.add_argument("--keep", action="store_true", help="keep the scratch warehouse under <root>/replay/")
+    slo = commands.add_parser("slo", help="SLO figures per asset group, from the event log")
+    slo.add_argument("--since", required=True, help="runs started at or after this ISO date/time (UTC)")
+    slo.add_argument("--until", help="runs started before this ISO time; a date includes that day (default: now)")
+    slo.add_argument("--html", type=Path, help="also write the HTML page (table and chart) here")
+    slo.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
     return parser
 
 
@@ -197,6 +204,22 @@ def replay_command(run_id: str, keep: bool) -> int:
     return 0 if result.identical else 1
 
 
+def print_slo(args: argparse.Namespace) -> None:
+    import json
+
+    from audit.slo import collect_history, compute_slo, slo_as_json, slo_html, slo_text
+    from resources.settings import DBT_PROJECT_DIR
+
+    since = parse_time(args.since)
+    until = parse_time(args.until, end_of_day=True) if args.until else datetime.now(UTC)
+    with dg.DagsterInstance.get() as instance:
+        rows = compute_slo(collect_history(instance, since, until, DBT_PROJECT_DIR / "target" / "manifest.json"))
+    if args.html:
+        args.html.parent.mkdir(parents=True, exist_ok=True)
+        args.html.write_text(slo_html(rows, since, until))
+    print(json.dumps(slo_as_json(rows), indent=2) if args.json else slo_text(rows, since, until))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "rebuild":
@@ -206,6 +229,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "replay":
         return replay_command(args.run_id, args.keep)
+    if args.command == "slo":
+        print_slo(args)
+        return 0
     records = select_records(args)
     if args.command == "list":
         print(format_listing(records, filter_from_args(args)))

@@ -5,7 +5,8 @@ partitioning's job:
 - the 15-minute weather fetch, so the hourly refresh never waits on, or fails with, an outside API;
 - the 02:00 retraining of the demand model, so a backfill of the daily models does not retrain a model
   per day;
-- the nightly Iceberg table maintenance, so no data run waits on upkeep.
+- the nightly Iceberg table maintenance, so no data run waits on upkeep;
+- the daily SLO report, which reads the event log, not the data.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ DEDICATED_JOBS: dict[str, tuple[dg.AssetSelection, str]] = {
     "maintain_tables": (
         dg.AssetSelection.assets(MAINTENANCE_TABLES),
         "Iceberg table maintenance: compaction, snapshot expiry, orphan files (daily, its own clock).",
+    ),
+    "report_slo": (
+        dg.AssetSelection.groups("platform"),
+        "Daily 06:30: the SLO figures of the previous day's runs per asset group, published (its own clock).",
     ),
 }
 

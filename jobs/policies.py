@@ -43,7 +43,7 @@ BRONZE = dg.AssetSelection.groups("bronze")
 BRONZE_TELEMETRY = dg.AssetSelection.assets(["bronze", "telemetry"])
 BRONZE_WEATHER = dg.AssetSelection.assets(["bronze", "weather_forecasts"])
 BRONZE_OLTP = BRONZE - BRONZE_TELEMETRY - BRONZE_WEATHER
-DBT_MODELS = dg.AssetSelection.groups("silver", "gold")
+DBT_MODELS = dg.AssetSelection.groups("silver", "gold", "gold_restricted")
 ML = dg.AssetSelection.groups("ml")
 REPORTS = dg.AssetSelection.groups("reports")
 # The retraining (features -> candidate -> gate -> promotion) runs on the 02:00 schedule only: a model is
@@ -129,6 +129,19 @@ TABLE_RETENTION: list[tuple[str, str, RetentionPolicy]] = [
     ("Audit tables (run log, loaded drops, quarantine): a month of history for auditors", "audit",
      RetentionPolicy(snapshot_max_age=timedelta(days=30), min_snapshots=10, orphan_min_age=timedelta(hours=24))),
 ]  # fmt: skip
+# Who answers for each asset group (Dagster `owners`: a team or an e-mail), shown in the UI.
+# Every asset group must be listed: tests/test_definitions.py fails on an asset without an owner.
+OWNERS: list[tuple[str, dg.AssetSelection, list[str]]] = [
+    ("Bronze: the loads from the source systems", BRONZE, ["team:data-platform"]),
+    ("Silver: staging and conformed tables", dg.AssetSelection.groups("silver"), ["team:data-platform"]),
+    ("Gold: the published marts", GOLD, ["team:analytics-engineering"]),
+    ("Gold with personal data in clear: access is the privacy officer's decision",
+     dg.AssetSelection.groups("gold_restricted"), ["team:analytics-engineering", "privacy@strata.example"]),
+    ("ML: features, models and the forecast", ML, ["team:data-science"]),
+    ("Reports: what leaves the platform", REPORTS, ["team:analytics-engineering"]),
+    ("Table maintenance and platform health", dg.AssetSelection.groups("maintenance", "platform"),
+     ["team:data-platform"]),
+]  # fmt: skip
 # Run priority (`dagster/priority`, higher starts first) for the QueuedRunCoordinator: the daily Gold
 # build before the dimension refresh, both before hourly Bronze catch-up. Jobs not listed get 0.
 JOB_PRIORITIES: dict[str, int] = {
@@ -211,9 +224,12 @@ def apply_global_policies(
     retries: Sequence[tuple[str, dg.AssetSelection, dg.RetryPolicy]] = RETRY_POLICIES,
     pools: Sequence[tuple[str, dg.AssetSelection, str]] = POOLS,
     automation: Sequence[tuple[str, dg.AssetSelection, dg.AutomationCondition]] = AUTOMATION_CONDITIONS,
+    owners: Sequence[tuple[str, dg.AssetSelection, list[str]]] = OWNERS,
 ) -> list[dg.AssetsDefinition]:
-    """Every asset with the freshness policy, automation condition, retry policy and pool the tables give it."""
+    """Every asset with the freshness policy, automation condition, owners, retry policy and pool the
+    tables give it."""
     freshness_by_key = _by_key(freshness, assets, "freshness policy")
+    owners_by_key = _by_key(owners, assets, "owners")
     automation_by_key = _by_key(automation, assets, "automation condition")
     retry_by_key = _by_key(retries, assets, "retry policy")
     pool_by_key = _by_key(pools, assets, "pool")
@@ -222,11 +238,12 @@ def apply_global_policies(
         if not asset.keys:  # a checks-only definition: no specs, and its op is the checks' own
             result.append(asset)
             continue
-        if any(key in freshness_by_key or key in automation_by_key for key in asset.keys):
+        if any(key in freshness_by_key or key in automation_by_key or key in owners_by_key for key in asset.keys):
             asset = asset.map_asset_specs(
                 lambda spec: spec.replace_attributes(
                     freshness_policy=freshness_by_key.get(spec.key, spec.freshness_policy),
                     automation_condition=automation_by_key.get(spec.key, spec.automation_condition),
+                    owners=owners_by_key.get(spec.key, spec.owners),
                 )
             )
         retry_policy = _op_value(asset, retry_by_key, "retry policy")

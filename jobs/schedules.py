@@ -83,6 +83,14 @@ SCHEDULES: list[SchedulePolicy] = [
         previous_week=True,
     ),
     SchedulePolicy(
+        "slo_report",
+        "30 6 * * *",
+        "report_slo",
+        "Daily 06:30 UTC, after the 06:00 freshness deadline: platform/slo_report of the previous day, the SLO "
+        "figures per asset group from the event log, published to the outputs area.",
+        previous_day=True,
+    ),
+    SchedulePolicy(
         "weather_forecasts",
         "*/15 * * * *",
         "fetch_weather",

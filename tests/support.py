@@ -27,11 +27,11 @@ def generate_demo(settings: StrataSettings, start: date, days: int, as_of: datet
 
 
 def warehouse_tables(settings: StrataSettings) -> dict[str, pa.Table]:
-    """Every Silver/Gold table of the local warehouse, by `schema.table`."""
+    """Every Silver/Gold table of the local warehouse (restricted Gold included), by `schema.table`."""
     with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
         names = con.execute(
             "SELECT table_schema || '.' || table_name FROM information_schema.tables "
-            "WHERE table_schema IN ('silver', 'gold') AND table_type = 'BASE TABLE'"
+            "WHERE table_schema IN ('silver', 'gold', 'gold_restricted') AND table_type = 'BASE TABLE'"
         ).fetchall()
         return {name: con.execute(f"SELECT * FROM {name}").to_arrow_table() for (name,) in names}
 

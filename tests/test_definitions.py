@@ -47,6 +47,8 @@ def test_definitions_hold_one_graph_from_bronze_to_gold(settings):
     assert keys == expected | {("ml", t) for t in ML} | {
         ("maintenance", "iceberg_tables"),
         ("reports", "weekly_executive_report"),
+        ("gold_restricted", "dim_customers_unmasked"),
+        ("platform", "slo_report"),
     }
 
     # No dangling sources: every dependency is an asset this location materializes.
@@ -108,6 +110,10 @@ def test_the_lineage_graph_is_one_connected_graph(settings):
     upkeep = {dg.AssetKey(["maintenance", "iceberg_tables"])}
     assert upkeep in components
     components.remove(upkeep)
+    # The SLO report reads the event log, not the data: it stands alone too.
+    slo = {dg.AssetKey(["platform", "slo_report"])}
+    assert slo in components
+    components.remove(slo)
     assert len(components) == 1, [sorted(k.to_user_string() for k in c) for c in components]
 
 
@@ -121,6 +127,8 @@ def test_partitions_and_backfill_policies(settings):
         if tuple(key.path) in DAILY:
             assert isinstance(node.partitions_def, dg.DailyPartitionsDefinition), key
             assert node.backfill_policy == dg.BackfillPolicy.single_run(), key
+        elif key.path == ["platform", "slo_report"]:  # a day's figures, one run per day
+            assert isinstance(node.partitions_def, dg.DailyPartitionsDefinition), key
         elif key.path == ["reports", "weekly_executive_report"]:
             assert isinstance(node.partitions_def, dg.WeeklyPartitionsDefinition), key
             assert node.partitions_def.get_first_partition_key() == "2026-10-05"  # the first Monday
@@ -151,6 +159,10 @@ def test_jobs_split_by_partitioning(settings):
         "publish_weekly_report",
         "maintain_tables",
         "retrain_demand_model",
+        "report_slo",
+    }
+    assert defs.resolve_job_def("report_slo").asset_layer.selected_asset_keys == {
+        dg.AssetKey(["platform", "slo_report"])
     }
     # Upkeep runs on its own clock, never as part of the hourly OLTP refresh.
     assert defs.resolve_job_def("maintain_tables").asset_layer.selected_asset_keys == {
@@ -233,4 +245,24 @@ def test_a_ui_backfill_over_bronze_hours_and_daily_models_targets_every_selected
     # the daily models alone, with daily keys, over two days
     assert ui_backfill_targets(graph, daily, ["2026-10-02", "2026-10-03"]) == {
         key.to_user_string(): {"2026-10-02", "2026-10-03"} for key in daily
+    }
+
+
+def test_every_asset_has_an_owner_from_the_policy_table(settings):
+    graph = build_definitions(settings).resolve_asset_graph()
+    owners = {key.to_user_string(): graph.get(key).owners for key in graph.get_all_asset_keys()}
+    assert {key for key, listed in owners.items() if not listed} == set()
+    # Each group's owners are exactly its row of the table (one place decides, definitions.py applies it).
+    by_group = {}
+    for key in graph.get_all_asset_keys():
+        by_group.setdefault(graph.get(key).group_name, set()).add(tuple(graph.get(key).owners))
+    assert by_group == {
+        "bronze": {("team:data-platform",)},
+        "silver": {("team:data-platform",)},
+        "gold": {("team:analytics-engineering",)},
+        "gold_restricted": {("team:analytics-engineering", "privacy@strata.example")},
+        "ml": {("team:data-science",)},
+        "reports": {("team:analytics-engineering",)},
+        "maintenance": {("team:data-platform",)},
+        "platform": {("team:data-platform",)},
     }

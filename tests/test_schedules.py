@@ -34,6 +34,7 @@ def test_the_schedule_table_is_what_runs(settings):
         "iceberg_table_maintenance": ("30 3 * * *", "maintain_tables", dg.DefaultScheduleStatus.RUNNING),
         "weather_forecasts": ("*/15 * * * *", "fetch_weather", dg.DefaultScheduleStatus.RUNNING),
         "weekly_report": ("0 6 * * 1", "publish_weekly_report", dg.DefaultScheduleStatus.RUNNING),
+        "slo_report": ("30 6 * * *", "report_slo", dg.DefaultScheduleStatus.RUNNING),
     }
     assert all(s.execution_timezone == "UTC" for s in schedules.values())
     assert {p.name for p in SCHEDULES} == set(schedules)

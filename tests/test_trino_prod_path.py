@@ -382,3 +382,30 @@ def test_tests_that_read_a_view_count_as_reads_on_duckdb(prod_manifest):
     assert tests_on_staging_views
     assert bronze_tables_read(prod_manifest, tests_on_staging_views, "duckdb") == {"vehicles"}
     assert bronze_tables_read(prod_manifest, tests_on_staging_views, "trino") == set()
+
+
+# ---- personal data: masked in Gold, in clear only for the PII reader role ---------------------------
+
+
+@pytest.mark.parametrize("scenario", ["first", "incremental"])
+def test_each_prod_build_grants_the_restricted_model_to_the_pii_reader_role_only(prod_runs, scenario):
+    from sqlglot import exp
+
+    grants = [s for s in prod_runs[scenario].statements if s.lower().startswith("grant")]
+    assert grants == [f"grant select on {relation('dim_customers_unmasked')} to role pii_reader"]
+    (grant,) = parse_trino(grants[0])
+    assert isinstance(grant, exp.Grant)
+    assert table_name(grant.args["securable"]) == f"{CATALOG}.gold_restricted.dim_customers_unmasked"
+
+
+@pytest.mark.parametrize("scenario", ["first", "incremental"])
+def test_gold_dim_customers_selects_name_and_email_masked_on_trino(prod_runs, scenario):
+    from sqlglot import exp
+
+    sql = next(s for s in prod_runs[scenario].statements if relation("dim_customers") in s and "select" in s.lower())
+    select = parse_trino(sql)[0].find(exp.Select)
+    projections = {p.alias_or_name: p.this.sql("trino") if isinstance(p, exp.Alias) else p.sql("trino")
+                   for p in select.expressions}  # fmt: skip
+    assert projections["email"] == "LOWER(TO_HEX(SHA256(TO_UTF8(LOWER(email)))))"
+    assert projections["full_name"] == "CASE WHEN full_name IS NULL THEN NULL ELSE '[redacted]' END"
+    assert projections["customer_id"] == "customer_id"

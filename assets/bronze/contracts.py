@@ -7,7 +7,8 @@ generator) reads it from here.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 
@@ -55,6 +56,9 @@ class TableContract:
     # A drop's rows whose time is outside the drop's hour: "quarantine" them (row by row) or "refuse" the drop.
     outside_drop_hour: str = "quarantine"
     on_new_columns: str = "evolve"  # OLTP: a source column the contract lacks is added to Bronze, or ignored
+    pii: Mapping[str, str] = field(
+        default_factory=dict, hash=False
+    )  # personal-data column -> category (name, email, ...)
 
     @property
     def row_key(self) -> tuple[str, ...]:
@@ -104,6 +108,9 @@ def _parse_table(name: str, entry: dict, where: str) -> TableContract:
     natural_key = tuple(entry.get("natural_key", ()))
     if unknown := [column for column in natural_key if column not in names]:
         raise ValueError(f"{CONTRACTS_FILE.name}: {where}.{name}.natural_key names unknown column(s) {unknown}")
+    pii = {str(column): str(category) for column, category in (entry.get("pii") or {}).items()}
+    if unknown := sorted(column for column in pii if column not in names):
+        raise ValueError(f"{CONTRACTS_FILE.name}: {where}.{name}.pii names unknown column(s) {unknown}")
     return TableContract(
         name=name,
         columns=columns,
@@ -115,6 +122,7 @@ def _parse_table(name: str, entry: dict, where: str) -> TableContract:
         natural_key=natural_key,
         outside_drop_hour=outside_drop_hour,
         on_new_columns=on_new_columns,
+        pii=pii,
     )
 
 
@@ -129,6 +137,11 @@ def _load(path: Path = CONTRACTS_FILE) -> tuple[dict[str, TableContract], dict[s
 def oltp_contracts() -> dict[str, TableContract]:
     """OLTP tables extracted incrementally into Bronze, keyed by table name."""
     return _load()[0]
+
+
+def pii_column_names() -> frozenset[str]:
+    """Every column name some contract classifies as personal data: no sample of their values is shown."""
+    return frozenset(c for t in (*oltp_contracts().values(), *file_drop_contracts().values()) for c in t.pii)
 
 
 def file_drop_contracts() -> dict[str, TableContract]:

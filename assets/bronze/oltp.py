@@ -379,7 +379,13 @@ def extract_and_upsert(
     if versions.backwards.num_rows:
         rejects.append(rule_rejects(versions.backwards, backwards_rule(contract), contract.watermark))
     records = [
-        quarantine_records(r, dataset=contract.name, source=source_name(contract), row_key_columns=contract.row_key)
+        quarantine_records(
+            r,
+            dataset=contract.name,
+            source=source_name(contract),
+            row_key_columns=contract.row_key,
+            pii_columns=contract.pii,
+        )
         for r in rejects
     ]
     all_records = pa.concat_tables(records) if records else RECORD_SCHEMA.empty_table()

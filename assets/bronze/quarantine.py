@@ -7,13 +7,17 @@ their data commit, so once a watermark has moved past a bad row (or a drop is re
 record already exists. Iceberg cannot commit two tables atomically: a run that fails after this append
 and is re-run records the same rows again. That is harmless (the records say the same thing, with
 each run id) and preferable to the opposite order, where a crash could lose them.
+
+Personal data (the contract's `pii` columns) is recorded as `sha256:<hex>` of its text, in the offending
+value and in the raw row: auditors read this table, and the hash still tells two values apart.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 
 import pyarrow as pa
@@ -46,7 +50,13 @@ QUARANTINE_SCHEMA = pa.schema(
 
 
 def quarantine_records(
-    rejects: RowRejects, *, dataset: str, source: str, row_key_columns: Sequence[str], partition_key: str = ""
+    rejects: RowRejects,
+    *,
+    dataset: str,
+    source: str,
+    row_key_columns: Sequence[str],
+    partition_key: str = "",
+    pii_columns: Collection[str] = (),
 ) -> pa.Table:
     """One record per (rejected row, broken rule) of `rejects`, in RECORD_SCHEMA.
 
@@ -55,8 +65,14 @@ def quarantine_records(
     """
     violations = rejects.violations
     n = violations.num_rows
-    raw_rows = pa.array([_json_row(row) for row in rejects.raw_rows.to_pylist()], pa.string())
+    raw_rows = pa.array([_json_row(row, pii_columns) for row in rejects.raw_rows.to_pylist()], pa.string())
     rows = violations.column("row").combine_chunks()
+    offending = violations.column("offending_value")
+    if pii_columns:
+        is_pii = [name in pii_columns for name in violations.column("column_name").to_pylist()]
+        offending = pa.array(
+            [pii_digest(v) if pii else v for v, pii in zip(offending.to_pylist(), is_pii, strict=True)], pa.string()
+        )
     return pa.Table.from_arrays(
         [
             pa.array([dataset] * n, pa.string()),
@@ -65,7 +81,7 @@ def quarantine_records(
             _row_keys(rejects.raw_rows, row_key_columns).take(rows),
             violations.column("rule"),
             violations.column("column_name"),
-            violations.column("offending_value"),
+            offending,
             raw_rows.take(rows),
         ],
         schema=RECORD_SCHEMA,
@@ -119,9 +135,14 @@ def _row_keys(rows: pa.Table, columns: Sequence[str]) -> pa.Array:
     return pc.binary_join_element_wise(*parts, "|")  # null as soon as one part is null
 
 
-def _json_row(row: dict) -> str:
+def pii_digest(value: object) -> str | None:
+    """`sha256:<hex>` of a personal-data value's text (None stays None: a missing value is no personal data)."""
+    return None if value is None else "sha256:" + hashlib.sha256(str(value).encode()).hexdigest()
+
+
+def _json_row(row: dict, pii_columns: Collection[str] = ()) -> str:
     # JSON has no NaN/Infinity; anything else without a JSON form (timestamps, bytes) is kept as text.
-    return json.dumps({k: _json_value(v) for k, v in row.items()}, default=str)
+    return json.dumps({k: pii_digest(v) if k in pii_columns else _json_value(v) for k, v in row.items()}, default=str)
 
 
 def _json_value(value: object) -> object:

@@ -17,7 +17,8 @@ from typing import Any
 
 import dagster as dg
 
-from assets.quality.suites import SuiteFile, describe
+from assets.bronze.contracts import pii_column_names
+from assets.quality.suites import COLUMN_KWARGS, SuiteFile, describe
 
 SAMPLE_SIZE = 10
 RESULT_FORMAT = {"result_format": "SUMMARY", "partial_unexpected_count": SAMPLE_SIZE}
@@ -99,15 +100,29 @@ def validate(suite: SuiteFile, rows, parameters: Mapping[str, Any]) -> list[Expe
     for item in result.results:
         details = item.result or {}
         metadata: dict[str, Any] = {"expectation": describe(item.expectation_config.to_json_dict())}
+        # No value of personal data: check metadata is shown in the UI and kept in the event log. An
+        # expectation reading a PII column reports counts only (an observed value may be one of its values).
+        personal = reads_pii(item.expectation_config.kwargs)
         for key in ("element_count", "unexpected_count", "unexpected_percent", "observed_value"):
-            if details.get(key) is not None:
-                metadata[key] = _plain(details[key])
-        if details.get("partial_unexpected_list"):
+            value = details.get(key)
+            if value is not None and not (personal and key == "observed_value" and not _is_number(value)):
+                metadata[key] = _plain(value)
+        if details.get("partial_unexpected_list") and not personal:
             metadata["unexpected_sample"] = dg.MetadataValue.json(_plain(details["partial_unexpected_list"]))
         if item.exception_info and item.exception_info.get("raised_exception"):
             metadata["error"] = item.exception_info.get("exception_message", "")
         outcomes.append(ExpectationOutcome(item.expectation_config.meta["check"], bool(item.success), metadata))
     return outcomes
+
+
+def reads_pii(kwargs: Mapping[str, Any]) -> bool:
+    """Whether an expectation reads a column some contract classifies as personal data."""
+    named = [kwargs.get(k) for k in COLUMN_KWARGS] + list(kwargs.get("column_list") or ())
+    return not pii_column_names().isdisjoint(c for c in named if isinstance(c, str))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(_plain(value), int | float) and not isinstance(value, bool)
 
 
 def _plain(value: Any) -> Any:

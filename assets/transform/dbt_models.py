@@ -74,8 +74,12 @@ class StrataDbtTranslator(DagsterDbtTranslator):
 
 
 def layer_of(props: Mapping[str, Any]) -> str:
-    """Marts are Gold; staging and intermediate models are Silver."""
-    return "gold" if "marts" in props.get("fqn", []) else "silver"
+    """Marts are Gold (restricted marts, personal data in clear: `gold_restricted`, their schema); staging
+    and intermediate models are Silver."""
+    fqn = props.get("fqn", [])
+    if "marts" in fqn:
+        return "gold_restricted" if "restricted" in fqn else "gold"
+    return "silver"
 
 
 def window_environment(window: dg.TimeWindow | None) -> dict[str, str]:

@@ -1,10 +1,3 @@
--- Current state of every customer.
-select
-    customer_id,
-    full_name,
-    email,
-    city,
-    segment,
-    created_at,
-    updated_at
-from {{ ref('stg_customers') }}
+-- Current state of every customer. Personal data is masked as its YAML classifies it (meta.pii,
+-- macros/pii.sql); the clear values are in gold_restricted.dim_customers_unmasked.
+{{ select_masking_pii(ref('stg_customers')) }}
