@@ -34,12 +34,14 @@ def model(dbt, session):
         json.dump({"pid": os.getpid(), "ppid": os.getppid(), "leak": os.environ.get("PROBE_LEAK")}, out)
     return session.sql("select 1 as x")
 """
+# A query DuckDB needs hours for; dbt cancels it on Ctrl-C (a Python `time.sleep` could not be cancelled:
+# dbt waits for its worker threads, with or without the forkserver).
 SLOW = """
 def model(dbt, session):
-    import os, time
+    import os
     with open(os.environ["PROBE_FILE"], "w") as out:
         out.write(str(os.getpid()))
-    time.sleep(120)
+    session.execute("select count(*) from range(1000000000000)").fetchall()
     return session.sql("select 1 as x")
 """
 AFTER_SLOW = """
