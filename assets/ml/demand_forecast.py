@@ -92,7 +92,8 @@ def model_forecast(
     warehouse: Warehouse, booster, model: ModelVersionRef, start: date, end: date, run_id: str
 ) -> tuple[pa.Table, int]:
     """(forecast rows, Gold rows read): every station and hour of the day after each feature day in
-    [start, end) that Gold holds, predicted by `booster` from that day and the six before it."""
+    [start, end) that Gold holds, predicted by `booster` from that day, the six before it and the
+    weather forecast of the day predicted."""
     demand, stations = read_gold_demand(warehouse, start - timedelta(days=LOOKBACK_DAYS), end)
     weather = read_weather(warehouse, start - timedelta(days=LOOKBACK_DAYS), end + timedelta(days=1))
     last = end - timedelta(days=1)
