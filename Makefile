@@ -57,10 +57,16 @@ $(STRATA_ROOT)/demo/ground_truth.json:
 
 demo-data: env $(STRATA_ROOT)/demo/ground_truth.json
 
+# The demo weather API beside a headless backfill, which fetches the weather of the whole window first
+# (stopped when the recipe ends; one already listening on WEATHER_PORT serves instead).
+WITH_WEATHER_API = $(UV) run python -m demo weather-api --port $(WEATHER_PORT) & weather_pid=$$!; \
+	trap "kill $$weather_pid 2>/dev/null" EXIT; \
+	export STRATA_WEATHER_URL=$${STRATA_WEATHER_URL:-http://127.0.0.1:$(WEATHER_PORT)};
+
 # The first `make dev` loads the demo window headless (few, large runs), so the UI opens on a fully
 # materialized graph and the drop sensor finds every existing drop already in the ledger.
 $(STRATA_ROOT)/demo/initial-load.done: | $(STRATA_ROOT)/demo/ground_truth.json
-	$(UV) run python -m jobs.backfill && touch $@ || echo "initial load failed: the runs are in the UI"
+	@$(WITH_WEATHER_API) $(UV) run python -m jobs.backfill && touch $@ || echo "initial load failed: the runs are in the UI"
 
 # The living demo and the demo weather API run beside `dagster dev` and stop with it.
 dev: env $(DAGSTER_HOME)/dagster.yaml demo-data manifest $(STRATA_ROOT)/demo/initial-load.done
@@ -74,7 +80,7 @@ dev: env $(DAGSTER_HOME)/dagster.yaml demo-data manifest $(STRATA_ROOT)/demo/ini
 		$(UV) run dagster dev -w workspace.yaml -h $(HOST) -p $(PORT)
 
 demo: env $(DAGSTER_HOME)/dagster.yaml demo-data manifest
-	$(UV) run python -m jobs.backfill
+	@$(WITH_WEATHER_API) $(UV) run python -m jobs.backfill
 
 test: env manifest
 	$(UV) run pytest -m "not week" $(PYTEST_ARGS)

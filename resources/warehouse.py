@@ -170,6 +170,23 @@ class Warehouse(dg.ConfigurableResource):
             return self._trino_query(sql, params)
         raise ValueError(f"unknown warehouse engine {self.engine!r}; use one of {ENGINES}")
 
+    def query_arrow_many(self, queries: Sequence[tuple[str, Sequence[Any]]]) -> list[pa.Table]:
+        """`query_arrow` for several queries, on DuckDB over one connection: opening one (limits, loading
+        the extensions) costs 0.3-0.7 s, far more than a small query over a mart."""
+        if self.engine != "duckdb":
+            return [self.query_arrow(sql, params) for sql, params in queries]
+        with self.connect(read_only=True) as con:
+            results = []
+            for sql, params in queries:
+                try:
+                    results.append(con.execute(sql, list(params)).to_arrow_table())
+                except Exception as error:
+                    raise WarehouseQueryError(
+                        f"DuckDB query failed ({self.duckdb_path}): {type(error).__name__}: {error}; "
+                        f"SQL: {describe_query(sql, params)}"
+                    ) from error
+            return results
+
     def column_names(self, relation: str) -> list[str]:
         """The columns of a table or view, in table order (e.g. `relation_name("silver", "bookings")`)."""
         return self.query_arrow(f"SELECT * FROM {relation} LIMIT 0").column_names

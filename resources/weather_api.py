@@ -73,6 +73,10 @@ class WeatherApi(dg.ConfigurableResource):
     batch_size: int = 25  # locations per forecast request
     history_hours: int = 24  # hours before the current one to ask for (late corrections of the past)
     forecast_hours: int = 48  # hours from the current one on
+    # The platform's first day (ISO date, STRATA_START_DATE): a Bronze table missing or lagging behind the
+    # history window is caught up from its newest hour, or from this day; empty: no catch-up.
+    catch_up_from: str = ""
+    catch_up_chunk_hours: int = 168  # hours per request while catching up (a week: bounded answers)
 
     def get_json(self, path: str, params: dict[str, str] | None = None) -> ApiResponse:
         """GET `path` and decode its JSON, retrying what is transient; raises `WeatherApiRefused` or
@@ -157,4 +161,5 @@ def build_weather_api(settings: StrataSettings, secrets: SecretsResource) -> Wea
         locations=locations,
         auth_secret=weather.get("auth_secret", WEATHER_AUTH_SECRET),
         timeout_seconds=float(weather.get("timeout_seconds", "5")),
+        catch_up_from=settings.start_date.isoformat(),
     )

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pytest
 
 from demo.simulator import DemoConfig, generate
+from demo.weather_api import serve_weather_api
 from demo.world import World
 from demo.world_builder import build_world
 from jobs.backfill import range_tags
@@ -23,10 +24,23 @@ ML_DAYS = 28  # 7 holdout days + 21 training days (the first week with partial l
 ML_SCALE = 0.05  # 10 stations, 50 vehicles: ~250 bookings a day, enough signal to learn
 AS_OF = TEST_START + timedelta(days=ML_DAYS - 1)
 GOLD_FOR_ML = [dg.AssetKey(["gold", "fct_bookings"]), dg.AssetKey(["gold", "demand_features_hourly"])]
+WEATHER_SEED = 7  # the demo weather API's seed (the demo world's)
+# The weather is fetched as of the first hour after AS_OF: its forecast covers the forecast day too.
+WEATHER_AS_OF = f"{AS_OF + timedelta(days=1)}T00:10:00"
 
 
-def build_gold_for_ml(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Demo data for ML_DAYS, then Bronze OLTP, the dimensions and the daily demand marts by real dbt runs."""
+def fetch_weather(defs: dg.Definitions, instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    """The weather job as the schedule runs it, as of WEATHER_AS_OF: a new table is caught up from TEST_START."""
+    result = defs.resolve_job_def("fetch_weather").execute_in_process(
+        instance=instance, run_config={"ops": {"bronze__weather_forecasts": {"config": {"as_of": WEATHER_AS_OF}}}}
+    )
+    assert result.success
+    return result
+
+
+def build_gold_for_ml(root: Path, monkeypatch: pytest.MonkeyPatch) -> dg.DagsterInstance:
+    """Demo data for ML_DAYS, its weather from the demo weather API, then Bronze OLTP, the dimensions and
+    the daily demand marts by real dbt runs. Returns the instance that holds those runs."""
     from definitions import build_definitions
 
     for name in ENVIRONMENT_OVERRIDES:
@@ -34,15 +48,18 @@ def build_gold_for_ml(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STRATA_ROOT", str(root))
     monkeypatch.setenv("STRATA_START_DATE", TEST_START.isoformat())
     settings = load_settings()
-    cfg = DemoConfig(start=TEST_START, days=ML_DAYS, scale=ML_SCALE, seed=7)
+    cfg = DemoConfig(start=TEST_START, days=ML_DAYS, scale=ML_SCALE, seed=WEATHER_SEED)
     generate(
         cfg,
         source_url=settings.source_database_url,
         landing_root=Path(settings.landing_root),
         truth_dir=settings.demo_dir,
     )
-    defs = build_definitions(settings)
     instance = dg.DagsterInstance.ephemeral()
+    with serve_weather_api(seed=WEATHER_SEED, scale=ML_SCALE) as weather_api:
+        monkeypatch.setenv("STRATA_WEATHER_URL", weather_api.url)
+        defs = build_definitions(load_settings())
+        fetch_weather(defs, instance)  # before the dbt models, as `python -m jobs.backfill` does
     first_hour = f"{TEST_START:%Y-%m-%d}-00:00"  # the Silver telemetry views need bronze.telemetry to exist
     assert defs.resolve_job_def("load_hourly").execute_in_process(instance=instance, partition_key=first_hour).success
     assert defs.resolve_job_def("refresh_unpartitioned").execute_in_process(instance=instance).success
@@ -50,6 +67,7 @@ def build_gold_for_ml(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         instance=instance, tags=range_tags(f"{TEST_START}", f"{AS_OF}"), asset_selection=GOLD_FOR_ML
     )
     assert daily.success
+    return instance
 
 
 def copy_gold(gold_root: Path, root: Path) -> None:

@@ -78,11 +78,13 @@ def test_definitions_hold_one_graph_from_bronze_to_gold(settings):
     assert graph.get(dg.AssetKey(["ml", "demand_forecast"])).parent_keys == {
         dg.AssetKey(["gold", "demand_features_hourly"]),
         dg.AssetKey(["gold", "dim_stations"]),
+        dg.AssetKey(["silver", "weather_conditions"]),  # the forecast day's weather is a model input
         dg.AssetKey(["ml", "demand_model"]),
     }
     assert graph.get(dg.AssetKey(["ml", "demand_training_features"])).parent_keys == {
         dg.AssetKey(["gold", "demand_features_hourly"]),
         dg.AssetKey(["gold", "dim_stations"]),
+        dg.AssetKey(["silver", "weather_conditions"]),
     }
     assert graph.get(dg.AssetKey(["ml", "demand_model"])).parent_keys == {dg.AssetKey(["ml", "demand_model_candidate"])}
 

@@ -4,7 +4,7 @@ the MLflow registry's champion alias, the forecast that follows it, rollback and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -13,7 +13,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from assets.ml.features import TrainingWindow, demand_cube, split_rows, training_rows
+from assets.ml.features import (
+    FEATURE_COLUMNS,
+    WEATHER_COLUMNS,
+    TrainingWindow,
+    demand_cube,
+    feature_rows,
+    read_gold_demand,
+    read_weather,
+    split_rows,
+    training_rows,
+)
 from assets.ml.learner import LearnerParams, train
 from assets.ml.training import (
     CANDIDATE,
@@ -26,12 +36,14 @@ from assets.ml.training import (
 )
 from assets.partitions import daily_partitions
 from audit.metadata import table_checksum
+from demo.weather_api import hourly_weather, serve_weather_api
 from jobs.policies import apply_global_policies
 from resources.iceberg import IcebergCatalog
 from resources.model_registry import ModelRegistry
 from resources.settings import load_settings
-from tests.conftest import TEST_START
-from tests.ml_support import AS_OF, build_gold_for_ml, copy_gold, world_gold
+from resources.warehouse import Warehouse
+from tests.conftest import ENVIRONMENT_OVERRIDES, TEST_START
+from tests.ml_support import AS_OF, WEATHER_SEED, build_gold_for_ml, copy_gold, fetch_weather, world_gold
 from tests.test_alerting import WEBHOOK_SECRET_VAR, webhook_server  # noqa: F401  (the local webhook fixture)
 
 FORECAST = dg.AssetKey(["ml", "demand_forecast"])
@@ -85,11 +97,128 @@ def test_holdout_rows_never_reach_training():
 
 
 @pytest.fixture(scope="module")
-def gold_root(tmp_path_factory) -> Path:
+def gold_build(tmp_path_factory) -> tuple[Path, dg.DagsterInstance]:
     root = tmp_path_factory.mktemp("ml_gold") / "strata"
     with pytest.MonkeyPatch.context() as monkeypatch:
-        build_gold_for_ml(root, monkeypatch)
-    return root
+        instance = build_gold_for_ml(root, monkeypatch)
+    return root, instance
+
+
+@pytest.fixture(scope="module")
+def gold_root(gold_build) -> Path:
+    return gold_build[0]
+
+
+# --- the weather in the features ------------------------------------------------------------------------
+
+
+def gold_weather(warehouse: Warehouse) -> dict[tuple, tuple]:
+    """(feature_date, station, hour) -> the weather columns of gold.demand_features_hourly (is_wet as 0/1)."""
+    rows = warehouse.query_arrow(
+        'SELECT "feature_date", "start_station_id", CAST("hour_of_day" AS BIGINT) AS "hour_of_day", "temperature_c", '
+        '"precipitation_mm", "wind_kmh", CAST("is_wet" AS DOUBLE) AS "is_wet" FROM "gold"."demand_features_hourly"',
+        [],
+    ).to_pylist()
+    return {
+        (r["feature_date"], r["start_station_id"], r["hour_of_day"]): tuple(r[c] for c in WEATHER_COLUMNS) for r in rows
+    }
+
+
+def test_the_features_carry_the_weather_of_every_target_hour_as_gold_does(gold_root, tmp_path):
+    """Every training, holdout and forecast row has the weather of its target hour at the station's
+    location: equal to Gold's where Gold has a row (an hour with bookings), and to the weather API's
+    where it has none (an hour without bookings, which Gold leaves out)."""
+    root = tmp_path / "strata"
+    copy_gold(gold_root, root)
+    warehouse = Warehouse(engine="duckdb", duckdb_path=str(root / "warehouse.duckdb"), extension_dir=str(tmp_path))
+    assert FEATURE_COLUMNS[-4:] == WEATHER_COLUMNS == ["temperature_c", "precipitation_mm", "wind_kmh", "is_wet"]
+    window = TrainingWindow(AS_OF)
+    demand, stations = read_gold_demand(warehouse, window.read_start, AS_OF + timedelta(days=1))
+    weather = read_weather(warehouse, window.read_start, AS_OF + timedelta(days=2))  # and the forecast day
+    cube = demand_cube(demand, stations, window.read_start, AS_OF, weather)
+    rows, _, _ = training_rows(cube, window)
+    rows = pa.concat_tables([rows, feature_rows(cube, [AS_OF + timedelta(days=1)])])  # the forecast's rows
+    assert rows.num_rows == (28 + 1) * 10 * 24  # 21 training, 7 holdout days and the forecast day
+    assert [rows.column(c).null_count for c in WEATHER_COLUMNS] == [0, 0, 0, 0]  # every hour has its weather
+
+    gold = gold_weather(warehouse)
+    features = {
+        (r["target_date"], r["start_station_id"], r["hour_of_day"]): (
+            tuple(r[c] for c in WEATHER_COLUMNS),
+            r["bookings"],
+        )
+        for r in rows.to_pylist()
+    }
+    assert len(gold) > 1000 and gold.keys() <= features.keys()
+    assert {key: features[key][0] for key in gold} == gold
+    without_bookings = [key for key, (_, bookings) in features.items() if not bookings]
+    assert len(without_bookings) > 1000  # the hours Gold has no row for: their weather comes from the API too
+    for day, station, hour in without_bookings[:: len(without_bookings) // 50]:
+        api = hourly_weather(WEATHER_SEED, (station - 1) // 4 + 1, datetime.combine(day, time(hour)))
+        wet = 1.0 if api["precipitation_mm"] >= 0.1 else 0.0
+        expected = (api["temperature_c"], api["precipitation_mm"], api["wind_kmh"], wet)
+        assert features[(day, station, hour)][0] == expected
+
+
+def explain(evaluation) -> str:
+    """Where each part of the forecast's condition holds, for a failed assertion on the requests."""
+    lines = []
+
+    def walk(result, depth):
+        keys = sorted(result.true_subset.expensively_compute_partition_keys() or ())
+        lines.append(f"{'  ' * depth}{result.condition.get_label() or type(result.condition).__name__}: {keys}")
+        for child in result.child_results:
+            walk(child, depth + 1)
+
+    walk(next(r for r in evaluation.results if r.key == FORECAST), 0)
+    return "\n".join(lines)
+
+
+@pytest.mark.slow
+def test_a_new_weather_batch_makes_automation_rerun_the_newest_forecast(gold_build, monkeypatch):
+    """The forecast reads the weather of the forecast day: once a weather fetch has updated
+    silver/weather_conditions, automation requests the newest forecast day again, and nothing before."""
+    from definitions import build_definitions
+    from jobs.policies import FOLLOW_INPUTS_LABEL
+
+    root, instance = gold_build
+    for name in ENVIRONMENT_OVERRIDES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("STRATA_ROOT", str(root))
+    monkeypatch.setenv("STRATA_START_DATE", TEST_START.isoformat())
+    with serve_weather_api(seed=WEATHER_SEED, scale=0.05) as weather_api:
+        monkeypatch.setenv("STRATA_WEATHER_URL", weather_api.url)
+        defs = build_definitions(load_settings())
+        graph = defs.resolve_asset_graph()
+        weather = dg.AssetKey(["silver", "weather_conditions"])
+        assert weather in graph.get(FORECAST).parent_keys and weather in graph.get(TRAINING_FEATURES).parent_keys
+        morning_after = datetime.combine(AS_OF + timedelta(days=1), time(3))
+
+        def evaluate(cursor=None):
+            return dg.evaluate_automation_conditions(
+                defs=defs,
+                instance=instance,
+                asset_selection=dg.AssetSelection.assets(FORECAST),
+                evaluation_time=morning_after,
+                cursor=cursor,
+            )
+
+        first = evaluate()  # Dagster's first evaluation counts every partition as handled: nothing requested
+        assert first.total_requested == 0, explain(first)
+        quiet = evaluate(first.cursor)
+        assert quiet.total_requested == 0, explain(quiet)  # nothing has changed since
+
+        fetch_weather(defs, instance)
+        silver_weather = [dg.AssetKey(["silver", "stg_weather_forecasts"]), weather]
+        refreshed = defs.resolve_job_def("refresh_unpartitioned").execute_in_process(
+            instance=instance, asset_selection=silver_weather
+        )
+        assert refreshed.success
+    after_weather = evaluate(quiet.cursor)
+    assert after_weather.total_requested == 1, explain(after_weather)
+    [forecast] = [r for r in after_weather.results if r.key == FORECAST]
+    assert set(forecast.true_subset.expensively_compute_partition_keys()) == {AS_OF.isoformat()}
+    assert FOLLOW_INPUTS_LABEL in {c.condition.get_label() for c in forecast.child_results}
 
 
 @dataclass
@@ -179,6 +308,9 @@ def test_retraining_promotes_only_through_the_gate_and_the_forecast_follows_the_
     assert meta["strata/holdout_window"] == f"[{AS_OF - timedelta(days=6)}, {AS_OF + timedelta(days=1)})"
     assert meta["strata/training_days"] == 21 and meta["strata/holdout_rows"] == 7 * 10 * 24
     assert set(meta["strata/library_versions"]) >= {"lightgbm", "mlflow"}
+    assert meta["strata/features"] == FEATURE_COLUMNS  # the weather among them
+    [features_event] = [e for e in first.get_asset_materialization_events() if e.asset_key == TRAINING_FEATURES]
+    assert features_event.materialization.metadata["strata/weather_coverage"].value == 1.0
     table = platform.iceberg.load().load_table("ml.demand_training_features")
     assert meta["strata/feature_snapshot_id"] == str(table.current_snapshot().snapshot_id)
     assert materialized(first) == {TRAINING_FEATURES.to_user_string(), CANDIDATE.to_user_string(),

@@ -19,13 +19,17 @@ from hypothesis import strategies as st
 from assets.bronze.weather import (
     WEATHER_TABLE,
     MalformedPayload,
+    catch_up_start,
+    chunked,
     parse_forecasts,
     weather_forecasts,
 )
 from demo.weather_api import WeatherFaults, hourly_weather, serve_weather_api
 from resources.iceberg import IcebergCatalog
 from resources.secrets import build_secrets_resource
-from resources.weather_api import WeatherApi
+from resources.settings import load_settings
+from resources.weather_api import WeatherApi, build_weather_api
+from tests.conftest import TEST_START
 
 SEED = 42
 AS_OF = "2026-10-05T10:20:00"
@@ -48,11 +52,14 @@ def api(settings, url: str, **overrides) -> WeatherApi:
     return WeatherApi(**{**fields, **overrides})
 
 
-def fetch(settings, url: str, **overrides) -> dg.ExecuteInProcessResult:
+def fetch(settings, url: str, *, as_of: str = AS_OF, weather_api: WeatherApi | None = None, **overrides):
     return dg.materialize(
         [weather_forecasts],
-        resources={"weather_api": api(settings, url, **overrides), "iceberg": IcebergCatalog.from_settings(settings)},
-        run_config={"ops": {"bronze__weather_forecasts": {"config": {"as_of": AS_OF}}}},
+        resources={
+            "weather_api": weather_api or api(settings, url, **overrides),
+            "iceberg": IcebergCatalog.from_settings(settings),
+        },
+        run_config={"ops": {"bronze__weather_forecasts": {"config": {"as_of": as_of}}}},
         raise_on_error=False,
     )
 
@@ -215,6 +222,96 @@ def test_the_token_is_read_from_the_secret_at_use_and_never_shown(settings, serv
         + "".join(str(e.message) for e in result.all_events)
     )
     assert token not in shown
+
+
+# --- catching up: a new or lagging table is filled from the platform's first day -------------------------
+
+
+def configured_api(url: str, monkeypatch) -> WeatherApi:
+    """The weather API as the platform builds it from the environment (catch-up from STRATA_START_DATE)."""
+    monkeypatch.setenv("STRATA_WEATHER_URL", url)
+    settings = load_settings()
+    return build_weather_api(settings, build_secrets_resource(settings))
+
+
+def every_hour(first: datetime, end: datetime) -> list[tuple]:
+    hours = [first + timedelta(hours=h) for h in range(int((end - first).total_seconds() // 3600))]
+    rows = []
+    for location in range(1, LOCATIONS + 1):
+        for hour in hours:
+            w = hourly_weather(SEED, location, hour)
+            rows.append((location, hour, w["temperature_c"], w["precipitation_mm"], w["wind_kmh"]))
+    return rows
+
+
+def test_a_new_table_is_caught_up_from_the_first_day_and_a_second_fetch_writes_nothing(settings, server, monkeypatch):
+    """Start date 10 days before `as_of`: one fetch loads every hour of every location from the first day
+    to the end of the forecast, in week-long chunks; the next one (same hour) commits nothing."""
+    weather_api = configured_api(server.url, monkeypatch)
+    assert weather_api.catch_up_from == TEST_START.isoformat()
+    as_of = datetime.combine(TEST_START, datetime.min.time()) + timedelta(days=10, hours=10, minutes=20)
+    result = fetch(settings, server.url, as_of=as_of.isoformat(), weather_api=weather_api)
+    assert result.success
+    first_hour, end = datetime.combine(TEST_START, datetime.min.time()), as_of.replace(minute=0) + timedelta(hours=48)
+    expected = every_hour(first_hour, end)  # 298 hours x 50 locations
+    assert len(expected) == 298 * LOCATIONS
+    assert as_tuples(bronze_rows(settings)) == expected
+    first = metadata(result)
+    assert first["strata/catch_up_chunks"] == 2  # 168 + 130 hours
+    assert first["strata/api_requests"] == 1 + 2 * 2  # the listing, then 2 batches of 25 per chunk
+    assert (first["strata/rows_inserted"], first["strata/rows_updated"]) == (len(expected), 0)
+    assert first["strata/data_window"] == f"[{first_hour:%Y-%m-%dT%H:%M}, {end:%Y-%m-%dT%H:%M})"
+
+    again = fetch(settings, server.url, as_of=as_of.isoformat(), weather_api=weather_api)
+    second = metadata(again)
+    assert (second["strata/rows_inserted"], second["strata/rows_updated"], second["strata/catch_up_chunks"]) == (
+        0, 0, 0)  # fmt: skip
+    assert second["strata/data_window"] == f"[{as_of.replace(minute=0) - timedelta(hours=24):%Y-%m-%dT%H:%M}, " \
+        f"{end:%Y-%m-%dT%H:%M})"  # fmt: skip
+    assert second["strata/snapshot_id"] == first["strata/snapshot_id"]
+    assert bronze_rows(settings).num_rows == len(expected)
+
+
+def test_a_table_that_fell_behind_resumes_from_its_newest_hour(settings, server, monkeypatch):
+    weather_api = configured_api(server.url, monkeypatch)
+    day_3 = datetime.combine(TEST_START, datetime.min.time()) + timedelta(days=3, hours=10)
+    assert fetch(settings, server.url, as_of=day_3.isoformat(), weather_api=weather_api).success
+    newest = day_3 + timedelta(hours=47)  # the last forecast hour of that fetch
+    day_10 = day_3 + timedelta(days=7)  # its window starts at day 9, 10:00: after the newest hour
+    result = fetch(settings, server.url, as_of=day_10.isoformat(), weather_api=weather_api)
+    assert result.success
+    meta = metadata(result)
+    end = day_10 + timedelta(hours=48)
+    assert meta["strata/data_window"] == f"[{newest:%Y-%m-%dT%H:%M}, {end:%Y-%m-%dT%H:%M})"
+    hours = int((end - newest).total_seconds() // 3600)
+    assert meta["strata/catch_up_chunks"] == 2 and hours == 169
+    assert (meta["strata/rows_inserted"], meta["strata/rows_updated"]) == ((hours - 1) * LOCATIONS, 0)
+    assert as_tuples(bronze_rows(settings)) == every_hour(datetime.combine(TEST_START, datetime.min.time()), end)
+
+
+def test_catch_up_starts_where_the_table_ends_never_before_the_first_day():
+    window = datetime(2026, 10, 20, 9)
+    first_day = TEST_START
+    assert catch_up_start(None, first_day, window) == datetime(2026, 10, 1)  # a new table
+    assert catch_up_start(datetime(2026, 10, 12, 5), first_day, window) == datetime(2026, 10, 12, 5)  # behind
+    assert catch_up_start(datetime(2026, 10, 21, 3), first_day, window) == window  # up to date
+    assert catch_up_start(datetime(2026, 9, 1), first_day, window) == datetime(2026, 10, 1)  # older than day one
+    assert catch_up_start(None, None, window) == window  # no first day configured: no catch-up
+    assert catch_up_start(None, date_after(window), window) == window  # a first day after the window
+
+
+def date_after(moment: datetime):
+    return (moment + timedelta(days=2)).date()
+
+
+@given(st.integers(0, 2000), st.integers(1, 400))
+def test_chunks_cover_the_window_exactly_once_in_bounded_pieces(hours, chunk_hours):
+    start = datetime(2026, 10, 1)
+    chunks = chunked(start, start + timedelta(hours=hours), chunk_hours)
+    assert len(chunks) == -(-hours // chunk_hours)
+    assert all(0 < (e - s).total_seconds() <= chunk_hours * 3600 for s, e in chunks)
+    assert [s for s, _ in chunks[1:]] == [e for _, e in chunks[:-1]]  # contiguous: no gap, no overlap
+    assert (chunks[0][0], chunks[-1][1]) == (start, start + timedelta(hours=hours)) if chunks else hours == 0
 
 
 HOUR_FIELDS = st.fixed_dictionaries(

@@ -23,6 +23,7 @@ import pytest
 
 from assets.reports.figures import format_value
 from definitions import build_definitions
+from demo.weather_api import serve_weather_api
 from jobs.backfill import run_backfill
 from resources.outputs import MANIFEST, READY, OutputsArea
 from tests.conftest import TEST_START
@@ -148,10 +149,19 @@ def pdf_text(data: bytes) -> str:
 def test_the_report_of_a_demo_week_shows_golds_figures_is_published_and_mailed(settings, smtp_sink):  # noqa: F811
     generate_demo(settings, TEST_START, 11)  # 2026-10-01 .. 2026-10-11: W41 whole, W40 from Thursday
     mail = {"host": "127.0.0.1", "port": str(smtp_sink.port), "to": "board@example.org"}
-    defs = build_definitions(replace(settings, alert_channels=("smtp",), smtp=mail))
-    with dg.instance_for_test() as instance:
-        summary = run_backfill(defs, instance, TEST_START, date(2026, 10, 12))
+    with dg.instance_for_test() as instance, serve_weather_api(seed=7, scale=0.01) as weather_api:
+        weather = {"url": weather_api.url}
+        defs = build_definitions(replace(settings, alert_channels=("smtp",), smtp=mail, weather=weather))
+        # as `make demo` runs it: the weather first (caught up from the first day), then the models
+        summary = run_backfill(defs, instance, TEST_START, date(2026, 10, 12), weather=True)
         assert summary.success, summary
+        assert [run[0] for run in summary.runs] == ["fetch_weather", "load_hourly", "refresh_unpartitioned",
+                                                     "build_daily"]  # fmt: skip
+        with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
+            days_with_weather = con.execute(
+                "SELECT count(DISTINCT feature_date), count(*) - count(temperature_c) FROM gold.demand_features_hourly"
+            ).fetchone()
+        assert days_with_weather == (11, 0)  # every day's rows have their weather
         job = defs.resolve_job_def("publish_weekly_report")
         first = job.execute_in_process(instance=instance, partition_key=WEEK)
         assert first.success

@@ -6,6 +6,12 @@ and upserts the answer into `bronze.weather_forecasts`. Rows whose values did no
 fetch are left alone, so a repeated fetch writes nothing and a changed forecast replaces its row: no
 (location, hour) is ever held twice.
 
+A table that is missing, or whose newest hour is older than that window, is caught up first: the fetch
+then starts at the newest hour it holds, or at the platform's first day (`catch_up_from`, the first
+partition day) for a new table, so every past day's features have their weather. The hours are asked
+for in chunks of `catch_up_chunk_hours` and each chunk is committed on its own, so a catch-up cut short
+by the API resumes from where it stopped.
+
 What the API gets wrong is sorted into three kinds:
 - transient (timeouts, 429, 5xx, truncated JSON): retried inside the request by the resource;
 - a location's answer is missing or has values outside the contract's ranges: that location is not
@@ -16,7 +22,7 @@ What the API gets wrong is sorted into three kinds:
 
 import math
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 
 import dagster as dg
@@ -24,7 +30,7 @@ import pyarrow as pa
 
 from audit.metadata import audit_metadata, table_checksum
 from resources.iceberg import IcebergCatalog, commit_with_retry
-from resources.weather_api import WeatherApi, WeatherApiRefused, WeatherApiUnavailable
+from resources.weather_api import ApiResponse, WeatherApi, WeatherApiRefused, WeatherApiUnavailable
 
 if TYPE_CHECKING:
     from pyiceberg.table import Table
@@ -150,6 +156,41 @@ def fetch_window(as_of: datetime, history_hours: int, forecast_hours: int) -> tu
     return hour - timedelta(hours=history_hours), hour + timedelta(hours=forecast_hours)
 
 
+def catch_up_start(newest: datetime | None, first_day: date | None, window_start: datetime) -> datetime:
+    """Where a fetch starts: the regular window's start, or earlier when the table lags behind it.
+
+    A table without rows starts at `first_day`; one whose newest hour is before the window starts at that
+    hour (not after it: re-asking one hour costs nothing, an upsert that finds it unchanged writes nothing).
+    Never before `first_day`, and without a `first_day` there is no catch-up.
+    """
+    if first_day is None:
+        return window_start
+    first = datetime.combine(first_day, time())
+    if newest is not None and newest >= window_start:
+        return window_start
+    return min(window_start, max(newest or first, first))
+
+
+def chunked(start: datetime, end: datetime, chunk_hours: int) -> list[tuple[datetime, datetime]]:
+    """[start, end) cut into consecutive windows of at most `chunk_hours` whole hours."""
+    step = timedelta(hours=max(1, chunk_hours))
+    chunks, at = [], start
+    while at < end:
+        chunks.append((at, min(at + step, end)))
+        at += step
+    return chunks
+
+
+def newest_hour(table: "Table | None") -> datetime | None:
+    """The latest `ts` the table holds, or None for a missing or empty table."""
+    import pyarrow.compute as pc
+
+    if table is None or table.current_snapshot() is None:
+        return None
+    newest = pc.max(table.scan(selected_fields=("ts",)).to_arrow().column("ts")).as_py()
+    return newest
+
+
 def changed_rows(incoming: pa.Table, existing: pa.Table) -> pa.Table:
     """The incoming rows that are new or whose values differ from the stored ones (fetched_at aside)."""
     if existing.num_rows == 0 or incoming.num_rows == 0:
@@ -177,7 +218,8 @@ def stored_rows(table: "Table", start: datetime, end: datetime) -> pa.Table:
 
 
 class WeatherFetchConfig(dg.Config):
-    """Which hours to fetch: around `as_of` (ISO, naive UTC; empty: now), or [start, end) for a backfill."""
+    """Which hours to fetch: around `as_of` (ISO, naive UTC; empty: now), caught up from the table's newest
+    hour when it lags behind; or exactly [start, end) (no catch-up) to re-fetch a past window."""
 
     as_of: str = ""
     start: str = ""
@@ -200,10 +242,62 @@ def batches(ids: list[int], size: int) -> list[list[int]]:
     return [ids[i : i + size] for i in range(0, len(ids), max(1, size))]
 
 
+def fetch_chunk(
+    api: WeatherApi, locations: list[int], start: datetime, end: datetime, fetched_at: datetime
+) -> tuple[ParsedForecasts, list[ApiResponse]]:
+    """The forecasts of every location for [start, end), in batches of locations; `MalformedPayload` refuses."""
+    responses, parsed = [], ParsedForecasts()
+    hours = int((end - start).total_seconds() // 3600)
+    for batch in batches(locations, api.batch_size):
+        response = api.forecasts(batch, start, hours)
+        responses.append(response)
+        part = parse_forecasts(response.payload, batch, start, end, fetched_at)
+        parsed.rows.extend(part.rows)
+        for location, reason in part.failed.items():
+            parsed.failed.setdefault(location, reason)  # the first reason of a location over the chunks
+    return parsed, responses
+
+
+def row_keys(rows: pa.Table) -> pa.Array:
+    """(location_id, ts) of each row as one string, to test membership of a key in another table."""
+    import pyarrow.compute as pc
+
+    as_text = [pc.cast(rows.column(name), pa.string()) for name in KEY_COLUMNS]
+    return pc.binary_join_element_wise(*as_text, "|").combine_chunks()
+
+
+def upsert_chunk(table: "Table", incoming: pa.Table, start: datetime, end: datetime) -> tuple[int, int]:
+    """(inserted, updated): the new and changed rows of [start, end) in one commit; none, no commit.
+
+    New keys are appended and only changed ones go through pyiceberg's upsert (slow for large deltas), so
+    a catch-up of weeks of fresh hours costs an append.
+    """
+    import pyarrow.compute as pc
+
+    def write(current: "Table") -> tuple[int, int]:
+        stored = stored_rows(current, start, end)
+        delta = changed_rows(incoming, stored)
+        if delta.num_rows == 0:
+            return 0, 0
+        known = pc.is_in(row_keys(delta), value_set=row_keys(stored))
+        new, changed = delta.filter(pc.invert(known)), delta.filter(known)
+        with current.transaction() as transaction:
+            if new.num_rows:
+                transaction.append(new)
+            if changed.num_rows:
+                transaction.upsert(changed, join_cols=KEY_COLUMNS)
+        return new.num_rows, changed.num_rows
+
+    return commit_with_retry(table, write)
+
+
 @dg.asset(
     key=["bronze", "weather_forecasts"],
     group_name="bronze",
-    description="Hourly weather forecasts per location from the weather API, upserted by (location_id, ts).",
+    description=(
+        "Hourly weather forecasts per location from the weather API, upserted by (location_id, ts); a table "
+        "missing or behind is caught up from its newest hour (or the first partition day) in chunks."
+    ),
     kinds={"iceberg", "python"},
 )
 def weather_forecasts(
@@ -211,49 +305,62 @@ def weather_forecasts(
 ) -> dg.MaterializeResult:
     fetched_at = datetime.now(UTC).replace(tzinfo=None, microsecond=0)
     start, end = requested_window(config, weather_api, fetched_at)
-    hours = int((end - start).total_seconds() // 3600)
-    if hours <= 0:
+    if int((end - start).total_seconds() // 3600) <= 0:
         raise dg.Failure(f"weather fetch window [{start}, {end}) holds no whole hour", allow_retries=False)
+    table = iceberg.table_or_none(WEATHER_TABLE)
+    window_start = start
+    if not (config.start or config.end):
+        first_day = date.fromisoformat(weather_api.catch_up_from) if weather_api.catch_up_from else None
+        start = catch_up_start(newest_hour(table), first_day, window_start)
+    chunks = chunked(start, end, weather_api.catch_up_chunk_hours)
+    if start < window_start:
+        context.log.info(f"weather: {WEATHER_TABLE} lags behind; catching up [{start}, {end}), {len(chunks)} chunk(s)")
+    responses: list[ApiResponse] = []
+    loaded: list[pa.Table] = []
+    failed: dict[int, str] = {}
+    inserted = updated = 0
+    chunk_start, chunk_end = start, end
     try:
         locations, listing = weather_api.location_ids()
-        responses, parsed = [], ParsedForecasts()
-        for batch in batches(locations, weather_api.batch_size):
-            response = weather_api.forecasts(batch, start, hours)
-            responses.append(response)
-            part = parse_forecasts(response.payload, batch, start, end, fetched_at)
-            parsed.rows.extend(part.rows)
-            parsed.failed.update(part.failed)
+        if listing is not None:
+            responses.append(listing)
+        for chunk_start, chunk_end in chunks:
+            parsed, chunk_responses = fetch_chunk(weather_api, locations, chunk_start, chunk_end, fetched_at)
+            responses.extend(chunk_responses)
+            for location, reason in parsed.failed.items():
+                failed.setdefault(location, reason)
+            if not parsed.rows:
+                continue
+            incoming = pa.Table.from_pylist(parsed.rows, schema=WEATHER_SCHEMA)
+            if table is None:  # created with the first rows: a fetch that loads nothing leaves no table behind
+                table = iceberg.load_or_create_table(WEATHER_TABLE, WEATHER_SCHEMA)
+            chunk_inserted, chunk_updated = upsert_chunk(table, incoming, chunk_start, chunk_end)
+            inserted, updated = inserted + chunk_inserted, updated + chunk_updated
+            loaded.append(incoming)
     except MalformedPayload as error:
-        raise dg.Failure(
-            f"weather API payload refused, nothing loaded into {WEATHER_TABLE}: {error}", allow_retries=False
-        ) from None
+        refused = f"weather API payload refused, nothing loaded into {WEATHER_TABLE}"
+        if loaded:  # a catch-up: the chunks before this one are committed, and the next fetch resumes after them
+            refused = (
+                f"weather API payload refused, nothing of [{chunk_start:%Y-%m-%dT%H:%M}, {chunk_end:%Y-%m-%dT%H:%M}) "
+                f"loaded into {WEATHER_TABLE} ({inserted + updated} row(s) of {len(loaded)} earlier chunk(s) kept)"
+            )
+        raise dg.Failure(f"{refused}: {error}", allow_retries=False) from None
     except WeatherApiRefused as error:
         raise dg.Failure(str(error), allow_retries=False) from None
     except WeatherApiUnavailable as error:
-        # transient to the last retry: the run fails and the op's retry policy (jobs/policies.py) may try again
+        # transient to the last retry: the run fails and the op's retry policy (jobs/policies.py) may try again;
+        # chunks committed before it stay, and the next fetch resumes after them
         raise dg.Failure(str(error)) from None
-    if listing is not None:
-        responses.insert(0, listing)
-    if not parsed.rows:
+    if not loaded:
         raise dg.Failure(
-            f"weather API gave no valid forecast for any of {len(locations)} locations; failed: {parsed.failed}",
+            f"weather API gave no valid forecast for any of {len(locations)} locations; failed: {failed}",
             allow_retries=False,
         )
-    incoming = pa.Table.from_pylist(parsed.rows, schema=WEATHER_SCHEMA)
-    table = iceberg.load_or_create_table(WEATHER_TABLE, WEATHER_SCHEMA)
-
-    def write(current: "Table") -> tuple[int, int]:
-        delta = changed_rows(incoming, stored_rows(current, start, end))
-        if delta.num_rows == 0:
-            return 0, 0
-        result = current.upsert(delta, join_cols=KEY_COLUMNS)
-        return result.rows_inserted, result.rows_updated
-
-    inserted, updated = commit_with_retry(table, write)
+    incoming = pa.concat_tables(loaded)
     table = table.refresh()
     snapshot = table.current_snapshot()
-    if parsed.failed:
-        context.log.warning(f"weather: {len(parsed.failed)} location(s) not loaded: {parsed.failed}")
+    if failed:
+        context.log.warning(f"weather: {len(failed)} location(s) not loaded: {failed}")
     retries = sum(r.retries for r in responses)
     return dg.MaterializeResult(
         metadata=audit_metadata(
@@ -271,8 +378,9 @@ def weather_forecasts(
                 "rows_inserted": inserted,
                 "rows_updated": updated,
                 "locations_requested": len(locations),
-                "locations_loaded": len(locations) - len(parsed.failed),
-                "failed_locations": dg.MetadataValue.json({str(k): v for k, v in sorted(parsed.failed.items())}),
+                "locations_loaded": len(locations) - len(failed),
+                "failed_locations": dg.MetadataValue.json({str(k): v for k, v in sorted(failed.items())}),
+                "catch_up_chunks": len(chunks) if start < window_start else 0,
                 "api_requests": len(responses),
                 "api_retries": retries,
                 "api_response_ms": round(sum(r.response_ms for r in responses), 1),

@@ -17,9 +17,9 @@ import dagster as dg
 import numpy as np
 import pyarrow as pa
 
-from assets.ml.features import LOOKBACK_DAYS, demand_cube, feature_rows, read_gold_demand
+from assets.ml.features import LOOKBACK_DAYS, demand_cube, feature_rows, read_gold_demand, read_weather
 from assets.ml.learner import predict
-from assets.ml.training import PRODUCTION_MODEL
+from assets.ml.training import PRODUCTION_MODEL, WEATHER
 from audit.metadata import audit_metadata, table_checksum
 from resources.iceberg import IcebergCatalog, commit_with_retry
 from resources.model_registry import ModelRegistry, ModelVersionRef
@@ -92,10 +92,12 @@ def model_forecast(
     warehouse: Warehouse, booster, model: ModelVersionRef, start: date, end: date, run_id: str
 ) -> tuple[pa.Table, int]:
     """(forecast rows, Gold rows read): every station and hour of the day after each feature day in
-    [start, end) that Gold holds, predicted by `booster` from that day and the six before it."""
+    [start, end) that Gold holds, predicted by `booster` from that day, the six before it and the
+    weather forecast of the day predicted."""
     demand, stations = read_gold_demand(warehouse, start - timedelta(days=LOOKBACK_DAYS), end)
+    weather = read_weather(warehouse, start - timedelta(days=LOOKBACK_DAYS), end + timedelta(days=1))
     last = end - timedelta(days=1)
-    cube = demand_cube(demand, stations, start - timedelta(days=LOOKBACK_DAYS), last)
+    cube = demand_cube(demand, stations, start - timedelta(days=LOOKBACK_DAYS), last, weather)
     feature_days = [d for d in cube.days_present() if d >= start]
     rows = feature_rows(cube, [d + timedelta(days=1) for d in feature_days])
     predicted = np.maximum(predict(booster, rows), 0.0) if rows.num_rows else np.zeros(0)
@@ -150,7 +152,8 @@ def build_demand_forecast_asset(partitions_def: dg.DailyPartitionsDefinition) ->
         key=["ml", "demand_forecast"],
         group_name="ml",
         kinds={"python", "polars", "iceberg"},
-        deps=[FEATURES, STATIONS, PRODUCTION_MODEL],
+        # The weather of the forecast day is a model input: a new forecast re-runs the newest day by automation.
+        deps=[FEATURES, STATIONS, WEATHER, PRODUCTION_MODEL],
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
         description=(

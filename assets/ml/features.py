@@ -6,12 +6,20 @@ laid out as a dense cube (day x station x hour) in which a day Gold does not hol
 not zero. A row for target day t reads the cube at days < t only (yesterday, a week ago, the
 week's mean at that hour) plus calendar and station attributes, so the same code builds the training
 rows, the holdout rows and tomorrow's forecast rows, and no row can see its own target.
+
+The weather of the target hour at the station's weather location is a feature too: it is a forecast,
+known before the day starts (the weather API forecasts 48 hours ahead), so using it sees no target. It
+is read from `silver.weather_conditions` by `gold.dim_stations.weather_location_id` rather than from
+`gold.demand_features_hourly`, which holds only the station-hours that had bookings: the hours without
+bookings (the zeros the model must learn too) need their weather as well. Gold's weather columns come
+from the same table by the same key, so the two agree wherever Gold has a row. An hour without a fetched
+forecast stays missing (NaN), which LightGBM treats as missing, not as zero.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import date, datetime, time, timedelta
 
 import numpy as np
 import pyarrow as pa
@@ -19,6 +27,8 @@ import pyarrow as pa
 from resources.warehouse import Warehouse
 
 HOURS = 24
+# The target hour's weather at the station's location (silver/weather_conditions); is_wet as 0/1.
+WEATHER_COLUMNS = ["temperature_c", "precipitation_mm", "wind_kmh", "is_wet"]
 LOOKBACK_DAYS = 7  # the longest lag: a target day needs the 7 days before it
 FEATURE_COLUMNS = [
     "hour_of_day",
@@ -29,6 +39,7 @@ FEATURE_COLUMNS = [
     "bookings_lag_1d",
     "bookings_lag_7d",
     "bookings_mean_7d",
+    *WEATHER_COLUMNS,
 ]
 TARGET = "bookings"
 KEY_COLUMNS = ["target_date", "start_station_id", "hour_of_day"]
@@ -39,6 +50,15 @@ SELECT "feature_date", "start_station_id", CAST("hour_of_day" AS BIGINT) AS "hou
        CAST("bookings_started" AS BIGINT) AS "bookings_started"
 FROM "gold"."demand_features_hourly"
 WHERE "feature_date" >= ? AND "feature_date" < ?
+"""
+# Every station's weather per hour: the stations' location key joined to the weather of that location.
+WEATHER_SQL = """
+SELECT s."station_id", w."hour_start", CAST(w."temperature_c" AS DOUBLE) AS "temperature_c",
+       CAST(w."precipitation_mm" AS DOUBLE) AS "precipitation_mm", CAST(w."wind_kmh" AS DOUBLE) AS "wind_kmh",
+       CASE WHEN w."is_wet" THEN 1.0 ELSE 0.0 END AS "is_wet"
+FROM "silver"."weather_conditions" AS w
+JOIN "gold"."dim_stations" AS s ON s."weather_location_id" = w."location_id"
+WHERE w."hour_start" >= ? AND w."hour_start" < ?
 """
 GOLD_STATIONS_SQL = """
 SELECT "station_id", CAST("capacity" AS BIGINT) AS "capacity", CAST("lat" AS DOUBLE) AS "lat",
@@ -59,6 +79,7 @@ FEATURE_SCHEMA = pa.schema(
         pa.field("bookings_lag_1d", pa.float64()),  # null: that day is not in Gold
         pa.field("bookings_lag_7d", pa.float64()),
         pa.field("bookings_mean_7d", pa.float64()),
+        *(pa.field(name, pa.float64()) for name in WEATHER_COLUMNS),  # null: no forecast fetched for that hour
         pa.field(TARGET, pa.float64()),  # null for a day still to come (the forecast)
     ]
 )
@@ -74,6 +95,9 @@ class DemandCube:
     lat: np.ndarray
     lon: np.ndarray
     bookings: np.ndarray  # float64, shape (days, stations, 24)
+    # float64, shape (days + 1, stations, 24, len(WEATHER_COLUMNS)): one day more than `bookings`, for the
+    # forecast's target day; NaN where no forecast was fetched (or no weather was read)
+    weather: np.ndarray | None = None
 
     @property
     def days(self) -> list[date]:
@@ -92,11 +116,40 @@ def read_gold_demand(warehouse: Warehouse, start: date, end: date) -> tuple[pa.T
     return warehouse.query_arrow(GOLD_DEMAND_SQL, [start, end]), warehouse.query_arrow(GOLD_STATIONS_SQL, [])
 
 
-def demand_cube(demand: pa.Table, stations: pa.Table, first_day: date, last_day: date) -> DemandCube:
+def read_weather(warehouse: Warehouse, start: date, end: date) -> pa.Table:
+    """Every station's weather per hour of the days [start, end), on either warehouse engine."""
+    to_hour = datetime.combine  # the parameters are timestamps: hour_start is one
+    return warehouse.query_arrow(WEATHER_SQL, [to_hour(start, time()), to_hour(end, time())])
+
+
+def weather_cube(weather: pa.Table, station_ids: np.ndarray, first_day: date, n_days: int) -> np.ndarray:
+    """The weather rows laid out as (day, station, hour, column) for `n_days` from `first_day`; NaN elsewhere."""
+    cube = np.full((max(n_days, 0), len(station_ids), HOURS, len(WEATHER_COLUMNS)), np.nan)
+    if weather.num_rows == 0 or len(station_ids) == 0:
+        return cube
+    hour_start = weather.column("hour_start").cast(pa.timestamp("us"))
+    micros = np.asarray(hour_start.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+    hours_since_first = micros // 3_600_000_000 - (first_day - date(1970, 1, 1)).days * HOURS
+    day_index, hour = hours_since_first // HOURS, hours_since_first % HOURS
+    station = np.asarray(weather.column("station_id").to_numpy(), dtype=np.int64)
+    position = np.minimum(np.searchsorted(station_ids, station), len(station_ids) - 1)
+    keep = (day_index >= 0) & (day_index < n_days) & (station_ids[position] == station)
+    values = np.column_stack(
+        [np.asarray(weather.column(name).to_numpy(zero_copy_only=False), dtype=np.float64) for name in WEATHER_COLUMNS]
+    )
+    cube[day_index[keep], position[keep], hour[keep]] = values[keep]
+    return cube
+
+
+def demand_cube(
+    demand: pa.Table, stations: pa.Table, first_day: date, last_day: date, weather: pa.Table | None = None
+) -> DemandCube:
     """Lay the sparse Gold rows out densely for the days [first_day, last_day] and every station.
 
     A day with no Gold row at all is unknown (NaN); a missing station-hour of a known day is zero.
-    Rows of stations missing from `stations` are an error: the two marts disagree.
+    Rows of stations missing from `stations` are an error: the two marts disagree. `weather`
+    (`read_weather` over [first_day, last_day + 2 days)) gives the target hours' weather; without it the
+    weather features are missing.
     """
     station_ids = np.asarray(stations.column("station_id").to_numpy(), dtype=np.int64)
     n_days = (last_day - first_day).days + 1
@@ -122,6 +175,7 @@ def demand_cube(demand: pa.Table, stations: pa.Table, first_day: date, last_day:
         lat=np.asarray(stations.column("lat").to_numpy(), dtype=np.float64),
         lon=np.asarray(stations.column("lon").to_numpy(), dtype=np.float64),
         bookings=cube,
+        weather=weather_cube(weather, station_ids, first_day, n_days + 1) if weather is not None else None,
     )
 
 
@@ -140,6 +194,11 @@ def feature_rows(cube: DemandCube, target_days: list[date]) -> pa.Table:
             return cube.bookings[index].reshape(-1)
         return np.full(per_day, np.nan)
 
+    def day_weather(index: int) -> np.ndarray:
+        if cube.weather is not None and 0 <= index < cube.weather.shape[0]:
+            return cube.weather[index].reshape(per_day, len(WEATHER_COLUMNS))
+        return np.full((per_day, len(WEATHER_COLUMNS)), np.nan)
+
     for day in target_days:
         t = cube.day_index(day)
         history = np.stack([day_values(t - k) for k in range(1, LOOKBACK_DAYS + 1)])
@@ -156,6 +215,9 @@ def feature_rows(cube: DemandCube, target_days: list[date]) -> pa.Table:
         columns["bookings_lag_1d"].append(history[0])
         columns["bookings_lag_7d"].append(history[LOOKBACK_DAYS - 1])
         columns["bookings_mean_7d"].append(mean)
+        weather = day_weather(t)
+        for i, name in enumerate(WEATHER_COLUMNS):
+            columns[name].append(weather[:, i])
         columns[TARGET].append(day_values(t))
     arrays = []
     for field in FEATURE_SCHEMA:

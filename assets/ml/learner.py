@@ -42,10 +42,10 @@ class LearnerParams:
         return asdict(self)
 
 
-def feature_matrix(rows: pa.Table) -> np.ndarray:
-    """The model's input matrix, columns in FEATURE_COLUMNS order; nulls become NaN (LightGBM's missing)."""
+def feature_matrix(rows: pa.Table, names: list[str] = FEATURE_COLUMNS) -> np.ndarray:
+    """The model's input matrix, columns in `names` order; nulls become NaN (LightGBM's missing)."""
     return np.column_stack(
-        [np.asarray(rows.column(name).to_numpy(zero_copy_only=False), dtype=np.float64) for name in FEATURE_COLUMNS]
+        [np.asarray(rows.column(name).to_numpy(zero_copy_only=False), dtype=np.float64) for name in names]
     )
 
 
@@ -62,7 +62,10 @@ def train(rows: pa.Table, params: LearnerParams):
 
 
 def predict(booster, rows: pa.Table) -> np.ndarray:
-    return np.asarray(booster.predict(feature_matrix(rows), num_threads=2), dtype=np.float64)
+    """The booster's predictions, fed the features it was trained on by name: a champion registered before
+    a feature was added (the weather) keeps predicting from its own columns."""
+    names = booster.feature_name()
+    return np.asarray(booster.predict(feature_matrix(rows, names), num_threads=2), dtype=np.float64)
 
 
 def seasonal_naive(rows: pa.Table) -> np.ndarray:

@@ -21,11 +21,13 @@ import dagster as dg
 import pyarrow as pa
 
 from assets.ml.features import (
+    FEATURE_COLUMNS,
     KEY_COLUMNS,
     MissingFeatureDays,
     TrainingWindow,
     demand_cube,
     read_gold_demand,
+    read_weather,
     split_rows,
     training_rows,
 )
@@ -38,6 +40,7 @@ from resources.warehouse import Warehouse
 
 FEATURES = dg.AssetKey(["gold", "demand_features_hourly"])
 STATIONS = dg.AssetKey(["gold", "dim_stations"])
+WEATHER = dg.AssetKey(["silver", "weather_conditions"])
 TRAINING_FEATURES = dg.AssetKey(["ml", "demand_training_features"])
 CANDIDATE = dg.AssetKey(["ml", "demand_model_candidate"])
 PRODUCTION_MODEL = dg.AssetKey(["ml", "demand_model"])
@@ -127,7 +130,7 @@ def build_retraining_assets(
         key=TRAINING_FEATURES,
         group_name="ml",
         kinds={"python", "iceberg"},
-        deps=[FEATURES, STATIONS],
+        deps=[FEATURES, STATIONS, WEATHER],
         partitions_def=partitions_def,
         backfill_policy=ONE_DAY_PER_RUN,
         description=(
@@ -141,7 +144,8 @@ def build_retraining_assets(
         as_of = context.partition_time_window.start.date()
         window = TrainingWindow(as_of, config.training_days, config.holdout_days)
         demand, stations = read_gold_demand(warehouse, window.read_start, as_of + timedelta(days=1))
-        cube = demand_cube(demand, stations, window.read_start, as_of)
+        weather = read_weather(warehouse, window.read_start, as_of + timedelta(days=1))
+        cube = demand_cube(demand, stations, window.read_start, as_of, weather)
         try:
             rows, training, _holdout = training_rows(cube, window)
         except MissingFeatureDays as error:
@@ -165,6 +169,8 @@ def build_retraining_assets(
         table = table.refresh()
         snapshot = table.current_snapshot()
         first_training = training[0].isoformat() if training else "none"
+        # Rows whose target hour had a forecast: below 1.0 when the weather history is incomplete.
+        with_weather = table_rows.num_rows - table_rows.column("temperature_c").null_count
         context.log.info(
             f"{TRAINING_TABLE}: {table_rows.num_rows} row(s), {len(training)} training day(s) from "
             f"{first_training}, holdout [{window.holdout_start}, {as_of}]"
@@ -179,7 +185,10 @@ def build_retraining_assets(
                 partition_row_count=table_rows.num_rows,
                 checksum=table_checksum(table_rows, KEY_COLUMNS),
                 data_window=(window.read_start.isoformat(), (as_of + timedelta(days=1)).isoformat()),
-                input_partitions=[f"{FEATURES.to_user_string()}:[{window.read_start}, {as_of}]"],
+                input_partitions=[
+                    f"{FEATURES.to_user_string()}:[{window.read_start}, {as_of}]",
+                    WEATHER.to_user_string(),
+                ],
                 snapshot_id=snapshot.snapshot_id,
                 schema=schema,
                 extra={
@@ -188,6 +197,8 @@ def build_retraining_assets(
                     "holdout_window": f"[{window.holdout_start}, {as_of + timedelta(days=1)})",
                     "training_rows": rows.num_rows - holdout_rows.num_rows,
                     "holdout_rows": holdout_rows.num_rows,
+                    "features": dg.MetadataValue.json(FEATURE_COLUMNS),
+                    "weather_coverage": round(with_weather / table_rows.num_rows, 4) if table_rows.num_rows else 0.0,
                 },
             )
         )
@@ -363,6 +374,7 @@ def train_and_register(
         "strata.feature_table": TRAINING_TABLE,
         "strata.feature_snapshot_id": str(snapshot_id),
         "strata.feature_checksum": checksum,
+        "strata.features": ",".join(booster.feature_name()),
         "strata.dagster_run_id": context.run.run_id,
     }
     registered = registry.register_candidate(booster, params=params.as_dict(), metrics=metrics, tags=tags)
@@ -406,6 +418,7 @@ def train_and_register(
             "strata/holdout_rows": holdout.num_rows,
             "strata/feature_snapshot_id": str(snapshot_id),
             "strata/feature_checksum": checksum,
+            "strata/features": dg.MetadataValue.json(booster.feature_name()),
             "strata/training_seconds": round(training_seconds, 3),
             "strata/params": dg.MetadataValue.json(params.as_dict()),
             "strata/library_versions": dg.MetadataValue.json(libraries),

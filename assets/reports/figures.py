@@ -105,10 +105,11 @@ def _sum(table: pa.Table, column: str) -> int | float | Decimal:
 
 
 def forecast_accuracy(
-    iceberg: IcebergCatalog, warehouse: Warehouse, start: date, end: date
+    iceberg: IcebergCatalog, warehouse: Warehouse, start: date, end: date, actual: pa.Table | None = None
 ) -> tuple[float | None, int | None]:
-    """100 x (1 - WAPE) of the demand forecast over [start, end) against the bookings that happened, and
-    the forecast table's snapshot id; (None, None) when no forecast covers the week."""
+    """100 x (1 - WAPE) of the demand forecast over [start, end) against the bookings that happened
+    (`actual`: ACTUALS_SQL's rows for the window, when already read), and the forecast table's snapshot
+    id; (None, None) when no forecast covers the week."""
     table = iceberg.table_or_none(FORECAST_TABLE)
     if table is None or table.current_snapshot() is None:
         return None, None
@@ -123,9 +124,9 @@ def forecast_accuracy(
     snapshot = table.current_snapshot().snapshot_id
     if forecast.num_rows == 0:
         return None, snapshot
-    actual = warehouse.query_arrow(ACTUALS_SQL, [start, end]).rename_columns(
-        ["forecast_date", "start_station_id", "hour_of_day", "bookings_started"]
-    )
+    if actual is None:
+        actual = warehouse.query_arrow(ACTUALS_SQL, [start, end])
+    actual = actual.rename_columns(["forecast_date", "start_station_id", "hour_of_day", "bookings_started"])
     keys = ["forecast_date", "start_station_id", "hour_of_day"]
     joined = forecast.join(actual, keys=keys, join_type="full outer")
     expected = [v or 0 for v in joined.column("expected_bookings").to_pylist()]
@@ -140,12 +141,20 @@ def forecast_accuracy(
 def read_week(warehouse: Warehouse, iceberg: IcebergCatalog, start: date) -> WeekFigures:
     """The figures of the ISO week starting on Monday `start`, and of the week before for comparison."""
     previous, end = start - timedelta(days=7), start + timedelta(days=7)
-    kpi = warehouse.query_arrow(KPI_SQL, [previous, end])
-    fleet = warehouse.query_arrow(FLEET_SQL, [previous, end])
-    fleet_size = int(warehouse.query_arrow(FLEET_SIZE_SQL).column("vehicles")[0].as_py())
-    hourly = warehouse.query_arrow(HOURLY_SQL, [start, end])
-    accuracy, forecast_snapshot = forecast_accuracy(iceberg, warehouse, start, end)
-    previous_accuracy, _ = forecast_accuracy(iceberg, warehouse, previous, start)
+    # One warehouse connection for all: at scale 1 opening one per query took most of the read's time.
+    kpi, fleet, fleet_size_rows, hourly, actual, previous_actual = warehouse.query_arrow_many(
+        [
+            (KPI_SQL, [previous, end]),
+            (FLEET_SQL, [previous, end]),
+            (FLEET_SIZE_SQL, []),
+            (HOURLY_SQL, [start, end]),
+            (ACTUALS_SQL, [start, end]),
+            (ACTUALS_SQL, [previous, start]),
+        ]
+    )
+    fleet_size = int(fleet_size_rows.column("vehicles")[0].as_py())
+    accuracy, forecast_snapshot = forecast_accuracy(iceberg, warehouse, start, end, actual)
+    previous_accuracy, _ = forecast_accuracy(iceberg, warehouse, previous, start, previous_actual)
 
     def week_of(table: pa.Table, column: str, first: date) -> pa.Table:
         days = set(week_dates(first))

@@ -224,8 +224,10 @@ def backfill_lines(work: Path, data_root: Path, days: int) -> list[str]:
     end = BENCH_START + timedelta(days=days)
     root = work / "platform"
     env = strata_env(root, data_root, BENCH_START)
-    platform = run_tree(
-        ["-m", "jobs.backfill", "--start", str(BENCH_START), "--end", str(end)], env, work / "logs" / "backfill.log"
+    platform = run_tree(  # no weather API here, and the floor loads no weather either
+        ["-m", "jobs.backfill", "--start", str(BENCH_START), "--end", str(end), "--no-weather"],
+        env,
+        work / "logs" / "backfill.log",
     )
     prepare_floor(work / "floor")
     floor = run_tree(

@@ -1,4 +1,4 @@
--- Current state of every station.
+-- Current state of every station, with its weather location (the ML features read the weather by it).
 select
     station_id,
     station_name,
@@ -6,6 +6,7 @@ select
     lat,
     lon,
     capacity,
+    {{ station_location('station_id') }} as weather_location_id,
     created_at,
     updated_at
 from {{ ref('stg_stations') }}
