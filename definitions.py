@@ -29,6 +29,7 @@ from sensors.alert_sensors import (
 from sensors.audit_sensor import build_audit_sensor
 from sensors.automation_sensor import build_automation_sensors
 from sensors.freshness_sensor import build_freshness_alert_sensor
+from sensors.lineage_sensor import build_lineage_sensor
 from sensors.telemetry_drop_sensor import build_telemetry_drop_sensor
 
 
@@ -65,6 +66,7 @@ def build_definitions(settings: StrataSettings) -> dg.Definitions:
         sensors=[
             build_telemetry_drop_sensor(TELEMETRY, telemetry),
             build_audit_sensor(),
+            build_lineage_sensor(),
             *build_automation_sensors(assets),
             build_freshness_alert_sensor(partition_rules=partition_freshness),
             build_run_failure_alert_sensor(),

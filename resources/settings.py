@@ -80,6 +80,11 @@ class StrataSettings:
     # The MLflow tracking server of the model registry (STRATA_MLFLOW_TRACKING_URI); "" keeps a SQLite
     # registry under the root (.strata/mlflow/). Credentials go in MLflow's own variables, never here.
     mlflow_tracking_uri: str = ""
+    # OpenLineage (STRATA_OPENLINEAGE_URL, an http(s) endpoint such as Marquez; STRATA_OPENLINEAGE_FILE, a
+    # JSON-lines file); both empty: lineage is off. STRATA_OPENLINEAGE_NAMESPACE names Strata's jobs.
+    openlineage_url: str = ""
+    openlineage_file: str = ""
+    openlineage_namespace: str = "strata"
 
     @property
     def dagster_home(self) -> Path:
@@ -222,6 +227,9 @@ def load_settings(environ: dict[str, str] | None = None) -> StrataSettings:
         weather=_prefixed(env, "STRATA_WEATHER_"),
         outputs_url=env.get("STRATA_OUTPUTS_URL"),
         mlflow_tracking_uri=env.get("STRATA_MLFLOW_TRACKING_URI", ""),
+        openlineage_url=env.get("STRATA_OPENLINEAGE_URL", ""),
+        openlineage_file=env.get("STRATA_OPENLINEAGE_FILE", ""),
+        openlineage_namespace=env.get("STRATA_OPENLINEAGE_NAMESPACE", "strata"),
     )
 
 
