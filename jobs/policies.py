@@ -129,6 +129,13 @@ TABLE_RETENTION: list[tuple[str, str, RetentionPolicy]] = [
     ("Audit tables (run log, loaded drops, quarantine): a month of history for auditors", "audit",
      RetentionPolicy(snapshot_max_age=timedelta(days=30), min_snapshots=10, orphan_min_age=timedelta(hours=24))),
 ]  # fmt: skip
+# Column-schema-change checks (assets/quality/schema_change.py): what a column added, removed or retyped
+# in a published table is. WARN shows it on the asset and blocks nothing; ERROR with blocking would stop
+# the consumers of the table.
+SCHEMA_CHANGE_CHECKS: list[tuple[str, dg.AssetSelection, dg.AssetCheckSeverity]] = [
+    ("dbt models and Gold tables: a changed column is shown, not blocking", DBT_MODELS | GOLD,
+     dg.AssetCheckSeverity.WARN),
+]  # fmt: skip
 # Run priority (`dagster/priority`, higher starts first) for the QueuedRunCoordinator: the daily Gold
 # build before the dimension refresh, both before hourly Bronze catch-up. Jobs not listed get 0.
 JOB_PRIORITIES: dict[str, int] = {
@@ -143,6 +150,11 @@ PRIORITY_TAG = "dagster/priority"
 
 
 # --- applying them -----------------------------------------------------------------------------------
+
+
+def schema_change_severities(assets: Sequence[dg.AssetsDefinition]) -> dict[dg.AssetKey, dg.AssetCheckSeverity]:
+    """The schema-change check's severity per asset, from `SCHEMA_CHANGE_CHECKS`."""
+    return _by_key(SCHEMA_CHANGE_CHECKS, assets, "schema-change severity")  # type: ignore[return-value]
 
 
 def priority_tags(job_name: str) -> dict[str, str]:
