@@ -176,7 +176,7 @@ def build_lineage_events(
     ended = run_record.end_time or run_record.update_timestamp.timestamp()
 
     tags = [
-        tags_run.TagsRunFacetFields(key, value, "STRATA", producer=PRODUCER)
+        tags_run.TagsRunFacetFields(key, value, "STRATA")
         for key, value in (
             ("code_version", record.code_version),
             ("git_sha", record.git_sha),
