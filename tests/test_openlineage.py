@@ -127,7 +127,7 @@ def test_every_event_of_a_two_day_run_validates_and_names_the_runs_datasets_and_
         result = tick(two_days, sink)
         again = tick(two_days, sink, cursor=result.cursor)
     assert receiver.paths == {"/api/v1/lineage"}
-    assert "0 OpenLineage event(s) sent" in again.skip_message  # the cursor moved past the runs
+    assert "0 OpenLineage event(s) sent" in again.skip_reason.skip_message  # the cursor moved past the runs
 
     events = receiver.events
     for event in events:
