@@ -289,8 +289,9 @@ def build_lineage_events(
                 )
             )
             continue
-        rows = _value(metadata, "dagster/partition_row_count") if pair.partition else None
-        rows = rows if rows is not None else _value(metadata, "dagster/row_count")
+        # A partition's rows, or none: the table's total (`dagster/row_count`, e.g. of a view over all days)
+        # is no statistic of the partition's output.
+        rows = _value(metadata, "dagster/partition_row_count" if pair.partition else "dagster/row_count")
         output_facets = dict(partition_facets)
         if rows is not None:
             output_facets["outputStatistics"] = output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet(

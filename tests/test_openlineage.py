@@ -19,7 +19,8 @@ import pytest
 from audit.lineage import child_run_id
 from definitions import build_definitions
 from jobs.backfill import run_backfill
-from resources.lineage import OpenLineageSink
+from resources.lineage import LineageRefused, OpenLineageSink, build_lineage_sink
+from resources.secrets import SecretsResource
 from resources.settings import StrataSettings, load_settings
 from sensors.lineage_sensor import SENSOR_NAME
 from tests.conftest import ENVIRONMENT_OVERRIDES, TEST_START
@@ -38,6 +39,7 @@ class Receiver:
 
     events: list[dict] = field(default_factory=list)
     paths: set[str] = field(default_factory=set)
+    authorizations: set[str | None] = field(default_factory=set)
     status: int = 200
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -50,6 +52,7 @@ def receiver_handler(receiver: Receiver) -> type[QuietHandler]:
                 with receiver.lock:
                     receiver.events.append(json.loads(body))
                     receiver.paths.add(self.path)
+                    receiver.authorizations.add(self.headers.get("Authorization"))
             self.send_response(receiver.status)
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -85,6 +88,10 @@ def two_days(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoDays]:
             yield TwoDays(settings, defs, instance, {job: run_id for job, run_id, _, _ in summary.runs})
 
 
+def sink(**fields) -> OpenLineageSink:
+    return OpenLineageSink(secrets=SecretsResource(), **fields)
+
+
 def tick(two_days: TwoDays, sink: OpenLineageSink, cursor: str | None = None):
     sensor = two_days.defs.get_sensor_def(SENSOR_NAME)
     resources = {
@@ -111,7 +118,7 @@ def materialized(instance: dg.DagsterInstance, run_id: str) -> dict[tuple[str, s
 
 
 def test_off_by_default_the_sensor_sends_nothing(two_days: TwoDays):
-    result = tick(two_days, OpenLineageSink())
+    result = tick(two_days, sink())
     assert isinstance(result, dg.SkipReason)
     assert "OpenLineage is off" in result.skip_message
 
@@ -119,14 +126,15 @@ def test_off_by_default_the_sensor_sends_nothing(two_days: TwoDays):
 def test_every_event_of_a_two_day_run_validates_and_names_the_runs_datasets_and_partitions(two_days: TwoDays):
     receiver = Receiver(status=503)
     with serve_http(receiver_handler(receiver)) as server:
-        sink = OpenLineageSink(url=f"http://127.0.0.1:{server.server_address[1]}")
+        http = sink(url=f"http://127.0.0.1:{server.server_address[1]}")
         # The endpoint is down: the tick fails and keeps no cursor, so nothing is lost.
         with pytest.raises(Exception, match="503"):
-            tick(two_days, sink)
+            tick(two_days, http)
         receiver.status = 200
-        result = tick(two_days, sink)
-        again = tick(two_days, sink, cursor=result.cursor)
+        result = tick(two_days, http)
+        again = tick(two_days, http, cursor=result.cursor)
     assert receiver.paths == {"/api/v1/lineage"}
+    assert receiver.authorizations == {None}  # no key named, no Authorization header
     assert "0 OpenLineage event(s) sent" in again.skip_reason.skip_message  # the cursor moved past the runs
 
     events = receiver.events
@@ -170,8 +178,10 @@ def test_every_event_of_a_two_day_run_validates_and_names_the_runs_datasets_and_
             layer = asset.split("/")[0]
             namespace = warehouse_namespace if layer in ("silver", "gold") else iceberg_namespace
             assert (output["namespace"], output["name"]) == (namespace, meta["dagster/table_name"]), asset
+            # A partition's own rows, never the table's total (a daily view of both days has no per-day count).
             rows = meta.get("dagster/partition_row_count") if partition else meta.get("dagster/row_count")
-            assert output["outputFacets"]["outputStatistics"]["rowCount"] == rows, (asset, partition)
+            statistics = output["outputFacets"].get("outputStatistics")
+            assert (statistics["rowCount"] if statistics else None) == rows, (asset, partition)
             columns = [f["name"] for f in output["facets"]["schema"]["fields"]]
             assert columns == [c.name for c in meta["dagster/column_schema"].columns], asset
 
@@ -191,6 +201,7 @@ def test_every_event_of_a_two_day_run_validates_and_names_the_runs_datasets_and_
 
     # A dbt model's job carries its SQL, its inputs are its upstream tables, and the code version is tagged.
     kpi = next(e for e in events if e["eventType"] == "COMPLETE" and e["job"]["name"] == "gold/kpi_daily")
+    assert kpi["outputs"][0]["outputFacets"]["outputStatistics"]["rowCount"] == 1  # one KPI row a day
     assert "fct_bookings" in kpi["job"]["facets"]["sql"]["query"]
     assert kpi["job"]["facets"]["sql"]["dialect"] == "duckdb"
     assert {(i["namespace"], i["name"]) for i in kpi["inputs"]} == {
@@ -207,7 +218,45 @@ def test_every_event_of_a_two_day_run_validates_and_names_the_runs_datasets_and_
 
 def test_a_file_target_gets_the_same_events(two_days: TwoDays, tmp_path):
     path = tmp_path / "lineage" / "events.jsonl"
-    tick(two_days, OpenLineageSink(file_path=str(path)))
+    tick(two_days, sink(file_path=str(path)))
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert lines and all(schema_errors(event) == [] for event in lines)
     assert {e["run"]["runId"] for e in lines} >= set(two_days.run_ids.values())
+
+
+def test_the_api_key_is_read_by_name_at_send_time_and_sent_only_as_a_bearer_header(
+    two_days: TwoDays, monkeypatch: pytest.MonkeyPatch
+):
+    key = "ol-key-" + "7f3a9c" * 4
+    monkeypatch.setenv("STRATA_SECRET_OPENLINEAGE__API_KEY", key)
+    receiver = Receiver()
+    with serve_http(receiver_handler(receiver)) as server:
+        monkeypatch.setenv("STRATA_OPENLINEAGE_URL", f"http://127.0.0.1:{server.server_address[1]}")
+        monkeypatch.setenv("STRATA_OPENLINEAGE_API_KEY_SECRET", "openlineage/api_key")
+        settings = load_settings()
+        http = build_lineage_sink(settings, two_days.defs.resources["secrets"])
+        assert key not in repr(http) and http.api_key_secret == "openlineage/api_key"
+        tick(two_days, http)
+    assert receiver.events and receiver.authorizations == {f"Bearer {key}"}
+
+
+@pytest.mark.parametrize(
+    ("url", "dropped"),
+    [
+        ("https://svc:pa55-w0rd-x9@marquez.example:5000/", "user info"),
+        ("https://tok-3c1d9e8f7a6b@marquez.example", "user info"),
+        ("https://marquez.example/?api_key=k-3c1d9e8f7a6b&env=prod", "query parameter api_key"),
+    ],
+)
+def test_credentials_in_the_url_never_reach_resource_config_and_nothing_is_sent(
+    two_days: TwoDays, url: str, dropped: str
+):
+    planted = {"pa55-w0rd-x9", "tok-3c1d9e8f7a6b", "k-3c1d9e8f7a6b"}
+    settings = load_settings({"STRATA_OPENLINEAGE_URL": url})
+    http = build_lineage_sink(settings, SecretsResource())
+    config = json.dumps(http._convert_to_config_dictionary())  # what Dagster stores and shows as its config
+    assert [value for value in planted if value in config] == []
+    assert http.url.startswith("https://marquez.example") and http.dropped_url_credentials == dropped
+    with pytest.raises(LineageRefused, match="STRATA_OPENLINEAGE_API_KEY_SECRET") as refused:
+        tick(two_days, http)
+    assert dropped in str(refused.value) and not any(value in str(refused.value) for value in planted)
