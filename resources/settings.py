@@ -82,9 +82,13 @@ class StrataSettings:
     mlflow_tracking_uri: str = ""
     # OpenLineage (STRATA_OPENLINEAGE_URL, an http(s) endpoint such as Marquez; STRATA_OPENLINEAGE_FILE, a
     # JSON-lines file); both empty: lineage is off. STRATA_OPENLINEAGE_NAMESPACE names Strata's jobs.
+    # STRATA_OPENLINEAGE_API_KEY_SECRET is the NAME of the endpoint's API key secret ("" = no key).
     openlineage_url: str = ""
     openlineage_file: str = ""
     openlineage_namespace: str = "strata"
+    openlineage_api_key_secret: str = ""
+    # The Prometheus textfile the metrics sensor rewrites (STRATA_METRICS_TEXTFILE); "" = metrics off.
+    metrics_textfile: str = ""
 
     @property
     def dagster_home(self) -> Path:
@@ -230,6 +234,8 @@ def load_settings(environ: dict[str, str] | None = None) -> StrataSettings:
         openlineage_url=env.get("STRATA_OPENLINEAGE_URL", ""),
         openlineage_file=env.get("STRATA_OPENLINEAGE_FILE", ""),
         openlineage_namespace=env.get("STRATA_OPENLINEAGE_NAMESPACE", "strata"),
+        openlineage_api_key_secret=env.get("STRATA_OPENLINEAGE_API_KEY_SECRET", ""),
+        metrics_textfile=env.get("STRATA_METRICS_TEXTFILE", ""),
     )
 
 
