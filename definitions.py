@@ -13,12 +13,19 @@ from assets.ml.training import build_retraining_assets
 from assets.partitions import daily_partitions, hourly_partitions, weekly_partitions
 from assets.quality.checks import build_quality_checks
 from assets.quality.schema_change import build_schema_change_checks
+from assets.quality.volume_anomaly import build_volume_anomaly_checks
 from assets.reports.weekly import build_weekly_report_asset
 from assets.transform.dbt_models import build_dbt_assets
 from jobs import build_jobs
 from jobs.executor import build_executor
 from jobs.partition_freshness import build_partition_freshness_checks, check_keys, resolve_rules
-from jobs.policies import PARTITION_FRESHNESS, TABLE_RETENTION, apply_global_policies, schema_change_severities
+from jobs.policies import (
+    PARTITION_FRESHNESS,
+    TABLE_RETENTION,
+    apply_global_policies,
+    schema_change_severities,
+    volume_policies,
+)
 from jobs.schedules import build_schedules
 from resources.environment import build_dbt_project, build_resources
 from resources.settings import StrataSettings, load_settings
@@ -62,6 +69,7 @@ def build_definitions(settings: StrataSettings) -> dg.Definitions:
             *retraining_checks,
             *build_forecast_checks(),
             *build_schema_change_checks(schema_change_severities(assets)),
+            *build_volume_anomaly_checks(volume_policies(assets), partitions_by_asset),
         ],
         jobs=jobs,
         schedules=build_schedules(jobs),
