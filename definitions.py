@@ -38,6 +38,7 @@ from sensors.audit_sensor import build_audit_sensor
 from sensors.automation_sensor import build_automation_sensors
 from sensors.freshness_sensor import build_freshness_alert_sensor
 from sensors.lineage_sensor import build_lineage_sensor
+from sensors.metrics_sensor import build_metrics_sensor
 from sensors.telemetry_drop_sensor import build_telemetry_drop_sensor
 
 
@@ -77,6 +78,7 @@ def build_definitions(settings: StrataSettings) -> dg.Definitions:
             build_telemetry_drop_sensor(TELEMETRY, telemetry),
             build_audit_sensor(),
             build_lineage_sensor(),
+            build_metrics_sensor(),
             *build_automation_sensors(assets),
             build_freshness_alert_sensor(partition_rules=partition_freshness),
             build_run_failure_alert_sensor(),
