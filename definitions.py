@@ -53,7 +53,7 @@ def build_definitions(settings: StrataSettings) -> dg.Definitions:
             telemetry,
             weather_forecasts,
             build_table_maintenance_asset(TABLE_RETENTION),
-            *build_dbt_assets(dbt_project, daily),
+            *build_dbt_assets(dbt_project, daily, settings.dbt_docs_url),
             *retraining,
             build_demand_forecast_asset(daily),
             build_weekly_report_asset(weekly_partitions(settings.start_date)),
