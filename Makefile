@@ -27,7 +27,7 @@ DEMO_START = $(shell cat $(DEMO_START_FILE) 2>/dev/null || date -u -d "$(DAYS) d
 DEMO_TARGETS := dev demo demo-data $(STRATA_ROOT)/demo/ground_truth.json $(STRATA_ROOT)/demo/initial-load.done
 $(DEMO_TARGETS): export STRATA_START_DATE ?= $(DEMO_START)
 
-.PHONY: help env dev demo demo-data test test-fast test-week bench bench-backfill lint format manifest clean policy sbom runbooks
+.PHONY: help env dev demo demo-data test test-fast test-week bench bench-backfill lint format manifest clean policy sbom runbooks docs docs-serve
 
 help:
 	@echo "make dev     environment + demo data + dagster dev (UI on http://HOST:PORT, default 127.0.0.1:3000) + live demo"
@@ -35,6 +35,7 @@ help:
 	@echo "make test    the test suite (make test-fast skips the slow scale tests)"
 	@echo "make bench   benchmarks against plain-engine floors"
 	@echo "make bench-backfill  the 181-day backfill at scale 0.1 against its floor, and load_hourly at 30/90/181 days"
+	@echo "make docs    the dbt docs site (dbt/target/docs); make docs-serve serves it on http://HOST:DOCS_PORT"
 	@echo "make lint    ruff check + format check"
 	@echo "make policy  deployment policy over images/ and helm/ (digests, limits, non-root, no secrets)"
 	@echo "make sbom    CycloneDX SBOM of the base image's Python packages, from uv.lock ($(SBOM))"
@@ -49,6 +50,26 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 
 manifest: env
 	cd dbt && $(UV) run dbt parse --quiet --profiles-dir . --target local
+
+# `make docs`: the dbt docs site of the local target, in dbt/target/docs (apart from the manifest the
+# platform loads). dbt compiles every model and reads the catalog (columns, types, rows) from the local
+# warehouse, which DuckDB lets one process open at a time: while a build writes it, use DOCS_OFFLINE=1
+# (parse, then `--no-compile --empty-catalog`: the models' source SQL, tests and lineage, no warehouse).
+# `make docs-serve` serves it on DOCS_PORT, where the dbt assets' `strata/dbt_docs` links point.
+DOCS_DIR := target/docs
+DOCS_PORT ?= 8580
+DOCS_OFFLINE ?= 0
+docs: env manifest
+	cd dbt && if [ "$(DOCS_OFFLINE)" = 1 ]; then \
+		$(UV) run dbt parse --quiet --profiles-dir . --target local --target-path $(DOCS_DIR) && \
+		$(UV) run dbt docs generate --quiet --profiles-dir . --target local --target-path $(DOCS_DIR) \
+			--no-compile --empty-catalog; \
+	else \
+		$(UV) run dbt docs generate --quiet --profiles-dir . --target local --target-path $(DOCS_DIR); \
+	fi
+
+docs-serve:
+	$(UV) run python -m http.server $(DOCS_PORT) --bind $(HOST) --directory dbt/$(DOCS_DIR)
 
 $(STRATA_ROOT)/demo/ground_truth.json:
 	mkdir -p $(STRATA_ROOT)/demo && echo $(DEMO_START) > $(DEMO_START_FILE)

@@ -12,13 +12,21 @@ from assets.ml.demand_forecast import build_demand_forecast_asset, build_forecas
 from assets.ml.training import build_retraining_assets
 from assets.partitions import daily_partitions, hourly_partitions, weekly_partitions
 from assets.quality.checks import build_quality_checks
+from assets.quality.schema_change import build_schema_change_checks
+from assets.quality.volume_anomaly import build_volume_anomaly_checks
 from assets.reports.slo import build_slo_report_asset
 from assets.reports.weekly import build_weekly_report_asset
 from assets.transform.dbt_models import build_dbt_assets
 from jobs import build_jobs
 from jobs.executor import build_executor
 from jobs.partition_freshness import build_partition_freshness_checks, check_keys, resolve_rules
-from jobs.policies import PARTITION_FRESHNESS, TABLE_RETENTION, apply_global_policies
+from jobs.policies import (
+    PARTITION_FRESHNESS,
+    TABLE_RETENTION,
+    apply_global_policies,
+    schema_change_severities,
+    volume_policies,
+)
 from jobs.schedules import build_schedules
 from resources.environment import build_dbt_project, build_resources
 from resources.settings import StrataSettings, load_settings
@@ -30,6 +38,8 @@ from sensors.alert_sensors import (
 from sensors.audit_sensor import build_audit_sensor
 from sensors.automation_sensor import build_automation_sensors
 from sensors.freshness_sensor import build_freshness_alert_sensor
+from sensors.lineage_sensor import build_lineage_sensor
+from sensors.metrics_sensor import build_metrics_sensor
 from sensors.telemetry_drop_sensor import build_telemetry_drop_sensor
 
 
@@ -44,7 +54,7 @@ def build_definitions(settings: StrataSettings) -> dg.Definitions:
             telemetry,
             weather_forecasts,
             build_table_maintenance_asset(TABLE_RETENTION),
-            *build_dbt_assets(dbt_project, daily),
+            *build_dbt_assets(dbt_project, daily, settings.dbt_docs_url),
             *retraining,
             build_demand_forecast_asset(daily),
             build_weekly_report_asset(weekly_partitions(settings.start_date)),
@@ -61,12 +71,16 @@ def build_definitions(settings: StrataSettings) -> dg.Definitions:
             *build_partition_freshness_checks(partition_freshness),
             *retraining_checks,
             *build_forecast_checks(),
+            *build_schema_change_checks(schema_change_severities(assets)),
+            *build_volume_anomaly_checks(volume_policies(assets), partitions_by_asset),
         ],
         jobs=jobs,
         schedules=build_schedules(jobs),
         sensors=[
             build_telemetry_drop_sensor(TELEMETRY, telemetry),
             build_audit_sensor(),
+            build_lineage_sensor(),
+            build_metrics_sensor(),
             *build_automation_sensors(assets),
             build_freshness_alert_sensor(partition_rules=partition_freshness),
             build_run_failure_alert_sensor(),

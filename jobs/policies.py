@@ -32,6 +32,7 @@ from datetime import timedelta
 import dagster as dg
 
 from assets.ml.training import RETRAINING_ASSETS
+from assets.quality.volume_anomaly import VolumePolicy
 from jobs.partition_freshness import PartitionDeadline
 from resources.iceberg_maintenance import RetentionPolicy
 from resources.warehouse import WAREHOUSE_POOL
@@ -142,6 +143,22 @@ OWNERS: list[tuple[str, dg.AssetSelection, list[str]]] = [
     ("Table maintenance and platform health", dg.AssetSelection.groups("maintenance", "platform"),
      ["team:data-platform"]),
 ]  # fmt: skip
+# Column-schema-change checks (assets/quality/schema_change.py): what a column added, removed or retyped
+# in a published table is. WARN shows it on the asset and blocks nothing; ERROR with blocking would stop
+# the consumers of the table.
+SCHEMA_CHANGE_CHECKS: list[tuple[str, dg.AssetSelection, dg.AssetCheckSeverity]] = [
+    ("dbt models and Gold tables: a changed column is shown, not blocking", DBT_MODELS | GOLD,
+     dg.AssetCheckSeverity.WARN),
+]  # fmt: skip
+# Volume anomaly checks (assets/quality/volume_anomaly.py): each partition's rows against the table's own
+# last 14 comparable partitions (robust z-score, judged once 7 exist). WARN shows an odd day and blocks
+# nothing; a table whose consumers must not see one gets `VolumePolicy(severity=ERROR, blocking=True)`.
+VOLUME_ANOMALY_CHECKS: list[tuple[str, dg.AssetSelection, VolumePolicy]] = [
+    ("Bronze and Gold tables: a partition far from its last 14 is shown, not blocking",
+     (BRONZE | GOLD) - BRONZE_TELEMETRY, VolumePolicy()),
+    ("Bronze telemetry: each hour against the same hour of the last 14 days (a fleet's day has a rhythm)",
+     BRONZE_TELEMETRY, VolumePolicy(step=24)),
+]  # fmt: skip
 # Run priority (`dagster/priority`, higher starts first) for the QueuedRunCoordinator: the daily Gold
 # build before the dimension refresh, both before hourly Bronze catch-up. Jobs not listed get 0.
 JOB_PRIORITIES: dict[str, int] = {
@@ -156,6 +173,16 @@ PRIORITY_TAG = "dagster/priority"
 
 
 # --- applying them -----------------------------------------------------------------------------------
+
+
+def schema_change_severities(assets: Sequence[dg.AssetsDefinition]) -> dict[dg.AssetKey, dg.AssetCheckSeverity]:
+    """The schema-change check's severity per asset, from `SCHEMA_CHANGE_CHECKS`."""
+    return _by_key(SCHEMA_CHANGE_CHECKS, assets, "schema-change severity")  # type: ignore[return-value]
+
+
+def volume_policies(assets: Sequence[dg.AssetsDefinition]) -> dict[dg.AssetKey, VolumePolicy]:
+    """The volume anomaly policy per asset, from `VOLUME_ANOMALY_CHECKS`."""
+    return _by_key(VOLUME_ANOMALY_CHECKS, assets, "volume policy")  # type: ignore[return-value]
 
 
 def priority_tags(job_name: str) -> dict[str, str]:

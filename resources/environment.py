@@ -12,6 +12,8 @@ from resources.alerting import build_alerting_resource
 from resources.iceberg import IcebergCatalog
 from resources.ingestion_guard import IngestionGuard
 from resources.landing import LandingZone
+from resources.lineage import build_lineage_sink
+from resources.metrics import MetricsTextfile
 from resources.model_registry import ModelRegistry
 from resources.outputs import OutputsArea
 from resources.redaction import split_url_password
@@ -112,5 +114,7 @@ def build_resources(settings: StrataSettings, dbt_project: DbtProject) -> dict[s
             root=settings.outputs_root, s3_endpoint_url=settings.s3_endpoint_url, s3_region=settings.s3_region
         ),
         "registry": ModelRegistry.from_settings(settings),
+        "lineage": build_lineage_sink(settings, secrets),
+        "metrics": MetricsTextfile(path=settings.metrics_textfile),
         "dbt": DbtCliResource(project_dir=dbt_project, target=settings.dbt_target, dbt_executable=dbt_executable()),
     }

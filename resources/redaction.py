@@ -116,6 +116,23 @@ def split_url_password(url: str) -> tuple[str, str | None]:
     return urlunsplit((parts.scheme, netloc, parts.path, query_text, parts.fragment)), password
 
 
+def strip_url_credentials(url: str) -> tuple[str, list[str]]:
+    """(`url` without credentials, what was removed): the userinfo (`user:pass@`, or a bare token as
+    `token@`) and every query parameter whose name looks secret (`api_key=`, `access_token=`). For
+    endpoints whose credential has its own secret name: a URL setting must never carry one."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    removed = [f"query parameter {name}" for name, _ in query if _is_secret_name(name)]
+    netloc = parts.netloc
+    if "@" in netloc:
+        removed.insert(0, "user info")
+        netloc = netloc.rpartition("@")[2]
+    if not removed:
+        return url, []
+    kept = urlencode([(name, value) for name, value in query if not _is_secret_name(name)])
+    return urlunsplit((parts.scheme, netloc, parts.path, kept, parts.fragment)), removed
+
+
 def with_url_password(url: str, password: str) -> str:
     """`url` with `password` (percent-encoded) in its userinfo: the URL handed to a driver, never stored."""
     parts = urlsplit(url)

@@ -21,6 +21,8 @@ ICEBERG_CATALOG_NAME = "strata"
 # The weather API: the demo server's address (`python -m demo weather-api`) and the name of its token secret.
 DEFAULT_WEATHER_API_URL = "http://127.0.0.1:8765"
 WEATHER_AUTH_SECRET = "weather/api_token"
+# Where the dbt docs site (`make docs`, then `make docs-serve`) is served; dbt assets link to their page there.
+DEFAULT_DBT_DOCS_URL = "http://127.0.0.1:8580"
 
 
 def default_demo_end() -> date:
@@ -80,6 +82,17 @@ class StrataSettings:
     # The MLflow tracking server of the model registry (STRATA_MLFLOW_TRACKING_URI); "" keeps a SQLite
     # registry under the root (.strata/mlflow/). Credentials go in MLflow's own variables, never here.
     mlflow_tracking_uri: str = ""
+    # OpenLineage (STRATA_OPENLINEAGE_URL, an http(s) endpoint such as Marquez; STRATA_OPENLINEAGE_FILE, a
+    # JSON-lines file); both empty: lineage is off. STRATA_OPENLINEAGE_NAMESPACE names Strata's jobs.
+    # STRATA_OPENLINEAGE_API_KEY_SECRET is the NAME of the endpoint's API key secret ("" = no key).
+    openlineage_url: str = ""
+    openlineage_file: str = ""
+    openlineage_namespace: str = "strata"
+    openlineage_api_key_secret: str = ""
+    # The dbt docs site the dbt assets link to (STRATA_DBT_DOCS_URL).
+    dbt_docs_url: str = DEFAULT_DBT_DOCS_URL
+    # The Prometheus textfile the metrics sensor rewrites (STRATA_METRICS_TEXTFILE); "" = metrics off.
+    metrics_textfile: str = ""
 
     @property
     def dagster_home(self) -> Path:
@@ -222,6 +235,12 @@ def load_settings(environ: dict[str, str] | None = None) -> StrataSettings:
         weather=_prefixed(env, "STRATA_WEATHER_"),
         outputs_url=env.get("STRATA_OUTPUTS_URL"),
         mlflow_tracking_uri=env.get("STRATA_MLFLOW_TRACKING_URI", ""),
+        openlineage_url=env.get("STRATA_OPENLINEAGE_URL", ""),
+        openlineage_file=env.get("STRATA_OPENLINEAGE_FILE", ""),
+        openlineage_namespace=env.get("STRATA_OPENLINEAGE_NAMESPACE", "strata"),
+        openlineage_api_key_secret=env.get("STRATA_OPENLINEAGE_API_KEY_SECRET", ""),
+        metrics_textfile=env.get("STRATA_METRICS_TEXTFILE", ""),
+        dbt_docs_url=env.get("STRATA_DBT_DOCS_URL", DEFAULT_DBT_DOCS_URL),
     )
 
 

@@ -88,15 +88,7 @@ def process_finished_runs(
     secrets: Iterable[str] | None = None,
 ) -> TickOutcome:
     """One tick's work: read the runs finished since the cursor, record them, return the next cursor."""
-    updated_after = datetime.fromtimestamp(cursor.after - OVERLAP_SECONDS, UTC) if cursor.after else None
-    fetched = instance.get_run_records(
-        dg.RunsFilter(statuses=list(TERMINAL_STATUSES), updated_after=updated_after),
-        # The overlap re-reads up to len(seen) runs; asking for that many more keeps `limit` new ones.
-        limit=limit + len(cursor.seen),
-        order_by="update_timestamp",
-        ascending=True,
-    )
-    fresh = [r for r in fetched if r.dagster_run.run_id not in cursor.seen][:limit]
+    fresh = finished_runs_since(instance, cursor, limit)
     deadline = time.monotonic() + budget_s
     done: list[dg.RunRecord] = []
     records: list[AuditRecord] = []
@@ -106,11 +98,29 @@ def process_finished_runs(
         if time.monotonic() > deadline:
             break  # the rest (in update order, so the cursor stays exact) waits for the next tick
     written, already = append_new_records(catalog, records, writer=SENSOR_NAME)
+    return TickOutcome(advance_cursor(cursor, done), written, already, len(done))
 
+
+def finished_runs_since(instance: dg.DagsterInstance, cursor: AuditCursor, limit: int) -> list[dg.RunRecord]:
+    """Up to `limit` runs finished since the cursor and not yet processed, in update order (the lineage
+    sensor follows finished runs the same way)."""
+    updated_after = datetime.fromtimestamp(cursor.after - OVERLAP_SECONDS, UTC) if cursor.after else None
+    fetched = instance.get_run_records(
+        dg.RunsFilter(statuses=list(TERMINAL_STATUSES), updated_after=updated_after),
+        # The overlap re-reads up to len(seen) runs; asking for that many more keeps `limit` new ones.
+        limit=limit + len(cursor.seen),
+        order_by="update_timestamp",
+        ascending=True,
+    )
+    return [r for r in fetched if r.dagster_run.run_id not in cursor.seen][:limit]
+
+
+def advance_cursor(cursor: AuditCursor, done: list[dg.RunRecord]) -> AuditCursor:
+    """The cursor after `done` (processed in update order): their newest time and the runs near it."""
     stamps = {r.dagster_run.run_id: r.update_timestamp.timestamp() for r in done}
     after = max([cursor.after, *stamps.values()])
     seen = {run_id: ts for run_id, ts in {**cursor.seen, **stamps}.items() if ts >= after - OVERLAP_SECONDS}
-    return TickOutcome(AuditCursor(after, seen), written, already, len(done))
+    return AuditCursor(after, seen)
 
 
 def build_audit_sensor() -> dg.SensorDefinition:

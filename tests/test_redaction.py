@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 
 from resources.environment import SOURCE_URL_PASSWORD_SECRET, source_database
 from resources.iceberg import IcebergCatalog, IcebergCatalogWithSecrets
-from resources.redaction import MASK, scrub, scrub_url, split_url_password, with_url_password
+from resources.redaction import (
+    MASK,
+    scrub,
+    scrub_url,
+    split_url_password,
+    strip_url_credentials,
+    with_url_password,
+)
 from resources.secrets import SecretsResource
 from resources.settings import load_settings
 from resources.source_db import SourceDatabase, SourceDatabaseWithPassword
@@ -91,6 +98,29 @@ def test_a_password_put_into_a_url_comes_back_out_and_is_masked(password: str):
     assert (
         scrub(f"failed: {url} refused")
         == "failed: postgresql://strata:***@db.internal:5432/oltp?sslmode=require refused"
+    )
+
+
+@given(
+    user=st.none() | URL_PASSWORDS,
+    password=st.none() | URL_PASSWORDS,
+    key_name=st.sampled_from(["api_key", "apiKey", "access_token", "X-Api-Key", "client_secret"]),
+    key=st.none() | URL_PASSWORDS,
+)
+def test_credentials_of_an_endpoint_url_are_cut_out_and_the_rest_kept(
+    user: str | None, password: str | None, key_name: str, key: str | None
+):
+    """The OpenLineage URL setting: nothing of the userinfo or of a secret-named parameter survives."""
+    base = "https://marquez.example:5000/api?env=prod"
+    url = with_url_password(base, password) if password else base
+    if user:
+        url = url.replace("https://", f"https://{quote(user, safe='')}{'' if password else '@'}", 1)
+    if key is not None:
+        url += f"&{key_name}={quote_plus(key)}"
+    stripped, removed = strip_url_credentials(url)
+    assert stripped == base
+    assert removed == (["user info"] if user or password else []) + (
+        [f"query parameter {key_name}"] if key is not None else []
     )
 
 

@@ -5,10 +5,13 @@ the alert webhook URL (its path is the credential) in Vault (the local stand-in 
 Vault AppRole secret id in the environment, the Vault session token in Vault's login answer, and a
 password written into STRATA_SOURCE_URL (the deprecated form).
 
+An OpenLineage API key is planted in Vault too: the lineage sensor reads it by name and sends it only as
+a header to a local receiver, while its file transport writes the same events under STRATA_ROOT.
+
 Four real run processes (`dagster job execute`) on an instance in STRATA_ROOT: an hour of telemetry
 (dbt's staging view needs the table), a successful refresh (Bronze from PostgreSQL, dbt), a failing one
 (a table the role may no longer read: retried, then failed), and one with the deprecated URL to a
-database that is gone (the guard's `not_run`). Then the alert and audit sensors. Every file under
+database that is gone (the guard's `not_run`). Then the alert, audit and lineage sensors. Every file under
 STRATA_ROOT is read in its own format (SQLite cells and their zlib blobs, Parquet rows, Avro records,
 DuckDB tables, gzip, plain bytes), and so are the dbt target and log folders of these runs: none holds
 any planted secret.
@@ -37,6 +40,7 @@ from assets.transform.dbt_models import STABLE_TARGETS_DIR
 from audit.metadata import NOT_RUN_TAG
 from resources.settings import DBT_PROJECT_DIR, REPO_ROOT
 from tests.conftest import TEST_START
+from tests.local_http import QuietHandler, serve_http
 from tests.test_alerting import VaultServer, WebhookServer, vault_server, webhook_server  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.slow  # three real run processes and a dbt build
@@ -202,6 +206,7 @@ def test_no_planted_secret_reaches_strata_root(
     from resources.settings import load_settings
     from sensors.alert_sensors import RUN_FAILURE_SENSOR
     from sensors.audit_sensor import build_audit_sensor
+    from sensors.lineage_sensor import SENSOR_NAME as LINEAGE_SENSOR
 
     secrets = {
         "source password": source["password"],
@@ -210,6 +215,7 @@ def test_no_planted_secret_reaches_strata_root(
         "vault secret id": planted("vault-secret-id"),
         "vault token": "hvs." + random_tokens.token_hex(16),
         "password in STRATA_SOURCE_URL": planted("url-password"),
+        "openlineage api key": planted("openlineage-key"),
     }
     vault_server.secret_id = secrets["vault secret id"]
     vault_server.token = secrets["vault token"]
@@ -219,6 +225,7 @@ def test_no_planted_secret_reaches_strata_root(
             "secret/strata/source_db": {"password": secrets["source password"]},
             "secret/strata/iceberg": {"s3_secret_access_key": secrets["s3 secret key"]},
             "secret/strata/alerting": {"webhook_url": webhook_url},
+            "secret/strata/openlineage": {"api_key": secrets["openlineage api key"]},
         }
     )
 
@@ -249,6 +256,8 @@ def test_no_planted_secret_reaches_strata_root(
         "STRATA_ICEBERG_PROP_S3__REGION": "us-east-1",
         "STRATA_ALERT_CHANNELS": "webhook,log",
         "STRATA_DOTENV": str(tmp_path / "no.env"),
+        "STRATA_OPENLINEAGE_FILE": str(strata_root / "lineage" / "events.jsonl"),
+        "STRATA_OPENLINEAGE_API_KEY_SECRET": "openlineage/api_key",
     }
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
@@ -309,6 +318,28 @@ def test_no_planted_secret_reaches_strata_root(
             defs.resolve_sensor_def(RUN_FAILURE_SENSOR)(context.for_run_failure())
         with dg.build_sensor_context(instance=instance, resources={"iceberg": defs.resources["iceberg"]}) as context:
             build_audit_sensor()(context)
+        # The lineage sensor, to a receiver that records the Authorization header of each POST.
+        authorizations: list[str | None] = []
+
+        class Receiver(QuietHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["Content-Length"]))
+                authorizations.append(self.headers.get("Authorization"))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+        with serve_http(Receiver) as server:
+            monkeypatch.setenv("STRATA_OPENLINEAGE_URL", f"http://127.0.0.1:{server.server_address[1]}")
+            lineage_defs = build_definitions(load_settings())
+            with dg.build_sensor_context(
+                instance=instance,
+                repository_def=lineage_defs.get_repository_def(),
+                resources={name: lineage_defs.resources[name] for name in ("lineage", "iceberg", "warehouse")},
+            ) as context:
+                lineage_defs.resolve_sensor_def(LINEAGE_SENSOR)(context)
+        assert authorizations and set(authorizations) == {f"Bearer {secrets['openlineage api key']}"}
+        assert (strata_root / "lineage" / "events.jsonl").stat().st_size > 0  # scanned below
 
     [alert] = [request["json"]["alert"] for request in webhook_server.received]
     assert webhook_server.received[0]["path"].endswith(secrets["webhook token"])  # the URL came from Vault

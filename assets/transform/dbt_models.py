@@ -27,6 +27,7 @@ from dagster_dbt import (
 from assets.transform.dbt_metadata import day_metadata, model_table, read_table_facts, table_metadata
 from audit.metadata import code_identity
 from resources.iceberg import IcebergCatalog
+from resources.settings import DEFAULT_DBT_DOCS_URL
 from resources.warehouse import WAREHOUSE_POOL, Warehouse, WarehouseQueryError
 
 DAILY_TAG = "daily"
@@ -49,8 +50,21 @@ FULL_WINDOW = ("1900-01-01", "2999-12-31")
 STABLE_TARGETS_DIR = "strata"
 
 
+DBT_DOCS_METADATA = "strata/dbt_docs"
+
+
+def dbt_docs_page(docs_url: str, resource_type: str, unique_id: str) -> str:
+    """A node's page in the dbt docs site (`make docs`): `<site>/#!/model/model.strata.kpi_daily`."""
+    return f"{docs_url.rstrip('/')}/#!/{resource_type}/{unique_id}"
+
+
 class StrataDbtTranslator(DagsterDbtTranslator):
-    """Maps dbt nodes onto the platform's `[layer, table]` asset keys and layer groups."""
+    """Maps dbt nodes onto the platform's `[layer, table]` asset keys and layer groups, and links each model
+    to its page in the dbt docs site served at `docs_url`."""
+
+    def __init__(self, docs_url: str = DEFAULT_DBT_DOCS_URL, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.docs_url = docs_url
 
     def get_asset_spec(self, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None) -> dg.AssetSpec:
         spec = super().get_asset_spec(manifest, unique_id, project)
@@ -58,7 +72,12 @@ class StrataDbtTranslator(DagsterDbtTranslator):
         if props["resource_type"] == "source":
             return spec.replace_attributes(key=dg.AssetKey(["bronze", props["name"]]))
         layer = layer_of(props)
-        return spec.replace_attributes(key=dg.AssetKey([layer, props["name"]]), group_name=layer)
+        page = dg.MetadataValue.url(dbt_docs_page(self.docs_url, props["resource_type"], unique_id))
+        return spec.replace_attributes(
+            key=dg.AssetKey([layer, props["name"]]),
+            group_name=layer,
+            metadata={**spec.metadata, DBT_DOCS_METADATA: page},
+        )
 
     def get_asset_check_spec(
         self, asset_spec: dg.AssetSpec, manifest: Mapping[str, Any], unique_id: str, project: DbtProject | None
@@ -266,9 +285,11 @@ def incomplete_ok_environment(context: dg.AssetExecutionContext) -> dict[str, st
     return {INCOMPLETE_OK_ENV: "false"}
 
 
-def build_dbt_assets(project: DbtProject, daily: dg.DailyPartitionsDefinition) -> list[dg.AssetsDefinition]:
+def build_dbt_assets(
+    project: DbtProject, daily: dg.DailyPartitionsDefinition, docs_url: str = DEFAULT_DBT_DOCS_URL
+) -> list[dg.AssetsDefinition]:
     """The unpartitioned models, and the `daily` ones as one daily-partitioned multi-asset."""
-    translator = StrataDbtTranslator(settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
+    translator = StrataDbtTranslator(docs_url, settings=DagsterDbtTranslatorSettings(enable_asset_checks=True))
 
     def dbt_multi_asset(name: str, **selection: Any) -> dg.AssetsDefinition:
         @dbt_assets(
