@@ -5,7 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.bronze.oltp import build_oltp_assets
-from assets.bronze.telemetry import TELEMETRY, build_telemetry_asset
+from assets.bronze.telemetry import build_drop_assets
 from assets.bronze.weather import weather_forecasts
 from assets.maintenance.iceberg_tables import build_table_maintenance_asset
 from assets.ml.demand_forecast import build_demand_forecast_asset, build_forecast_checks
@@ -34,13 +34,13 @@ from sensors.telemetry_drop_sensor import build_telemetry_drop_sensor
 
 def build_definitions(settings: StrataSettings) -> dg.Definitions:
     dbt_project = build_dbt_project(settings)
-    telemetry = build_telemetry_asset(hourly_partitions(settings.start_date))
+    drop_feeds = build_drop_assets(hourly_partitions(settings.start_date))
     daily = daily_partitions(settings.start_date)
     retraining, retraining_checks = build_retraining_assets(daily)
     assets = apply_global_policies(
         [
             *build_oltp_assets(),
-            telemetry,
+            *drop_feeds,
             weather_forecasts,
             build_table_maintenance_asset(TABLE_RETENTION),
             *build_dbt_assets(dbt_project, daily),
@@ -63,7 +63,7 @@ def build_definitions(settings: StrataSettings) -> dg.Definitions:
         jobs=jobs,
         schedules=build_schedules(jobs),
         sensors=[
-            build_telemetry_drop_sensor(TELEMETRY, telemetry),
+            *(build_telemetry_drop_sensor(feed.key.path[-1], feed) for feed in drop_feeds),
             build_audit_sensor(),
             *build_automation_sensors(assets),
             build_freshness_alert_sensor(partition_rules=partition_freshness),

@@ -93,6 +93,7 @@ class TableContract:
     # A drop's rows whose time is outside the drop's hour: "quarantine" them (row by row) or "refuse" the drop.
     outside_drop_hour: str = "quarantine"
     on_new_columns: str = "evolve"  # OLTP: a source column the contract lacks is added to Bronze, or ignored
+    description: str | None = None  # what the dataset holds, shown on its Bronze asset
 
     @property
     def row_key(self) -> tuple[str, ...]:
@@ -151,6 +152,7 @@ def _parse_table(name: str, entry: dict, where: str) -> TableContract:
         natural_key=natural_key,
         outside_drop_hour=outside_drop_hour,
         on_new_columns=on_new_columns,
+        description=entry.get("description"),
     )
 
 
