@@ -21,7 +21,7 @@ import pyarrow as pa
 
 from assets.bronze.contracts import file_drop_contracts
 from assets.drops.protocol import READY_NAME, drop_prefix
-from demo import oilgas
+from demo import legacy, oilgas
 from demo.drop_producer import write_drop
 from demo.oltp_state import changed_since, oltp_tables_at
 from demo.oltp_store import replace_tables, upsert_rows
@@ -204,13 +204,14 @@ def generate(
     tables = oltp_tables_at(world, as_of_us)
     oil_gas = oilgas.oltp_tables_at(cfg, as_of)
     replace_tables(source_url, {**tables, **oil_gas})
-    for feed in (TELEMETRY, *oilgas.DROP_FEEDS):
+    for feed in (TELEMETRY, *oilgas.DROP_FEEDS, legacy.LEGACY_PREFIX):
         shutil.rmtree(Path(landing_root) / feed, ignore_errors=True)
     tally = TelemetryTally()
     hours = hours_elapsed(cfg, as_of_us)
     written = _telemetry(world, landing_root, hours, range(0), tally, late)
     finance_written, finance = _finance_drops(cfg, landing_root, hours, range(0))
     truth = {**ground_truth(cfg, as_of, tables, tally), "oil_gas": finance.truth(oil_gas, len(hours))}
+    truth["oil_gas"]["legacy"] = legacy.write_legacy_outputs(cfg, landing_root, as_of)
     _write_truth(truth_dir, truth)
     return {**truth, "drops_written": written, "finance_drops_written": finance_written}
 
@@ -252,5 +253,6 @@ def advance(
     hours = hours_elapsed(cfg, as_of_us)
     finance_written, finance = _finance_drops(cfg, landing_root, hours, hours_elapsed(cfg, previous_us))
     truth = {**ground_truth(cfg, as_of, tables, tally), "oil_gas": finance.truth(oil_gas, len(hours))}
+    truth["oil_gas"]["legacy"] = legacy.write_legacy_outputs(cfg, landing_root, as_of)
     _write_truth(truth_dir, truth)
     return {**truth, "changes": changes, "drops_written": written, "finance_drops_written": finance_written}
