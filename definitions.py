@@ -12,6 +12,7 @@ from assets.ml.demand_forecast import build_demand_forecast_asset, build_forecas
 from assets.ml.training import build_retraining_assets
 from assets.partitions import daily_partitions, hourly_partitions, weekly_partitions
 from assets.quality.checks import build_quality_checks
+from assets.quality.parity_checks import build_parity_checks
 from assets.reports.weekly import build_weekly_report_asset
 from assets.transform.dbt_models import build_dbt_assets
 from jobs import build_jobs
@@ -56,6 +57,7 @@ def build_definitions(settings: StrataSettings) -> dg.Definitions:
         assets=assets,
         asset_checks=[
             *build_quality_checks(partitions_by_asset),
+            *build_parity_checks(partitions_by_asset),
             *build_partition_freshness_checks(partition_freshness),
             *retraining_checks,
             *build_forecast_checks(),
