@@ -3,6 +3,7 @@
     audit list   [filters]                          a table on stdout
     audit export [filters] --format csv|parquet --out FILE
     audit rebuild                                   recreate audit.run_log from the Dagster instance
+    audit cutover [--json]                          migrated tables: dual run, matching days, cut over
 
 Filters: --asset layer/table, --partition KEY (a day also finds the hourly runs of that day, and range
 runs covering it), --run RUN_ID, --status SUCCESS|FAILURE|CANCELED, --since / --until (on the run's start
@@ -22,10 +23,12 @@ from pathlib import Path
 import dagster as dg
 import pyarrow as pa
 
+from audit.cutover import cutover_json, cutover_view, format_cutover
 from audit.query import AuditFilter, partition_matches
 from audit.record import AuditRecord, build_audit_records, finished_run_records
 from audit.run_log import RUN_LOG_TABLE, rebuild_run_log, records_from_arrow, records_to_arrow
 from resources.iceberg import IcebergCatalog
+from resources.outputs import OutputsArea
 from resources.settings import load_settings
 
 STATUSES = ("SUCCESS", "FAILURE", "CANCELED")
@@ -175,7 +178,17 @@ def build_parser() -> argparse.ArgumentParser:
             sub.add_argument("--format", choices=("csv", "parquet"), required=True)
             sub.add_argument("--out", type=Path, required=True)
     commands.add_parser("rebuild", help=f"recreate {RUN_LOG_TABLE} from the Dagster instance's event log")
+    cutover = commands.add_parser("cutover", help="the migrated tables' dual-run parity and cut-over readiness")
+    cutover.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
+
+
+def settings_outputs() -> OutputsArea:
+    """The outputs area of this environment (where the parity reports are published)."""
+    settings = load_settings()
+    return OutputsArea(
+        root=settings.outputs_root, s3_endpoint_url=settings.s3_endpoint_url, s3_region=settings.s3_region
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -184,6 +197,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         with dg.DagsterInstance.get() as instance:
             count = rebuild_run_log(instance, settings_catalog())
         print(f"rebuilt {RUN_LOG_TABLE}: {count} record(s)")
+        return 0
+    if args.command == "cutover":
+        view = cutover_view(settings_outputs())
+        print(cutover_json(view) if args.json else format_cutover(view))
         return 0
     records = select_records(args)
     if args.command == "list":
