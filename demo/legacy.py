@@ -38,7 +38,7 @@ LEGACY_PREFIX = "legacy"
 PRODUCTION_FILE = "legacy/prodsum/PRODSUM_{day:%Y%m%d}.csv"
 TRIAL_BALANCE_FILE = "legacy/gl_trial_balance/GLTB_{day:%Y%m%d}.csv"
 PRODUCTION_TABLE, TRIAL_BALANCE_TABLE = "gold.field_production_daily", "gold.trial_balance_daily"
-LEGACY_BATCH_RUNS_AT = timedelta(days=1, hours=1)  # the nightly legacy batch runs at 01:00 after the day
+LEGACY_BATCH_RUNS_AT = timedelta(days=1)  # the nightly legacy batch runs as the day closes
 CENT = Decimal("0.01")
 HALF_CENT = Decimal("0.005")  # what printing with 2 decimals may change, and no more
 RECEIVABLE_LEGACY_CODE = "1205"  # declared in assets/quality/parity.yaml (value_map)
