@@ -5,13 +5,14 @@ from __future__ import annotations
 import dagster as dg
 
 from assets.bronze.oltp import build_oltp_assets
-from assets.bronze.telemetry import TELEMETRY, build_telemetry_asset
+from assets.bronze.telemetry import build_drop_assets
 from assets.bronze.weather import weather_forecasts
 from assets.maintenance.iceberg_tables import build_table_maintenance_asset
 from assets.ml.demand_forecast import build_demand_forecast_asset, build_forecast_checks
 from assets.ml.training import build_retraining_assets
 from assets.partitions import daily_partitions, hourly_partitions, weekly_partitions
 from assets.quality.checks import build_quality_checks
+from assets.quality.parity_checks import build_parity_checks
 from assets.quality.schema_change import build_schema_change_checks
 from assets.quality.volume_anomaly import build_volume_anomaly_checks
 from assets.reports.slo import build_slo_report_asset
@@ -45,13 +46,13 @@ from sensors.telemetry_drop_sensor import build_telemetry_drop_sensor
 
 def build_definitions(settings: StrataSettings) -> dg.Definitions:
     dbt_project = build_dbt_project(settings)
-    telemetry = build_telemetry_asset(hourly_partitions(settings.start_date))
+    drop_feeds = build_drop_assets(hourly_partitions(settings.start_date))
     daily = daily_partitions(settings.start_date)
     retraining, retraining_checks = build_retraining_assets(daily)
     assets = apply_global_policies(
         [
             *build_oltp_assets(),
-            telemetry,
+            *drop_feeds,
             weather_forecasts,
             build_table_maintenance_asset(TABLE_RETENTION),
             *build_dbt_assets(dbt_project, daily, settings.dbt_docs_url),
@@ -68,6 +69,7 @@ def build_definitions(settings: StrataSettings) -> dg.Definitions:
         assets=assets,
         asset_checks=[
             *build_quality_checks(partitions_by_asset),
+            *build_parity_checks(partitions_by_asset),
             *build_partition_freshness_checks(partition_freshness),
             *retraining_checks,
             *build_forecast_checks(),
@@ -77,7 +79,7 @@ def build_definitions(settings: StrataSettings) -> dg.Definitions:
         jobs=jobs,
         schedules=build_schedules(jobs),
         sensors=[
-            build_telemetry_drop_sensor(TELEMETRY, telemetry),
+            *(build_telemetry_drop_sensor(feed.key.path[-1], feed) for feed in drop_feeds),
             build_audit_sensor(),
             build_lineage_sensor(),
             build_metrics_sensor(),

@@ -7,6 +7,7 @@
                                                     compare checksums: "identical" or what differs
     audit slo --since DATE [--until DATE] [--html FILE] [--json]
                                                     SLO figures per asset group (audit/slo.py)
+    audit cutover [--json]                          migrated tables: dual run, matching days, cut over
 
 Filters: --asset layer/table, --partition KEY (a day also finds the hourly runs of that day, and range
 runs covering it), --run RUN_ID, --status SUCCESS|FAILURE|CANCELED, --since / --until (on the run's start
@@ -26,10 +27,12 @@ from pathlib import Path
 import dagster as dg
 import pyarrow as pa
 
+from audit.cutover import cutover_json, cutover_view, format_cutover
 from audit.query import AuditFilter, partition_matches
 from audit.record import AuditRecord, build_audit_records, finished_run_records
 from audit.run_log import RUN_LOG_TABLE, rebuild_run_log, records_from_arrow, records_to_arrow
 from resources.iceberg import IcebergCatalog
+from resources.outputs import OutputsArea
 from resources.settings import load_settings
 
 STATUSES = ("SUCCESS", "FAILURE", "CANCELED")
@@ -187,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     slo.add_argument("--until", help="runs started before this ISO time; a date includes that day (default: now)")
     slo.add_argument("--html", type=Path, help="also write the HTML page (table and chart) here")
     slo.add_argument("--json", action="store_true", help="print the figures as JSON instead of a table")
+    cutover = commands.add_parser("cutover", help="the migrated tables' dual-run parity and cut-over readiness")
+    cutover.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
@@ -220,6 +225,14 @@ def print_slo(args: argparse.Namespace) -> None:
     print(json.dumps(slo_as_json(rows), indent=2) if args.json else slo_text(rows, since, until))
 
 
+def settings_outputs() -> OutputsArea:
+    """The outputs area of this environment (where the parity reports are published)."""
+    settings = load_settings()
+    return OutputsArea(
+        root=settings.outputs_root, s3_endpoint_url=settings.s3_endpoint_url, s3_region=settings.s3_region
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "rebuild":
@@ -231,6 +244,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return replay_command(args.run_id, args.keep)
     if args.command == "slo":
         print_slo(args)
+        return 0
+    if args.command == "cutover":
+        view = cutover_view(settings_outputs())
+        print(cutover_json(view) if args.json else format_cutover(view))
         return 0
     records = select_records(args)
     if args.command == "list":

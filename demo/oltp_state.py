@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from assets.bronze.contracts import oltp_contracts
+from demo.oilgas import OLTP_TABLES as OIL_GAS_TABLES
 from demo.world import CITY_NAMES, VEHICLE_TYPES, World
 
 BOOKING_STATUSES = ("reserved", "active", "completed", "cancelled")
@@ -156,11 +157,12 @@ SNAPSHOTS = {
 
 
 def oltp_tables_at(world: World, as_of_us: int) -> dict[str, pa.Table]:
-    """Every OLTP table as it stands at `as_of_us`, in contract column order."""
-    missing = set(oltp_contracts()) - set(SNAPSHOTS)
+    """Every OLTP table of the fleet as it stands at `as_of_us`, in contract column order (the oil-and-gas
+    domain's tables come from `demo.oilgas`)."""
+    missing = set(oltp_contracts()) - set(SNAPSHOTS) - set(OIL_GAS_TABLES)
     if missing:
         raise ValueError(f"the demo simulator does not produce contract tables {sorted(missing)}")
-    return {name: SNAPSHOTS[name](world, as_of_us) for name in oltp_contracts()}
+    return {name: SNAPSHOTS[name](world, as_of_us) for name in oltp_contracts() if name in SNAPSHOTS}
 
 
 def changed_since(table: pa.Table, since_us: int) -> tuple[pa.Table, int]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from assets.bronze.contracts import TableContract, oltp_contracts
+from assets.bronze.contracts import DECIMAL_TYPE, VARCHAR_TYPE, TableContract, oltp_contracts
 from resources.source_db import connect_adbc
 
 SQLITE_TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S"  # Arrow prints the .ffffff fraction of timestamp[us] seconds
@@ -28,24 +28,34 @@ SQL_TYPES = {
 }
 
 
+def sql_type(type_name: str, sqlite: bool) -> str:
+    """The column type a contract type is stored as. SQLite keeps decimals as TEXT: its NUMERIC affinity
+    would turn them into binary floats, which are not the decimals they print."""
+    if DECIMAL_TYPE.fullmatch(type_name) or VARCHAR_TYPE.fullmatch(type_name):
+        return "TEXT" if sqlite else type_name.upper()
+    return SQL_TYPES[type_name][0 if sqlite else 1]
+
+
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite:///")
 
 
 def create_table_sql(contract: TableContract, sqlite: bool) -> str:
-    columns = [
-        f"{c.name} {SQL_TYPES[c.type_name][0 if sqlite else 1]}{'' if c.nullable else ' NOT NULL'}"
-        for c in contract.columns
-    ]
+    columns = [f"{c.name} {sql_type(c.type_name, sqlite)}{'' if c.nullable else ' NOT NULL'}" for c in contract.columns]
     return f"CREATE TABLE {contract.name} ({', '.join(columns)}, PRIMARY KEY ({contract.primary_key}))"
 
 
 def to_database_arrow(table: pa.Table, sqlite: bool) -> pa.Table:
-    """SQLite receives timestamps as fixed-width text; PostgreSQL takes Arrow timestamps as they are."""
+    """SQLite receives timestamps as fixed-width text and decimals as their exact text (`12.5000`);
+    PostgreSQL takes Arrow timestamps and decimals as they are."""
     if not sqlite:
         return table
     columns = [
-        pc.strftime(col, format=SQLITE_TIMESTAMP_FORMAT) if pa.types.is_timestamp(col.type) else col
+        pc.strftime(col, format=SQLITE_TIMESTAMP_FORMAT)
+        if pa.types.is_timestamp(col.type)
+        else col.cast(pa.string())
+        if pa.types.is_decimal(col.type)
+        else col
         for col in table.columns
     ]
     return pa.Table.from_arrays(columns, names=table.column_names)

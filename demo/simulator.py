@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from assets.bronze.contracts import file_drop_contracts
 from assets.drops.protocol import READY_NAME, drop_prefix
+from demo import legacy, oilgas
 from demo.drop_producer import write_drop
 from demo.oltp_state import changed_since, oltp_tables_at
 from demo.oltp_store import replace_tables, upsert_rows
@@ -164,6 +165,26 @@ def _telemetry(
     return written
 
 
+def _finance_drops(cfg: DemoConfig, landing_root: Path, hours: range, already_written: range) -> tuple[int, dict]:
+    """Write the hourly ledger drops (journal lines, then their control totals) not written before;
+    return how many hours were written and the oil-and-gas tally over every elapsed hour."""
+    tally, written = oilgas.OilGasTally(), 0
+    versions = {feed: file_drop_contracts()[feed].schema_version for feed in oilgas.DROP_FEEDS}
+    for hour in hours:
+        lines, control = oilgas.journal_hour(cfg, hour)
+        tally.add_hour(hour, lines)
+        hour_start = from_us(hour * HOUR_US)
+        if (
+            hour in already_written
+            or (Path(landing_root) / drop_prefix(oilgas.CONTROL_TOTALS, hour_start) / READY_NAME).exists()
+        ):
+            continue
+        for feed, table in ((oilgas.JOURNAL_LINES, lines), (oilgas.CONTROL_TOTALS, control)):
+            write_drop(Path(landing_root), feed, hour_start, [table], schema_version=versions[feed])
+        written += 1
+    return written, tally
+
+
 def generate(
     cfg: DemoConfig,
     *,
@@ -181,13 +202,18 @@ def generate(
     as_of_us = to_us(as_of)
     world = build_world(cfg)
     tables = oltp_tables_at(world, as_of_us)
-    replace_tables(source_url, tables)
-    shutil.rmtree(Path(landing_root) / TELEMETRY, ignore_errors=True)
+    oil_gas = oilgas.oltp_tables_at(cfg, as_of)
+    replace_tables(source_url, {**tables, **oil_gas})
+    for feed in (TELEMETRY, *oilgas.DROP_FEEDS, legacy.LEGACY_PREFIX):
+        shutil.rmtree(Path(landing_root) / feed, ignore_errors=True)
     tally = TelemetryTally()
-    written = _telemetry(world, landing_root, hours_elapsed(cfg, as_of_us), range(0), tally, late)
-    truth = ground_truth(cfg, as_of, tables, tally)
+    hours = hours_elapsed(cfg, as_of_us)
+    written = _telemetry(world, landing_root, hours, range(0), tally, late)
+    finance_written, finance = _finance_drops(cfg, landing_root, hours, range(0))
+    truth = {**ground_truth(cfg, as_of, tables, tally), "oil_gas": finance.truth(oil_gas, len(hours))}
+    truth["oil_gas"]["legacy"] = legacy.write_legacy_outputs(cfg, landing_root, as_of)
     _write_truth(truth_dir, truth)
-    return {**truth, "drops_written": written}
+    return {**truth, "drops_written": written, "finance_drops_written": finance_written}
 
 
 def advance(
@@ -214,8 +240,9 @@ def advance(
     as_of_us, previous_us = to_us(as_of), to_us(previous_as_of)
     world = build_world(cfg)
     tables = oltp_tables_at(world, as_of_us)
+    oil_gas = oilgas.oltp_tables_at(cfg, as_of)
     changed, changes = {}, {}
-    for name, table in tables.items():
+    for name, table in {**tables, **oil_gas}.items():
         changed[name], inserted = changed_since(table, previous_us)
         changes[name] = {"updated": changed[name].num_rows - inserted, "inserted": inserted}
     upsert_rows(source_url, changed)
@@ -223,6 +250,9 @@ def advance(
     written = _telemetry(
         world, landing_root, hours_elapsed(cfg, as_of_us), hours_elapsed(cfg, previous_us), tally, late
     )
-    truth = ground_truth(cfg, as_of, tables, tally)
+    hours = hours_elapsed(cfg, as_of_us)
+    finance_written, finance = _finance_drops(cfg, landing_root, hours, hours_elapsed(cfg, previous_us))
+    truth = {**ground_truth(cfg, as_of, tables, tally), "oil_gas": finance.truth(oil_gas, len(hours))}
+    truth["oil_gas"]["legacy"] = legacy.write_legacy_outputs(cfg, landing_root, as_of)
     _write_truth(truth_dir, truth)
-    return {**truth, "changes": changes, "drops_written": written}
+    return {**truth, "changes": changes, "drops_written": written, "finance_drops_written": finance_written}

@@ -20,7 +20,7 @@ from jobs.policies import ML_RETRAINING, priority_tags
 
 JOB_BY_PARTITIONING = {
     None: ("refresh_unpartitioned", "OLTP extraction into Bronze and the unpartitioned Silver/Gold models."),
-    "hourly": ("load_hourly", "Hourly partitions: Bronze telemetry from landing-zone drops."),
+    "hourly": ("load_hourly", "Hourly partitions: the Bronze file-drop feeds from landing-zone drops."),
     "daily": ("build_daily", "Daily partitions: incremental Silver/Gold models for a date window."),
     "weekly": ("publish_weekly_report", "Weekly partitions: the executive report of an ISO week, published."),
 }

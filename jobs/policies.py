@@ -31,6 +31,7 @@ from datetime import timedelta
 
 import dagster as dg
 
+from assets.bronze.contracts import file_drop_contracts
 from assets.ml.training import RETRAINING_ASSETS
 from assets.quality.volume_anomaly import VolumePolicy
 from jobs.partition_freshness import PartitionDeadline
@@ -41,9 +42,10 @@ from resources.warehouse import WAREHOUSE_POOL
 
 GOLD = dg.AssetSelection.groups("gold")
 BRONZE = dg.AssetSelection.groups("bronze")
-BRONZE_TELEMETRY = dg.AssetSelection.assets(["bronze", "telemetry"])
+# Every file-drop feed of the source contracts (telemetry, and any feed added there as data).
+BRONZE_DROPS = dg.AssetSelection.assets(*(["bronze", name] for name in file_drop_contracts()))
 BRONZE_WEATHER = dg.AssetSelection.assets(["bronze", "weather_forecasts"])
-BRONZE_OLTP = BRONZE - BRONZE_TELEMETRY - BRONZE_WEATHER
+BRONZE_OLTP = BRONZE - BRONZE_DROPS - BRONZE_WEATHER
 DBT_MODELS = dg.AssetSelection.groups("silver", "gold", "gold_restricted")
 ML = dg.AssetSelection.groups("ml")
 REPORTS = dg.AssetSelection.groups("reports")
@@ -78,7 +80,7 @@ FRESHNESS_POLICIES: list[tuple[str, dg.AssetSelection, dg.FreshnessPolicy]] = [
 ]
 PARTITION_FRESHNESS: list[tuple[str, dg.AssetSelection, PartitionDeadline]] = [
     ("Gold daily marts: the previous day present by 06:00 UTC", GOLD & DAILY_MODELS, GOLD_PREVIOUS_DAY_BY_0600),
-    ("Bronze telemetry: each hour loaded within 2 h of its end (warning after 1 h)", BRONZE_TELEMETRY,
+    ("Bronze file-drop feeds: each hour loaded within 2 h of its end (warning after 1 h)", BRONZE_DROPS,
      EACH_HOUR_WITHIN_2H),
 ]  # fmt: skip
 RETRY_POLICIES: list[tuple[str, dg.AssetSelection, dg.RetryPolicy]] = [
@@ -92,9 +94,9 @@ POOLS: list[tuple[str, dg.AssetSelection, str]] = [
     ("ML reads the marts (a DuckDB reader cannot open the file while dbt writes it)", ML_READING_MARTS, WAREHOUSE_POOL),
     ("reports read the marts too", REPORTS, WAREHOUSE_POOL),
 ]
-# Inputs that hold data per partition (hourly Bronze telemetry, the daily dbt models, ML): an update of
+# Inputs that hold data per partition (hourly Bronze drop feeds, the daily dbt models, ML): an update of
 # one of these is a change of the days it maps to, so older days in the lookback follow it too.
-PER_DAY_INPUTS = BRONZE_TELEMETRY | DAILY_MODELS | ML
+PER_DAY_INPUTS = BRONZE_DROPS | DAILY_MODELS | ML
 FOLLOW_INPUTS_LABEL = "follow inputs, day complete"
 # Dagster's `eager`, widened from the latest day to the lookback: a partition new since the last
 # evaluation (newly missing), or the newest day when any input updated, or any day of the lookback
@@ -155,9 +157,9 @@ SCHEMA_CHANGE_CHECKS: list[tuple[str, dg.AssetSelection, dg.AssetCheckSeverity]]
 # nothing; a table whose consumers must not see one gets `VolumePolicy(severity=ERROR, blocking=True)`.
 VOLUME_ANOMALY_CHECKS: list[tuple[str, dg.AssetSelection, VolumePolicy]] = [
     ("Bronze and Gold tables: a partition far from its last 14 is shown, not blocking",
-     (BRONZE | GOLD) - BRONZE_TELEMETRY, VolumePolicy()),
-    ("Bronze telemetry: each hour against the same hour of the last 14 days (a fleet's day has a rhythm)",
-     BRONZE_TELEMETRY, VolumePolicy(step=24)),
+     (BRONZE | GOLD) - BRONZE_DROPS, VolumePolicy()),
+    ("Bronze file-drop feeds: each hour against the same hour of the last 14 days (a day has a rhythm)",
+     BRONZE_DROPS, VolumePolicy(step=24)),
 ]  # fmt: skip
 # Run priority (`dagster/priority`, higher starts first) for the QueuedRunCoordinator: the daily Gold
 # build before the dimension refresh, both before hourly Bronze catch-up. Jobs not listed get 0.

@@ -128,6 +128,12 @@ class OutputsArea(dg.ConfigurableResource):
         finally:
             zone.delete(zone.list_keys(temporary))
 
+    def published_folders(self, prefix: str) -> list[str]:
+        """The folders under `prefix` that are published (have `_READY`), sorted; never a staging folder."""
+        keys = self._zone().list_keys(as_folder(checked_key(prefix.strip("/"))))
+        folders = (key.removesuffix("/" + READY) for key in keys if key.endswith("/" + READY))
+        return [f for f in folders if not any(part.startswith(TEMP_PREFIX) for part in f.split("/"))]
+
     def read_published(self, folder: str) -> dict[str, bytes] | None:
         """A reader's view: None while `folder` has no `_READY` (or is being replaced as we read); else the
         manifest's files, each checked against its size and sha256. A file that does not match while the

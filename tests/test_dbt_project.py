@@ -23,7 +23,13 @@ from assets.bronze.weather import WEATHER_SCHEMA
 
 DBT_DIR = Path(__file__).resolve().parent.parent / "dbt"
 
-STAGING = {f"stg_{name}" for name in ("customers", "stations", "vehicles", "bookings", "payments", "telemetry")}
+# The oil & gas domain (configuration only): production OLTP tables and the hourly ledger feeds.
+OILGAS_TABLES = ("fields", "wells", "well_production", "journal_lines", "journal_control_totals")
+OILGAS_MARTS = ("field_production_daily", "field_production_variance", "trial_balance_daily")
+OILGAS_MARTS += ("trial_balance_reconciliation",)
+STAGING = {
+    f"stg_{name}" for name in ("customers", "stations", "vehicles", "bookings", "payments", "telemetry", *OILGAS_TABLES)
+}
 DAILY_MODELS = {
     "telemetry_clean",
     "telemetry_quarantine",
@@ -31,9 +37,10 @@ DAILY_MODELS = {
     "fleet_health_daily",
     "kpi_daily",
     "demand_features_hourly",
+    *OILGAS_MARTS,
 }
 # Daily-partitioned in Dagster but a view in dbt: the hourly -> daily mapping starts here.
-DAILY_VIEWS = {"stg_telemetry"}
+DAILY_VIEWS = {"stg_telemetry", "stg_journal_lines", "stg_journal_control_totals"}
 MODEL_SCHEMAS = {
     **dict.fromkeys(STAGING, "silver"),
     "bookings_valid": "silver",
@@ -50,8 +57,10 @@ MODEL_SCHEMAS = {
     ),
     "demand_features_hourly": "gold",
     "dim_customers_unmasked": "gold_restricted",  # personal data in clear, for the PII reader role
+    **dict.fromkeys(OILGAS_MARTS, "gold"),
 }
 BRONZE_TABLES = {"customers", "stations", "vehicles", "bookings", "payments", "telemetry", "weather_forecasts"}
+BRONZE_TABLES |= set(OILGAS_TABLES)
 
 DUCKDB_TYPES = {
     "int64": "BIGINT",
@@ -61,6 +70,12 @@ DUCKDB_TYPES = {
     "date": "DATE",
     "timestamp": "TIMESTAMP",
 }
+
+
+def duckdb_type(type_name: str) -> str:
+    """DuckDB's type for a contract type: `decimal(p,s)` and `varchar(n)` are DuckDB types as written."""
+    return DUCKDB_TYPES.get(type_name, type_name.upper())
+
 
 DAY1 = {"window_start": "2026-10-01", "window_end": "2026-10-02"}
 DAY2 = {"window_start": "2026-10-02", "window_end": "2026-10-03"}
@@ -276,7 +291,7 @@ def create_scratch_warehouse(path: Path, rows: dict[str, list[tuple]] | None = N
         con.execute("CREATE SCHEMA IF NOT EXISTS bronze")
         for name, contract in bronze_contracts().items():
             columns = ", ".join(
-                f"{c.name} {DUCKDB_TYPES[c.type_name]}{'' if c.nullable else ' NOT NULL'}" for c in contract.columns
+                f"{c.name} {duckdb_type(c.type_name)}{'' if c.nullable else ' NOT NULL'}" for c in contract.columns
             )
             con.execute(f"CREATE OR REPLACE TABLE bronze.{name} ({columns})")
             table_rows = (rows or {}).get(name, [])

@@ -37,6 +37,19 @@ DAILY = {
 # One model per day and run: each day's candidate is judged against the champion the day before left.
 RETRAINING = {("ml", "demand_training_features"), ("ml", "demand_model_candidate"), ("ml", "demand_model")}
 ML = {"demand_forecast", "demand_training_features", "demand_model_candidate", "demand_model"}
+# The second domain (oil & gas), added as configuration: its production OLTP tables and its hourly ledger feeds.
+OILGAS_BRONZE = {"fields", "wells", "well_production", "journal_lines", "journal_control_totals"}
+OILGAS_SILVER = {f"stg_{t}" for t in OILGAS_BRONZE}
+OILGAS_GOLD = {
+    "field_production_daily",
+    "field_production_variance",
+    "trial_balance_daily",
+    "trial_balance_reconciliation",
+}
+OILGAS_HOURLY = {("bronze", "journal_lines"), ("bronze", "journal_control_totals")}
+OILGAS_DAILY = {("silver", "stg_journal_lines"), ("silver", "stg_journal_control_totals")} | {
+    ("gold", t) for t in OILGAS_GOLD
+}
 
 
 def test_definitions_hold_one_graph_from_bronze_to_gold(settings):
@@ -44,7 +57,8 @@ def test_definitions_hold_one_graph_from_bronze_to_gold(settings):
     graph = defs.resolve_asset_graph()
     keys = {tuple(k.path) for k in graph.get_all_asset_keys()}
     expected = {("bronze", t) for t in BRONZE} | {("silver", t) for t in SILVER} | {("gold", t) for t in GOLD}
-    assert keys == expected | {("ml", t) for t in ML} | {
+    oilgas = {("bronze", t) for t in OILGAS_BRONZE} | {("silver", t) for t in OILGAS_SILVER}
+    assert keys == expected | oilgas | {("gold", t) for t in OILGAS_GOLD} | {("ml", t) for t in ML} | {
         ("maintenance", "iceberg_tables"),
         ("reports", "weekly_executive_report"),
         ("gold_restricted", "dim_customers_unmasked"),
@@ -105,7 +119,7 @@ def connected_components(graph) -> list[set[dg.AssetKey]]:
     return components
 
 
-def test_the_lineage_graph_is_one_connected_graph(settings):
+def test_the_lineage_graph_is_one_connected_graph_per_source_domain(settings):
     graph = build_definitions(settings).resolve_asset_graph()
     components = connected_components(graph)
     # Table upkeep reads and writes no data of the graph: it stands alone, outside every downstream selection.
@@ -116,7 +130,16 @@ def test_the_lineage_graph_is_one_connected_graph(settings):
     slo = {dg.AssetKey(["platform", "slo_report"])}
     assert slo in components
     components.remove(slo)
-    assert len(components) == 1, [sorted(k.to_user_string() for k in c) for c in components]
+    # The oil & gas domain shares no table with mobility: its production system and its finance feed
+    # are one graph each, and everything else is the mobility graph.
+    production = {"bronze/fields", "bronze/wells", "bronze/well_production", "silver/stg_fields", "silver/stg_wells"}
+    production |= {"silver/stg_well_production", "gold/field_production_daily", "gold/field_production_variance"}
+    finance = {f"bronze/{t}" for t in ("journal_lines", "journal_control_totals")}
+    finance |= {f"silver/stg_{t}" for t in ("journal_lines", "journal_control_totals")}
+    finance |= {"gold/trial_balance_daily", "gold/trial_balance_reconciliation"}
+    named = sorted(({k.to_user_string() for k in c} for c in components), key=len)
+    assert named[:2] == [finance, production], named
+    assert len(named) == 3 and "gold/kpi_daily" in named[2], named
 
 
 def test_partitions_and_backfill_policies(settings):
@@ -126,7 +149,7 @@ def test_partitions_and_backfill_policies(settings):
     assert telemetry.partitions_def.get_first_partition_key() == "2026-10-01-00:00"
     for key in graph.get_all_asset_keys():
         node = graph.get(key)
-        if tuple(key.path) in DAILY:
+        if tuple(key.path) in DAILY | OILGAS_DAILY:
             assert isinstance(node.partitions_def, dg.DailyPartitionsDefinition), key
             assert node.backfill_policy == dg.BackfillPolicy.single_run(), key
         elif key.path == ["platform", "slo_report"]:  # a day's figures, one run per day
@@ -137,7 +160,10 @@ def test_partitions_and_backfill_policies(settings):
         elif tuple(key.path) in RETRAINING:
             assert isinstance(node.partitions_def, dg.DailyPartitionsDefinition), key
             assert node.backfill_policy == dg.BackfillPolicy.multi_run(1), key
-        elif key.path[0] != "bronze" or key.path[1] != "telemetry":
+        elif tuple(key.path) in OILGAS_HOURLY | {("bronze", "telemetry")}:
+            assert isinstance(node.partitions_def, dg.HourlyPartitionsDefinition), key
+            assert node.backfill_policy == dg.BackfillPolicy.single_run(), key
+        else:
             assert node.partitions_def is None, key
 
 
@@ -183,13 +209,17 @@ def test_jobs_split_by_partitioning(settings):
     assert not retraining & defs.resolve_job_def("build_daily").asset_layer.selected_asset_keys
 
 
-def test_the_drop_sensor_targets_bronze_telemetry(settings):
+def test_each_drop_feed_has_its_own_sensor_in_the_hourly_job(settings):
     defs = build_definitions(settings)
-    sensor = defs.resolve_sensor_def("telemetry_drop_sensor")
-    # the hourly job, not an implicit asset job: its runs queue with load_hourly's priority
-    assert sensor.job_name == "load_hourly"
-    assert defs.resolve_job_def("load_hourly").asset_layer.selected_asset_keys == {dg.AssetKey(["bronze", "telemetry"])}
-    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    feeds = {"telemetry", "journal_lines", "journal_control_totals"}
+    assert defs.resolve_job_def("load_hourly").asset_layer.selected_asset_keys == {
+        dg.AssetKey(["bronze", feed]) for feed in feeds
+    }
+    for feed in feeds:
+        sensor = defs.resolve_sensor_def(f"{feed}_drop_sensor")
+        # the hourly job, not an implicit asset job: its runs queue with load_hourly's priority
+        assert sensor.job_name == "load_hourly"
+        assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
 
 
 def test_error_severity_dbt_tests_are_blocking_checks(settings):

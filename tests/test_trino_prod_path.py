@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_dbt_project import DAILY_MODELS, DBT_DIR, MODEL_SCHEMAS, run_dbt
+from tests.test_dbt_project import DAILY_MODELS, DAILY_VIEWS, DBT_DIR, MODEL_SCHEMAS, run_dbt
 from tests.trino_server import StubResult, TrinoStub, serve_trino
 
 CATALOG = "iceberg"
@@ -43,8 +43,18 @@ PINS = {
     "payments": 105,
     "telemetry": 106,
     "weather_forecasts": 107,
+    # the oil & gas domain
+    "fields": 108,
+    "wells": 109,
+    "well_production": 110,
+    "journal_lines": 111,
+    "journal_control_totals": 112,
 }
-CONTRACT_MODELS = {"bookings", "telemetry_clean"}
+# Models with an enforced contract (their first build declares the columns' types).
+CONTRACT_MODELS = {"bookings", "telemetry_clean", "field_production_daily", "trial_balance_daily"}
+CONTRACT_MODELS |= {"trial_balance_reconciliation"}
+# Bronze feeds read by the daily views (tagged `daily`), which the daily run rebuilds on the run's pins.
+DAILY_FEEDS = {"telemetry", "journal_lines", "journal_control_totals"}
 TMP_SUFFIX = "__dbt_tmp"
 
 
@@ -208,9 +218,11 @@ def test_first_build_creates_the_contract_table_with_its_declared_columns(prod_r
     creates = statements_on(run, "create table", relation(model))
     assert len(creates) == 1, creates
     (create,) = parse_trino(creates[0])
-    assert isinstance(create, exp.Create) and table_name(create.this.this) == f"{CATALOG}.silver.{model}"
+    assert isinstance(create, exp.Create)
+    assert table_name(create.this.this) == f"{CATALOG}.{MODEL_SCHEMAS[model]}.{model}"
     declared = [(c.name, c.args["kind"].sql("trino").lower()) for c in create.this.expressions]
-    assert declared == model_columns(run.manifest)[model]
+    # sqlglot writes `decimal(19, 4)` where the YAML says `decimal(19,4)`: the same type
+    assert [(n, t.replace(" ", "")) for n, t in declared] == model_columns(run.manifest)[model]
     # The rows follow in a separate INSERT of exactly the contract's columns, in its order.
     inserts = statements_on(run, "insert into", relation(model))
     assert len(inserts) == 1
@@ -358,17 +370,19 @@ def model_ids(manifest: dict, names: set[str]) -> set[str]:
 def test_the_daily_run_records_only_the_bronze_snapshots_its_sql_read(prod_manifest):
     from assets.transform.dbt_models import bronze_tables_read
 
-    daily = model_ids(prod_manifest, DAILY_MODELS | {"stg_telemetry"})
-    # On Trino the daily run pins only stg_telemetry's read (it rebuilds that view); kpi_daily reads
-    # payments through stg_payments, which holds the pin of the run that built it.
-    assert bronze_tables_read(prod_manifest, daily, "trino") == {"telemetry"}
+    daily = model_ids(prod_manifest, DAILY_MODELS | DAILY_VIEWS)
+    # On Trino the daily run pins only the daily views' reads (it rebuilds those views); kpi_daily reads
+    # payments through stg_payments, which holds the pin of the run that built it (so do the production
+    # marts through stg_well_production, stg_wells and stg_fields).
+    assert bronze_tables_read(prod_manifest, daily, "trino") == DAILY_FEEDS
     # On DuckDB views resolve at query time, through the bronze views re-pointed for this run.
-    assert bronze_tables_read(prod_manifest, daily, "duckdb") == {"telemetry", "payments"}
+    through_views = {"payments", "well_production", "wells", "fields"}
+    assert bronze_tables_read(prod_manifest, daily, "duckdb") == DAILY_FEEDS | through_views
 
     unpartitioned = {uid for uid, n in prod_manifest["nodes"].items() if n["resource_type"] == "model"} - daily
     everything = set(PINS)
-    assert bronze_tables_read(prod_manifest, unpartitioned, "trino") == everything - {"telemetry"}
-    assert bronze_tables_read(prod_manifest, unpartitioned, "duckdb") == everything - {"telemetry"}
+    assert bronze_tables_read(prod_manifest, unpartitioned, "trino") == everything - DAILY_FEEDS
+    assert bronze_tables_read(prod_manifest, unpartitioned, "duckdb") == everything - DAILY_FEEDS
 
 
 def test_tests_that_read_a_view_count_as_reads_on_duckdb(prod_manifest):

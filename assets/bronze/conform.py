@@ -14,7 +14,7 @@ from datetime import datetime
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from assets.bronze.contracts import ARROW_TYPES, ColumnContract, TableContract
+from assets.bronze.contracts import ARROW_TYPES, DECIMAL_TYPE, VARCHAR_TYPE, ColumnContract, TableContract
 
 
 class ContractViolation(ValueError):
@@ -27,8 +27,19 @@ def not_null_rule(column: str) -> str:
 
 
 def parseable_rule(column: str, type_name: str) -> str:
-    """Rule name of a value that cannot be read losslessly as the contract's type."""
+    """Rule name of a value that cannot be read losslessly as the contract's type.
+
+    For a decimal the value must also FIT: one with more decimals than the scale (it would be rounded)
+    or more digits than the precision is refused the same way (`amount_fits_decimal_19_4`).
+    """
+    if decimal := DECIMAL_TYPE.fullmatch(type_name):
+        return f"{column}_fits_decimal_{decimal['precision']}_{decimal['scale']}"
     return f"{column}_parseable_as_{type_name}"
+
+
+def max_length_rule(column: str, length: int) -> str:
+    """Rule name of a text value longer than its `varchar(n)` column allows (it is never cut)."""
+    return f"{column}_max_length_{length}"
 
 
 def valid_utf8_rule(column: str) -> str:
@@ -151,6 +162,8 @@ def _conform(
             values, invalid = _without_invalid_utf8(values, column, where, locate=row_level)
             if invalid is not None:
                 violations.append(invalid)
+            if column.max_length is not None and (too_long := _too_long(values, column, where, locate=row_level)):
+                violations.append(too_long)
         if window is not None and column.name == window.column and (outside := _outside_window(values, window, column)):
             violations.append(outside)
         if not column.nullable and original.null_count:
@@ -200,6 +213,21 @@ def _without_invalid_utf8(
     offending = pa.array([escaped_text(v) for v in raw.take(positions).to_pylist()], pa.string())
     readable = pc.if_else(invalid, pa.scalar(None, pa.binary()), raw).cast(pa.string())
     return pa.chunked_array([readable]), _violations(positions, valid_utf8_rule(column.name), column, offending)
+
+
+def _too_long(values: pa.ChunkedArray, column: ColumnContract, where: str, *, locate: bool) -> pa.Table | None:
+    """Violations of the values longer than the column's declared maximum (in characters), or None.
+
+    A longer value is set aside whole, never truncated: cutting it would publish a different value."""
+    limit = column.max_length
+    longer = pc.fill_null(pc.greater(pc.utf8_length(values), limit), False)
+    count = pc.sum(longer).as_py() or 0
+    if not count:
+        return None
+    if not locate:
+        raise ContractViolation(f"{where}: column '{column.name}' has {count} value(s) longer than {limit} characters")
+    positions = pc.indices_nonzero(longer.combine_chunks())
+    return _violations(positions, max_length_rule(column.name, limit), column, values.take(positions).combine_chunks())
 
 
 def escaped_text(value: bytes | str | None) -> str | None:
@@ -288,8 +316,19 @@ _LOSSLESS = {
 
 
 def readable_as(actual: pa.DataType, type_name: str) -> bool:
-    """True when values of Arrow type `actual` can be read as the contract type without loss."""
-    return actual == ARROW_TYPES[type_name] or pa.types.is_null(actual) or (str(actual), type_name) in _LOSSLESS
+    """True when values of Arrow type `actual` can be read as the contract type without loss.
+
+    `varchar(n)` reads what `string` reads (its length is judged per value). A decimal reads text and
+    other decimals: the cast refuses, value by value, whatever would be rounded or does not fit, so those
+    rows are quarantined. Floats are never read as decimals: a binary float is not the decimal it prints.
+    """
+    if pa.types.is_null(actual):
+        return True
+    if VARCHAR_TYPE.fullmatch(type_name):
+        type_name = "string"
+    if DECIMAL_TYPE.fullmatch(type_name):
+        return pa.types.is_decimal(actual) or pa.types.is_string(actual) or pa.types.is_large_string(actual)
+    return actual == ARROW_TYPES[type_name] or (str(actual), type_name) in _LOSSLESS
 
 
 # A failing slice is cut into this many parts, each cast again, down to slices of at most
@@ -308,7 +347,7 @@ def _cast_column(
     if values.null_count == len(values):
         # Readers that infer types (ADBC on SQLite) type an all-null column arbitrarily; nulls carry no type.
         return pa.chunked_array([pa.nulls(len(values), column.arrow_type)]), None
-    if (actual, column.type_name) not in _LOSSLESS:
+    if not readable_as(values.type, column.type_name):
         raise ContractViolation(f"{where}: column '{column.name}' has type {actual}, contract says {column.type_name}")
     try:
         return values.cast(column.arrow_type), None

@@ -7,6 +7,7 @@ generator) reads it from here.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -26,8 +27,39 @@ ARROW_TYPES: dict[str, pa.DataType] = {
     "timestamp": pa.timestamp("us"),
 }
 
+# Parameterised types: exact decimals (Arrow decimal128, Iceberg decimal(p, s)) and text with a declared
+# maximum length (Arrow/Iceberg string; a longer value is quarantined, never cut).
+DECIMAL_TYPE = re.compile(r"decimal\((?P<precision>[0-9]+),(?P<scale>[0-9]+)\)")
+VARCHAR_TYPE = re.compile(r"varchar\((?P<length>[0-9]+)\)")
+MAX_DECIMAL_PRECISION = 38  # decimal128, and the widest decimal Iceberg stores
+
 OUTSIDE_DROP_HOUR_POLICIES = ("quarantine", "refuse")
 NEW_COLUMN_POLICIES = ("evolve", "ignore")
+
+
+def arrow_type_of(type_name: str) -> pa.DataType:
+    """The Arrow type of a contract type name (`int64`, `decimal(19,4)`, `varchar(40)`, ...)."""
+    if type_name in ARROW_TYPES:
+        return ARROW_TYPES[type_name]
+    if decimal := DECIMAL_TYPE.fullmatch(type_name):
+        return pa.decimal128(int(decimal["precision"]), int(decimal["scale"]))
+    if VARCHAR_TYPE.fullmatch(type_name):
+        return pa.string()
+    raise KeyError(type_name)
+
+
+def type_problem(type_name: str) -> str | None:
+    """Why `type_name` is not a contract type, or None when it is one."""
+    if type_name in ARROW_TYPES:
+        return None
+    if decimal := DECIMAL_TYPE.fullmatch(type_name):
+        precision, scale = int(decimal["precision"]), int(decimal["scale"])
+        if not 1 <= precision <= MAX_DECIMAL_PRECISION or scale > precision:
+            return f"{type_name!r} needs 1 <= precision <= {MAX_DECIMAL_PRECISION} and scale <= precision"
+        return None
+    if varchar := VARCHAR_TYPE.fullmatch(type_name):
+        return None if int(varchar["length"]) >= 1 else f"{type_name!r} needs a length of at least 1"
+    return f"unknown type {type_name!r}; use one of {sorted(ARROW_TYPES)}, decimal(p,s) or varchar(n)"
 
 
 @dataclass(frozen=True)
@@ -38,7 +70,13 @@ class ColumnContract:
 
     @property
     def arrow_type(self) -> pa.DataType:
-        return ARROW_TYPES[self.type_name]
+        return arrow_type_of(self.type_name)
+
+    @property
+    def max_length(self) -> int | None:
+        """The declared maximum length of a `varchar(n)` column (characters), else None."""
+        match = VARCHAR_TYPE.fullmatch(self.type_name)
+        return int(match["length"]) if match else None
 
 
 @dataclass(frozen=True)
@@ -59,6 +97,7 @@ class TableContract:
     pii: Mapping[str, str] = field(
         default_factory=dict, hash=False
     )  # personal-data column -> category (name, email, ...)
+    description: str | None = None  # what the dataset holds, shown on its Bronze asset
 
     @property
     def row_key(self) -> tuple[str, ...]:
@@ -74,12 +113,10 @@ class TableContract:
 
 
 def _parse_column(name: str, spec: str, primary_key: str | None, where: str) -> ColumnContract:
-    words = spec.split()
+    words = spec.replace(", ", ",").split()  # `decimal(19, 4)` is one word
     type_name = words[0]
-    if type_name not in ARROW_TYPES:
-        raise ValueError(
-            f"{CONTRACTS_FILE.name}: {where}.{name} has unknown type {type_name!r}; use one of {sorted(ARROW_TYPES)}"
-        )
+    if problem := type_problem(type_name):
+        raise ValueError(f"{CONTRACTS_FILE.name}: {where}.{name} has {problem}")
     modifiers = " ".join(words[1:])
     if modifiers not in ("", "not null"):
         raise ValueError(f"{CONTRACTS_FILE.name}: {where}.{name} has unknown modifier {modifiers!r}")
@@ -123,6 +160,7 @@ def _parse_table(name: str, entry: dict, where: str) -> TableContract:
         outside_drop_hour=outside_drop_hour,
         on_new_columns=on_new_columns,
         pii=pii,
+        description=entry.get("description"),
     )
 
 

@@ -1,4 +1,5 @@
-"""Bronze telemetry: hourly partitions loaded from verified landing-zone drops.
+"""Bronze file-drop feeds (telemetry and any other `file_drops` entry): hourly partitions loaded from
+verified landing-zone drops.
 
 A run covers a partition range (single-run backfills load months in one run). Every hour's drop is
 verified before anything is committed, and the whole range is committed to Iceberg ONCE: one
@@ -372,39 +373,41 @@ def hour_metadata(contract: TableContract, load: RangeLoad, hour: HourLoad) -> d
     )
 
 
-def build_telemetry_asset(partitions_def: dg.HourlyPartitionsDefinition) -> dg.AssetsDefinition:
-    contract = file_drop_contracts()[TELEMETRY]
+def build_drop_asset(contract: TableContract, partitions_def: dg.HourlyPartitionsDefinition) -> dg.AssetsDefinition:
+    """`bronze/<dataset>` for one `file_drops` feed of the contracts: every feed loads the same way."""
+    name = contract.name
 
     @dg.asset(
-        key=["bronze", TELEMETRY],
+        key=["bronze", name],
         group_name="bronze",
         kinds={"iceberg", "python"},
         partitions_def=partitions_def,
         backfill_policy=dg.BackfillPolicy.single_run(),
         output_required=False,
         description=(
-            "Vehicle telemetry, one partition per hour, loaded from verified landing-zone drops "
-            "(manifest row counts and sha256) by overwriting exactly the hours of the run in one commit."
+            f"{contract.description or f'The {name} file-drop feed'}, one partition per hour, loaded from verified "
+            "landing-zone drops (manifest row counts and sha256) by overwriting exactly the hours of the run in "
+            "one commit."
         ),
     )
-    def bronze_telemetry(
+    def bronze_drop_feed(
         context: dg.AssetExecutionContext, landing: LandingZone, iceberg: IcebergCatalog, guard: IngestionGuard
     ):
         hours = hours_in(context.partition_time_window)
         if not guard_passes(context, [guard.free_disk_problem(), missing_drops_problem(landing, contract.name, hours)]):
             return  # nothing yielded: not materialized, nothing downstream runs
-        context.log.info(f"loading {len(hours)} hourly drop(s) from {hours[0]:%Y-%m-%d %H:00} on")
+        context.log.info(f"loading {len(hours)} hourly {name} drop(s) from {hours[0]:%Y-%m-%d %H:00} on")
         try:
             load = load_hour_range(contract, landing, iceberg, hours, context.run.run_id)
         except DropVerificationError as error:
             raise quarantine_and_fail(context, landing, error) from error
         if load.rows_quarantined:
             context.log.warning(
-                f"bronze.{TELEMETRY}: {load.rows_quarantined} of {load.rows_in} delivered row(s) broke the "
+                f"bronze.{name}: {load.rows_quarantined} of {load.rows_in} delivered row(s) broke the "
                 f"contract and were written to {QUARANTINE_TABLE} instead: {describe_rejects(load.rejects())}"
             )
         context.log.info(
-            f"bronze.{TELEMETRY}: {load.rows_out} row(s) of {len(hours)} hour(s) committed in one snapshot "
+            f"bronze.{name}: {load.rows_out} row(s) of {len(hours)} hour(s) committed in one snapshot "
             f"with {load.data_files_added} new data file(s)"
         )
         for hour in load.hours:
@@ -412,4 +415,13 @@ def build_telemetry_asset(partitions_def: dg.HourlyPartitionsDefinition) -> dg.A
         # Dagster emits one materialization per partition of the range, each with its own metadata above.
         yield dg.MaterializeResult()
 
-    return bronze_telemetry
+    return bronze_drop_feed
+
+
+def build_drop_assets(partitions_def: dg.HourlyPartitionsDefinition) -> list[dg.AssetsDefinition]:
+    """One Bronze asset per `file_drops` entry of the source contracts: a new feed needs no Python."""
+    return [build_drop_asset(contract, partitions_def) for contract in file_drop_contracts().values()]
+
+
+def build_telemetry_asset(partitions_def: dg.HourlyPartitionsDefinition) -> dg.AssetsDefinition:
+    return build_drop_asset(file_drop_contracts()[TELEMETRY], partitions_def)
