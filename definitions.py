@@ -56,7 +56,7 @@ def build_definitions(settings: StrataSettings) -> dg.Definitions:
         assets=assets,
         asset_checks=[
             *build_quality_checks(partitions_by_asset),
-            *build_partition_freshness_checks(partition_freshness),
+            *build_partition_freshness_checks(partition_freshness, assets),
             *retraining_checks,
             *build_forecast_checks(),
         ],
