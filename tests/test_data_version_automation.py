@@ -36,7 +36,9 @@ def requested(result: dg.EvaluateAutomationConditionsResult) -> set[tuple[str, s
         (r.key.to_user_string(), partition)
         for r in result.results
         if isinstance(r.key, dg.AssetKey) and r.true_subset.size
-        for partition in (r.true_subset.expensively_compute_partition_keys() or [None])
+        for partition in (
+            r.true_subset.expensively_compute_partition_keys() if r.true_subset.is_partitioned else [None]
+        )
     }
 
 
