@@ -70,7 +70,7 @@ def build_definitions(settings: StrataSettings) -> dg.Definitions:
         asset_checks=[
             *build_quality_checks(partitions_by_asset),
             *build_parity_checks(partitions_by_asset),
-            *build_partition_freshness_checks(partition_freshness),
+            *build_partition_freshness_checks(partition_freshness, assets),
             *retraining_checks,
             *build_forecast_checks(),
             *build_schema_change_checks(schema_change_severities(assets)),

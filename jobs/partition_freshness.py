@@ -140,14 +140,35 @@ def check_keys(rules: Mapping[dg.AssetKey, PartitionRule]) -> list[dg.AssetCheck
     return [dg.AssetCheckKey(key, CHECK_NAME) for key in rules]
 
 
-def build_partition_freshness_checks(rules: Mapping[dg.AssetKey, PartitionRule]) -> list[dg.AssetChecksDefinition]:
+# A condition that is never true. An automation run of an asset executes all of the asset's checks, except
+# those with an automation condition of their own (they run only when that condition requests them): this
+# keeps the freshness checks of automated assets out of every automation run, where they would judge the
+# run's wall clock. Checks of assets that automation never runs go without (a check with a condition that
+# no automation sensor targets would make Dagster add a default automation sensor for it).
+NEVER_BY_AUTOMATION = (dg.AutomationCondition.newly_requested() & ~dg.AutomationCondition.newly_requested()).with_label(
+    "never: the freshness sensor evaluates this check"
+)
+
+
+def build_partition_freshness_checks(
+    rules: Mapping[dg.AssetKey, PartitionRule], assets: Sequence[dg.AssetsDefinition] = ()
+) -> list[dg.AssetChecksDefinition]:
     """One `partition_freshness` check per covered asset. The freshness sensor records their evaluations
-    without a run, at its own clock; executing one from the UI evaluates it at the wall clock. The asset
-    jobs leave them out (jobs.build_jobs), so a Bronze or Gold run does not judge freshness by itself."""
+    without a run, at its own clock; executing one from the UI evaluates it at the wall clock. No run
+    that Strata starts executes them: the asset jobs leave them out (jobs.build_jobs), the drop sensor
+    names the checks of its job, and automation never requests them (`NEVER_BY_AUTOMATION` on the checks
+    of the `assets` that have an automation condition), so a Bronze or Gold run does not judge freshness
+    by itself."""
     if not rules:
         return []
+    automated = {spec.key for asset in assets for spec in asset.specs if spec.automation_condition is not None}
     specs = [
-        dg.AssetCheckSpec(CHECK_NAME, asset=key, description=f"Partition freshness: {rule.describe()}.")
+        dg.AssetCheckSpec(
+            CHECK_NAME,
+            asset=key,
+            description=f"Partition freshness: {rule.describe()}.",
+            automation_condition=NEVER_BY_AUTOMATION if key in automated else None,
+        )
         for key, (rule, _) in sorted(rules.items(), key=lambda item: item[0].to_user_string())
     ]
 

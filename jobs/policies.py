@@ -22,6 +22,10 @@ each day is built once it is complete, by automation, not by a clock. Days up to
 old are still built when a late hour completes them, and rebuilt when one of their own (per-day)
 input partitions is re-delivered; the newest day also follows its unpartitioned inputs (the hourly
 OLTP refresh), older days do not, so a booking update does not rebuild a week every hour.
+An input counts as changed when its data version changed, not whenever it is rematerialized: dbt
+models and Bronze OLTP tables set their data version from their content, so the hourly refresh that
+rebuilds a dimension to the same rows rebuilds nothing downstream (a new or re-delivered hour of
+telemetry is always a change: each load has a version of its own).
 """
 
 from __future__ import annotations
@@ -98,15 +102,25 @@ POOLS: list[tuple[str, dg.AssetSelection, str]] = [
 # one of these is a change of the days it maps to, so older days in the lookback follow it too.
 PER_DAY_INPUTS = BRONZE_DROPS | DAILY_MODELS | ML
 FOLLOW_INPUTS_LABEL = "follow inputs, day complete"
+# An input changed: its data version moved (not merely a rematerialization: the hourly refresh rebuilds
+# the dimensions every hour, mostly to the same content, and dbt and the Bronze OLTP loads set the data
+# version from the content), outside a run that also built this asset; or it is requested this tick.
+# Dagster's `any_deps_updated` with `data_version_changed` in place of `newly_updated`.
+ANY_DEPS_CHANGED = dg.AutomationCondition.any_deps_match(
+    (dg.AutomationCondition.data_version_changed() & ~dg.AutomationCondition.executed_with_root_target()).with_label(
+        "data_version_changed_without_root"
+    )
+    | dg.AutomationCondition.will_be_requested()
+).with_label("any_deps_changed")
 # Dagster's `eager`, widened from the latest day to the lookback: a partition new since the last
-# evaluation (newly missing), or the newest day when any input updated, or any day of the lookback
-# whose per-day inputs updated; never while an input partition is missing or in progress.
+# evaluation (newly missing), or the newest day when any input changed, or any day of the lookback
+# whose per-day inputs changed; never while an input partition is missing or in progress.
 FOLLOW_INPUTS_PER_DAY = (
     dg.AutomationCondition.in_latest_time_window(LATE_DAY_LOOKBACK)
     & (
         dg.AutomationCondition.newly_missing()
-        | (dg.AutomationCondition.in_latest_time_window() & dg.AutomationCondition.any_deps_updated())
-        | dg.AutomationCondition.any_deps_updated().allow(PER_DAY_INPUTS)
+        | (dg.AutomationCondition.in_latest_time_window() & ANY_DEPS_CHANGED)
+        | ANY_DEPS_CHANGED.allow(PER_DAY_INPUTS)
     ).since_last_handled()
     # The production model (a dep of the forecast) exists only for days whose gate passed: the forecast
     # uses whichever model the registry names, so its absence holds nothing back.

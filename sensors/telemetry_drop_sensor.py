@@ -14,13 +14,16 @@ once: the cursor remembers the deliveries requested inside the lookback, and the
 (prefix@etag@_READY time) lets Dagster drop a request made twice.
 
 The sensor targets the `load_hourly` job, not an implicit asset job, and every request carries that
-job's priority tag, so drop runs queue under the same rules as any other `load_hourly` run.
+job's priority tag, so drop runs queue under the same rules as any other `load_hourly` run. Each request
+names the checks it runs: those of the job on the asset. A request naming only its asset would run every
+check of the asset, the partition-freshness check too, which the job leaves out (the freshness sensor
+judges it at its own clock; a drop run would judge it against the run's wall clock).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -210,6 +213,7 @@ def plan_tick(
     partitions: dg.PartitionsDefinition,
     asset_key: dg.AssetKey,
     run_tags: Mapping[str, str] | None = None,
+    check_keys: Sequence[dg.AssetCheckKey] | None = None,
 ) -> TickPlan:
     """Decide which drops to request; pure, so tests can check every branch without a sensor."""
     first_hour, end = partition_bounds(partitions)
@@ -233,6 +237,7 @@ def plan_tick(
                     run_key=drop.delivery,
                     partition_key=partition_key(drop.hour_start),
                     asset_selection=[asset_key],
+                    asset_check_keys=check_keys,
                     tags={
                         **(run_tags or {}),
                         "strata/drop": drop.prefix,
@@ -280,6 +285,17 @@ def off_layout_summary(dataset: str, keys: list[OffLayoutKey]) -> str:
 LOAD_JOB = JOB_BY_PARTITIONING["hourly"][0]
 
 
+def checks_of_job(
+    repository: dg.RepositoryDefinition | None, job_name: str, asset_key: dg.AssetKey
+) -> list[dg.AssetCheckKey] | None:
+    """The checks on `asset_key` that a run of `job_name` executes; None without a repository (a sensor
+    evaluated on its own, in a unit test), i.e. every check of the asset."""
+    if repository is None:
+        return None
+    checks = repository.get_job(job_name).asset_layer.asset_graph.asset_check_keys
+    return sorted((key for key in checks if key.asset_key == asset_key), key=lambda key: key.name)
+
+
 def build_telemetry_drop_sensor(
     dataset: str, asset: dg.AssetsDefinition, job_name: str = LOAD_JOB
 ) -> dg.SensorDefinition:
@@ -299,9 +315,9 @@ def build_telemetry_drop_sensor(
     ) -> dg.SensorResult:
         cursor = SensorCursor.parse(context.cursor)
         listing = list_drops(landing, dataset, cursor.start_after or None, MAX_OBJECTS_PER_TICK)
-        plan = plan_tick(
-            dataset, listing, cursor, loaded_drop_versions(iceberg, dataset), partitions, asset_key, run_tags
-        )
+        checks = checks_of_job(context.repository_def, job_name, asset_key)
+        loaded = loaded_drop_versions(iceberg, dataset)
+        plan = plan_tick(dataset, listing, cursor, loaded, partitions, asset_key, run_tags, checks)
         # A producer writing outside the layout is an operator's problem: a warning, not routine info.
         (context.log.warning if listing.unrecognised else context.log.info)(plan.summary)
         return dg.SensorResult(

@@ -259,10 +259,17 @@ class SimulatedDaemons:
                 AUTO_MATERIALIZE_TAG: "true",
                 ASSET_EVALUATION_ID_TAG: str(self.evaluations),
             }
-            requests.append(
-                ("automation", None, dg.RunRequest(asset_selection=keys, partition_key=partition, tags=tags))
+            request = dg.RunRequest(
+                asset_selection=keys, asset_check_keys=self._ride_along_checks(keys), partition_key=partition, tags=tags
             )
+            requests.append(("automation", None, request))
         return requests
+
+    def _ride_along_checks(self, keys: list[dg.AssetKey]) -> list[dg.AssetCheckKey]:
+        """The checks the daemon runs with these assets: all of theirs but those with an automation condition
+        of their own (Dagster's `_ride_along_check_keys_for_assets`), such as the partition-freshness checks."""
+        checks = self.graph.get_check_keys_for_assets(set(keys))
+        return sorted((c for c in checks if self.graph.get(c).automation_condition is None), key=str)
 
     def evaluate_freshness(self) -> None:
         with dg.build_sensor_context(
@@ -286,10 +293,17 @@ class SimulatedDaemons:
             tags = dict(request.tags)
             if request.run_key:
                 tags["dagster/run_key"] = request.run_key
+            if request.asset_check_keys is not None:  # the run executes exactly the checks it names
+                job = job.get_subset(
+                    asset_selection=set(request.asset_selection or ()),
+                    asset_check_selection=set(request.asset_check_keys),
+                )
             result = job.execute_in_process(
                 instance=self.instance,
                 partition_key=request.partition_key,
-                asset_selection=list(request.asset_selection) if request.asset_selection else None,
+                asset_selection=list(request.asset_selection)
+                if request.asset_selection and request.asset_check_keys is None
+                else None,
                 tags=tags,
                 raise_on_error=False,
             )

@@ -6,6 +6,10 @@ that fails before its commit leaves the old watermark, and the next run extracts
 Rows are read with `updated_at >= watermark` (not `>`), because rows committed later with the same
 timestamp would otherwise be skipped; the upsert makes re-reading them harmless.
 
+Each materialization's data version names the newest Iceberg snapshot that changed rows
+(`content_data_version`): an hourly extraction that found nothing new keeps the version, so automation,
+which follows data version changes, rebuilds nothing downstream of it.
+
 Rows that break a row-level rule of the contract (a null key or required value, an unparseable
 timestamp) are not upserted: they go to `audit.bronze_quarantine` and the other rows are published.
 """
@@ -35,11 +39,13 @@ from assets.bronze.quarantine import (
 from assets.bronze.schema_drift import NewColumn, evolved_columns, new_source_columns
 from audit.metadata import audit_metadata, table_checksum
 from resources.iceberg import IcebergCatalog, commit_with_retry
+from resources.iceberg_maintenance import MAINTENANCE_PROPERTY
 from resources.ingestion_guard import IngestionGuard
 from resources.source_db import SourceDatabase
 
 if TYPE_CHECKING:
     from pyiceberg.table import Table
+    from pyiceberg.table.snapshots import Snapshot
 
 WATERMARK_PROPERTY = "strata.watermark"
 COLUMNS_PROPERTY = "strata.extracted_columns"  # the columns the watermark covers (schema evolution)
@@ -61,6 +67,32 @@ def stored_property(table, name: str) -> str | None:
 def stored_watermark(table) -> str | None:
     """The newest watermark recorded on the table's snapshot lineage (None before the first load)."""
     return stored_property(table, WATERMARK_PROPERTY)
+
+
+def changes_rows(snapshot: "Snapshot") -> bool:
+    """Whether a snapshot changed the table's rows: not an empty commit that only records the watermark
+    or a schema change, and not table maintenance (compaction rewrites the same rows)."""
+    summary = snapshot.summary
+    if summary is None or summary.get(MAINTENANCE_PROPERTY):
+        return False
+    return int(summary.get("added-records") or 0) + int(summary.get("deleted-records") or 0) > 0
+
+
+def content_data_version(table: "Table") -> dg.DataVersion:
+    """The data version of a Bronze table: the id of the newest snapshot on its lineage that changed rows.
+
+    A snapshot id names the table's content exactly; skipping the commits that changed no row keeps the
+    version when an extraction brought nothing new. Once expiry cut the lineage short, the oldest snapshot
+    still known stands for the content (a spurious change at most, never a missed one)."""
+    snapshot = table.current_snapshot()
+    if snapshot is None:
+        return dg.DataVersion("empty")
+    while not changes_rows(snapshot) and snapshot.parent_snapshot_id is not None:
+        parent = table.snapshot_by_id(snapshot.parent_snapshot_id)
+        if parent is None:
+            break
+        snapshot = parent
+    return dg.DataVersion(f"snapshot={snapshot.snapshot_id}")
 
 
 def watermark_literal(watermark: str) -> str:
@@ -534,7 +566,8 @@ def build_oltp_asset(contract: TableContract) -> dg.AssetsDefinition:
                 snapshot_id=snapshot.snapshot_id if snapshot else None,
                 schema=run.table.schema().as_arrow(),
                 extra=extra,
-            )
+            ),
+            data_version=content_data_version(run.table),
         )
 
     return bronze_oltp_table

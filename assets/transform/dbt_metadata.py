@@ -8,15 +8,20 @@ the rows of each day of the window), and every model's materialization gets `dag
 `dagster/partition_row_count` and `strata/data_window`. dagster-dbt's own `fetch_row_counts()` does
 not fit: it counts whole tables (never views), and its count lands on every partition of a range.
 
+The same checksums are the materializations' data versions (`content_data_version`): a rebuild that
+leaves a table (or a day) as it was keeps its data version, so automation, which follows data version
+changes (jobs/policies.py), rebuilds nothing downstream of it.
+
 The SQL is portable (quoted identifiers, `?` parameters, `information_schema`), so it runs on DuckDB
 and Trino alike through `Warehouse.query_arrow`.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import dagster as dg
@@ -167,3 +172,29 @@ def day_metadata(table: ModelTable, facts: TableFacts | None, day_window: dg.Tim
         if table.checksummed:  # a day the run left empty has the empty checksum
             metadata["strata/checksum"] = facts.checksum_per_day.get(day, EMPTY)
     return metadata
+
+
+def content_data_version(
+    table: ModelTable, facts: TableFacts | None, window: dg.TimeWindow | None
+) -> dg.DataVersion | None:
+    """The data version of a model's materialization: its content checksum, so that an unchanged rebuild
+    keeps it. Unpartitioned: the whole table's. Daily: the day's checksum when the run built one day; a
+    run over several days yields one Output for all of them (Dagster copies its data version onto every
+    day), so each day gets a digest of all the days' checksums: unchanged when no day changed, new for
+    every day of the range when one did (a spurious change at most, never a missed one).
+
+    None (Dagster then derives the version from the model's code version and its inputs' versions) for a
+    view, which holds no rows of its own, and when the warehouse could not be read."""
+    if facts is None or not table.checksummed:
+        return None
+    if window is None:
+        return dg.DataVersion(facts.checksum) if facts.checksum is not None else None
+    if table.partition_column not in dict(facts.columns):
+        return None
+    first, end = window.start.date(), window.end.date()
+    days = [first + timedelta(days=n) for n in range((end - first).days)]
+    checksums = [facts.checksum_per_day.get(day, EMPTY) for day in days]
+    if len(days) == 1:
+        return dg.DataVersion(checksums[0])
+    digest = hashlib.sha256("\n".join(f"{d:%Y-%m-%d} {c}" for d, c in zip(days, checksums, strict=True)).encode())
+    return dg.DataVersion(f"days={first:%Y-%m-%d}..{days[-1]:%Y-%m-%d} sha256={digest.hexdigest()[:32]}")

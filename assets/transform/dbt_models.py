@@ -24,7 +24,13 @@ from dagster_dbt import (
     dbt_assets,
 )
 
-from assets.transform.dbt_metadata import day_metadata, model_table, read_table_facts, table_metadata
+from assets.transform.dbt_metadata import (
+    content_data_version,
+    day_metadata,
+    model_table,
+    read_table_facts,
+    table_metadata,
+)
 from audit.metadata import code_identity
 from resources.iceberg import IcebergCatalog
 from resources.settings import DEFAULT_DBT_DOCS_URL
@@ -146,7 +152,8 @@ def run_dbt(
     window: dg.TimeWindow | None,
 ) -> Iterator[Any]:
     """Pin Bronze snapshots for this run, run `dbt build`, then yield its events with what each model's
-    table holds (assets/transform/dbt_metadata.py): per day for a daily range, per table otherwise.
+    table holds (assets/transform/dbt_metadata.py): per day for a daily range, per table otherwise, and its
+    content checksum as the data version.
 
     The events are held until dbt exits: DuckDB has a single writer, so the warehouse can be read only
     then, and a day's metadata must be registered before its model's Output is yielded (Dagster builds
@@ -202,10 +209,20 @@ def run_dbt(
                     context.add_asset_metadata(
                         day_metadata(table, table_facts, day), asset_key=asset_key, partition_key=partition_key
                     )
-            event = event.with_metadata({**event.metadata, **run_level, **table_metadata(table, table_facts)})
+            event = with_data_version(
+                event.with_metadata({**event.metadata, **run_level, **table_metadata(table, table_facts)}),
+                content_data_version(table, table_facts, window),
+            )
         yield event
     if failure is not None:
         raise failure
+
+
+def with_data_version(output: dg.Output, version: dg.DataVersion | None) -> dg.Output:
+    """`output` carrying `version` (dagster-dbt's Outputs carry none); unchanged when there is none."""
+    if version is None:
+        return output
+    return dg.Output(output.value, output.output_name, metadata=output.metadata, data_version=version, tags=output.tags)
 
 
 def executed_nodes(invocation: Any, events: list[Any]) -> set[str]:
