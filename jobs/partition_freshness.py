@@ -140,10 +140,13 @@ def check_keys(rules: Mapping[dg.AssetKey, PartitionRule]) -> list[dg.AssetCheck
     return [dg.AssetCheckKey(key, CHECK_NAME) for key in rules]
 
 
-def build_partition_freshness_checks(rules: Mapping[dg.AssetKey, PartitionRule]) -> list[dg.AssetChecksDefinition]:
+def build_partition_freshness_checks(
+    rules: Mapping[dg.AssetKey, PartitionRule], name: str = "partition_freshness_checks"
+) -> list[dg.AssetChecksDefinition]:
     """One `partition_freshness` check per covered asset. The freshness sensor records their evaluations
     without a run, at its own clock; executing one from the UI evaluates it at the wall clock. The asset
-    jobs leave them out (jobs.build_jobs), so a Bronze or Gold run does not judge freshness by itself."""
+    jobs leave them out (jobs.build_jobs), so a Bronze or Gold run does not judge freshness by itself.
+    Each code location defines the checks of its own assets, under a `name` unique across locations."""
     if not rules:
         return []
     specs = [
@@ -151,7 +154,7 @@ def build_partition_freshness_checks(rules: Mapping[dg.AssetKey, PartitionRule])
         for key, (rule, _) in sorted(rules.items(), key=lambda item: item[0].to_user_string())
     ]
 
-    @dg.multi_asset_check(specs=specs, name="partition_freshness_checks", can_subset=True)
+    @dg.multi_asset_check(specs=specs, name=name, can_subset=True)
     def partition_freshness_checks(context):  # unannotated: this module uses postponed annotations
         now = datetime.now(UTC)
         for check_key in context.selected_asset_check_keys:
