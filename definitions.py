@@ -161,4 +161,14 @@ def build_definitions(settings: StrataSettings) -> dg.Definitions:
     return dg.Definitions.merge(*(build_location(name, settings, platform) for name in LOCATION_NAMES))
 
 
-defs = build_definitions(load_settings())
+def __getattr__(name: str) -> dg.Definitions:
+    """`defs`, the single-location view, built on first use (`dagster ... -m definitions`, the tests): a code
+    location's entry file imports this module for `build_location` only and so never builds the merge."""
+    if name != "defs":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    defs = globals()["defs"] = build_definitions(load_settings())
+    return defs
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), "defs"])  # Dagster's module loader finds `defs` by listing the module

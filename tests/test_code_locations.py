@@ -119,3 +119,21 @@ def test_an_asset_in_no_location_is_refused():
 
     with pytest.raises(ValueError, match=re.escape("assets in no code location (jobs/locations.py): scratch/notes")):
         location_by_key([scratch_notes])
+
+
+def test_a_location_entry_file_does_not_build_the_single_location_view(strata_root):
+    """A code server loads one location; the merge of all three (`definitions.defs`) is built only when read."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    probe = (
+        "import definitions, locations.transforms as loc; "
+        "assert 'defs' not in vars(definitions), 'the merged view was built'; "
+        "print(sorted(job.name for job in loc.defs.jobs), len(definitions.defs.jobs))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=Path(__file__).parents[1], check=False
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "['build_daily', 'refresh_unpartitioned'] 9"
