@@ -1,4 +1,10 @@
-"""Asset jobs, one per partitioning: a run (and a single-run backfill) spans one partition set.
+"""Asset jobs, one per code location and partitioning: a run (and a single-run backfill) spans one
+partition set of one location (jobs/locations.py), so every job ships with the code it runs.
+
+The hourly OLTP refresh used to be one job from Bronze to the unpartitioned models; split by location, the
+schedule runs `extract_oltp` (ingestion) and the unpartitioned Silver/Gold models follow it by automation
+(transforms), as the daily models and the forecast follow their inputs. `refresh_unpartitioned` and
+`forecast_daily` remain as jobs for backfills and manual runs.
 
 Assets with a clock of their own get a dedicated job (`DEDICATED_JOBS`) and are left out of their
 partitioning's job:
@@ -16,13 +22,17 @@ from collections.abc import Sequence
 import dagster as dg
 
 from assets.maintenance.iceberg_tables import MAINTENANCE_TABLES
+from jobs.locations import location_by_key, location_of
 from jobs.policies import ML_RETRAINING, priority_tags
 
-JOB_BY_PARTITIONING = {
-    None: ("refresh_unpartitioned", "OLTP extraction into Bronze and the unpartitioned Silver/Gold models."),
-    "hourly": ("load_hourly", "Hourly partitions: the Bronze file-drop feeds from landing-zone drops."),
-    "daily": ("build_daily", "Daily partitions: incremental Silver/Gold models for a date window."),
-    "weekly": ("publish_weekly_report", "Weekly partitions: the executive report of an ISO week, published."),
+# (code location, partitioning) -> (job name, description)
+JOB_BY_PARTITIONING: dict[tuple[str, str | None], tuple[str, str]] = {
+    ("ingestion", None): ("extract_oltp", "Hourly: incremental extraction of the OLTP tables into Bronze."),
+    ("ingestion", "hourly"): ("load_hourly", "Hourly partitions: the Bronze file-drop feeds from landing-zone drops."),
+    ("transforms", None): ("refresh_unpartitioned", "The unpartitioned Silver/Gold models (views, dimensions)."),
+    ("transforms", "daily"): ("build_daily", "Daily partitions: incremental Silver/Gold models for a date window."),
+    ("analytics", "daily"): ("forecast_daily", "Daily partitions: the demand forecast of a date window."),
+    ("analytics", "weekly"): ("publish_weekly_report", "Weekly partitions: the executive report of an ISO week."),
 }
 
 # job name -> (the assets it owns, with their checks; description)
@@ -56,12 +66,21 @@ def partitioning_of(asset: dg.AssetsDefinition) -> str | None:
     raise ValueError(f"asset {asset.key.to_user_string()} has unsupported partitions {pdef}")
 
 
+def job_of(asset: dg.AssetsDefinition, owner: dict[dg.AssetKey, str]) -> str:
+    """The name of the job that holds `asset`: its location's job for its partitioning."""
+    slot = (location_of(asset, owner), partitioning_of(asset))
+    if slot not in JOB_BY_PARTITIONING:
+        raise ValueError(f"no job for {asset.node_def.name}: add {slot} to JOB_BY_PARTITIONING")
+    return JOB_BY_PARTITIONING[slot][0]
+
+
 def build_jobs(
     assets: Sequence[dg.AssetsDefinition], exclude_checks: Sequence[dg.AssetCheckKey] = ()
 ) -> list[dg.UnresolvedAssetJobDefinition]:
-    """One job per partitioning; `exclude_checks` are checks no job runs (the partition freshness checks,
-    which the freshness sensor evaluates at its own clock)."""
-    by_partitioning: dict[str | None, list[dg.AssetKey]] = {}
+    """One job per code location and partitioning; `exclude_checks` are checks no job runs (the partition
+    freshness checks, which the freshness sensor evaluates at its own clock)."""
+    by_job: dict[str, list[dg.AssetKey]] = {}
+    owner = location_by_key(assets)
     materialized = {key for asset in assets for key in asset.keys}
     owned = {
         name: selection.resolve(assets, allow_missing=True) & materialized
@@ -71,7 +90,7 @@ def build_jobs(
     for asset in assets:
         keys = [k for k in asset.keys if k not in dedicated]
         if keys:
-            by_partitioning.setdefault(partitioning_of(asset), []).extend(keys)
+            by_job.setdefault(job_of(asset, owner), []).extend(keys)
     excluded = dg.AssetSelection.checks(*exclude_checks)
     dedicated_jobs = [
         dg.define_asset_job(name, selection=selection - excluded, description=text, tags=priority_tags(name))
@@ -81,10 +100,10 @@ def build_jobs(
     return dedicated_jobs + [
         dg.define_asset_job(
             name,
-            selection=dg.AssetSelection.assets(*by_partitioning[kind]) - excluded,
+            selection=dg.AssetSelection.assets(*by_job[name]) - excluded,
             description=text,
             tags=priority_tags(name),
         )
-        for kind, (name, text) in JOB_BY_PARTITIONING.items()
-        if kind in by_partitioning
+        for name, text in JOB_BY_PARTITIONING.values()
+        if name in by_job
     ]

@@ -2,7 +2,9 @@
 
 Runs go through the Dagster instance in $DAGSTER_HOME, so they appear in the UI's run history. The
 order is partitioning by partitioning: hourly Bronze telemetry, then everything unpartitioned (OLTP
-Bronze and the Silver views/dimensions that read it), then the daily models as one range run.
+Bronze, then the Silver views/dimensions that read it), then the daily models and the forecast, each
+as one range run. Each job belongs to one code location; the CLI loads every location workspace.yaml
+names and runs each job in its own.
 
 The CLI (the initial load of `make dev` and `make demo`) fetches the weather first: on a new table the
 fetch catches up from the first partition day, so the Silver weather and the daily models built after
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -54,30 +57,44 @@ def planned_runs(start: date, end: date, weather: bool = False) -> list[tuple[st
     """(job name, tags) in execution order for the days [start, end); with `weather`, the weather fetch first."""
     first_hour = datetime(start.year, start.month, start.day)
     last_hour = datetime(end.year, end.month, end.day) - timedelta(hours=1)
+    days = range_tags(f"{start:%Y-%m-%d}", f"{end - timedelta(days=1):%Y-%m-%d}")
     return [
         *([(WEATHER_JOB, {})] if weather else []),
         ("load_hourly", range_tags(partition_key(first_hour), partition_key(last_hour))),
+        ("extract_oltp", {}),
         ("refresh_unpartitioned", {}),
-        ("build_daily", range_tags(f"{start:%Y-%m-%d}", f"{end - timedelta(days=1):%Y-%m-%d}")),
+        ("build_daily", days),
+        ("forecast_daily", days),
     ]
 
 
-def backfilled_assets(defs: dg.Definitions) -> set[dg.AssetKey]:
+Locations = dg.Definitions | Sequence[dg.Definitions]
+
+
+def resolve_job(locations: Locations, job_name: str) -> dg.JobDefinition:
+    """The job from the code location that holds it (or from the single-location view)."""
+    for defs in [locations] if isinstance(locations, dg.Definitions) else locations:
+        if defs.get_repository_def().has_job(job_name):
+            return defs.resolve_job_def(job_name)
+    raise KeyError(f"no code location has the job {job_name}")
+
+
+def backfilled_assets(defs: Locations) -> set[dg.AssetKey]:
     """What a backfill builds: the assets of the jobs it runs. The assets on a clock of their own (the
     weather fetch, unless `weather` asks for it first, the retraining, the weekly report, table
     maintenance) are left to their schedules."""
     jobs = {job for job, _tags in planned_runs(date(2000, 1, 1), date(2000, 1, 2))}
-    return set().union(*(defs.resolve_job_def(job).asset_layer.selected_asset_keys for job in jobs))
+    return set().union(*(resolve_job(defs, job).asset_layer.selected_asset_keys for job in jobs))
 
 
 def run_backfill(
-    defs: dg.Definitions, instance: dg.DagsterInstance, start: date, end: date, weather: bool = False
+    defs: Locations, instance: dg.DagsterInstance, start: date, end: date, weather: bool = False
 ) -> BackfillSummary:
     summary = BackfillSummary()
     began = time.monotonic()
     for job_name, tags in planned_runs(start, end, weather):
         run_began = time.monotonic()
-        result = defs.resolve_job_def(job_name).execute_in_process(
+        result = resolve_job(defs, job_name).execute_in_process(
             instance=instance, tags={**tags, "strata/trigger": "backfill-cli"}, raise_on_error=False
         )
         summary.runs.append((job_name, result.run_id, result.success, time.monotonic() - run_began))
@@ -94,8 +111,11 @@ def run_backfill(
     return summary
 
 
-def table_row_counts(defs: dg.Definitions) -> dict[str, int]:
-    """Rows per table after the backfill: Bronze from Iceberg snapshots, Silver/Gold from the warehouse."""
+def table_row_counts(defs: Locations) -> dict[str, int]:
+    """Rows per table after the backfill: Bronze from Iceberg snapshots, Silver/Gold from the warehouse
+    (every code location has the same resources: the first one's are read)."""
+    if not isinstance(defs, dg.Definitions):
+        defs = defs[0]
     iceberg = defs.resources["iceberg"]
     counts = {}
     catalog = iceberg.load()
@@ -134,19 +154,22 @@ def demo_window() -> tuple[date, date]:
     return settings.start_date, default_demo_end()
 
 
-def load_code_location(workspace: Path = WORKSPACE_FILE) -> dg.Definitions:
-    """The Definitions of the code location that `workspace.yaml` declares, loaded as `dagster dev` does.
+def load_code_locations(workspace: Path = WORKSPACE_FILE) -> list[dg.Definitions]:
+    """The Definitions of every code location that `workspace.yaml` declares, loaded as `dagster dev` does.
 
-    Loading the file the workspace names (rather than importing `definitions`) keeps this CLI below the
+    Loading the files the workspace names (rather than importing `definitions`) keeps this CLI below the
     assembly layer and makes it run exactly what the UI runs.
     """
     import runpy
 
     import yaml
 
-    location = yaml.safe_load(workspace.read_text())["load_from"][0]["python_file"]
-    path = workspace.parent / location.get("working_directory", ".") / location["relative_path"]
-    return runpy.run_path(str(path))["defs"]
+    found = []
+    for entry in yaml.safe_load(workspace.read_text())["load_from"]:
+        location = entry["python_file"]
+        path = workspace.parent / location.get("working_directory", ".") / location["relative_path"]
+        found.append(runpy.run_path(str(path))["defs"])
+    return found
 
 
 def main() -> None:
@@ -160,7 +183,7 @@ def main() -> None:
     default_start, default_end = demo_window()
     start, end = args.start or default_start, args.end or default_end
 
-    defs = load_code_location()
+    defs = load_code_locations()
     summary = run_backfill(defs, dg.DagsterInstance.get(), start, end, weather=not args.no_weather)
     print(f"Strata backfill {start} .. {end} (end exclusive)")
     for job_name, run_id, ok, seconds in summary.runs:

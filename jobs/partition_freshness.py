@@ -151,14 +151,17 @@ NEVER_BY_AUTOMATION = (dg.AutomationCondition.newly_requested() & ~dg.Automation
 
 
 def build_partition_freshness_checks(
-    rules: Mapping[dg.AssetKey, PartitionRule], assets: Sequence[dg.AssetsDefinition] = ()
+    rules: Mapping[dg.AssetKey, PartitionRule],
+    assets: Sequence[dg.AssetsDefinition] = (),
+    name: str = "partition_freshness_checks",
 ) -> list[dg.AssetChecksDefinition]:
     """One `partition_freshness` check per covered asset. The freshness sensor records their evaluations
     without a run, at its own clock; executing one from the UI evaluates it at the wall clock. No run
     that Strata starts executes them: the asset jobs leave them out (jobs.build_jobs), the drop sensor
     names the checks of its job, and automation never requests them (`NEVER_BY_AUTOMATION` on the checks
     of the `assets` that have an automation condition), so a Bronze or Gold run does not judge freshness
-    by itself."""
+    by itself. Each code location defines the checks of its own assets, under a `name` unique across
+    locations."""
     if not rules:
         return []
     automated = {spec.key for asset in assets for spec in asset.specs if spec.automation_condition is not None}
@@ -172,7 +175,7 @@ def build_partition_freshness_checks(
         for key, (rule, _) in sorted(rules.items(), key=lambda item: item[0].to_user_string())
     ]
 
-    @dg.multi_asset_check(specs=specs, name="partition_freshness_checks", can_subset=True)
+    @dg.multi_asset_check(specs=specs, name=name, can_subset=True)
     def partition_freshness_checks(context):  # unannotated: this module uses postponed annotations
         now = datetime.now(UTC)
         for check_key in context.selected_asset_check_keys:

@@ -179,6 +179,8 @@ VOLUME_ANOMALY_CHECKS: list[tuple[str, dg.AssetSelection, VolumePolicy]] = [
 # build before the dimension refresh, both before hourly Bronze catch-up. Jobs not listed get 0.
 JOB_PRIORITIES: dict[str, int] = {
     "build_daily": 10,
+    "forecast_daily": 10,  # the forecast was part of the daily build before the split into code locations
+    "extract_oltp": 5,
     "refresh_unpartitioned": 5,
     "retrain_demand_model": 3,  # behind the 02:00 refresh that brings its inputs up to date
     "load_hourly": 0,

@@ -52,9 +52,9 @@ SCHEDULES: list[SchedulePolicy] = [
     SchedulePolicy(
         "hourly_oltp_extraction",
         "0 * * * *",
-        "refresh_unpartitioned",
-        "Hourly, on the hour: incremental extraction of the OLTP tables into Bronze, then the unpartitioned "
-        "Silver/Gold models (dimensions, bookings). Automation carries the changes on to the daily models.",
+        "extract_oltp",
+        "Hourly, on the hour: incremental extraction of the OLTP tables into Bronze. Automation carries the "
+        "changes on to the unpartitioned Silver/Gold models (dimensions, bookings), then the daily models.",
     ),
     SchedulePolicy(
         "ml_retraining",

@@ -94,6 +94,8 @@ def build_run_failure_alert_sensor(*, minimum_interval_seconds: int = 30) -> dg.
     @dg.run_failure_sensor(
         name=RUN_FAILURE_SENSOR,
         minimum_interval_seconds=minimum_interval_seconds,
+        # every code location's runs: one location runs this sensor for the whole instance
+        monitor_all_code_locations=True,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Sends an alert for every failed run: job, failing step and the first line of the error.",
     )
@@ -159,6 +161,8 @@ def build_not_run_alert_sensor(*, minimum_interval_seconds: int = 30) -> dg.Sens
         run_status=dg.DagsterRunStatus.SUCCESS,
         name=NOT_RUN_SENSOR,
         minimum_interval_seconds=minimum_interval_seconds,
+        # every code location's runs: one location runs this sensor for the whole instance
+        monitor_all_code_locations=True,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Sends an alert for every run whose ingestion guard kept its assets from running (an outage).",
     )
@@ -271,8 +275,12 @@ def new_check_failures(
     return failures, CheckCursor(True, last_ids)
 
 
-def build_check_failure_alert_sensor(*, minimum_interval_seconds: int = 30) -> dg.SensorDefinition:
-    """Alerts once for every failed blocking check of this code location's assets."""
+def build_check_failure_alert_sensor(
+    *, minimum_interval_seconds: int = 30, check_keys: Sequence[dg.AssetCheckKey] | None = None
+) -> dg.SensorDefinition:
+    """Alerts once for every failed blocking check of `check_keys` (every code location's checks, for the
+    one location that runs this sensor), else of this code location's assets."""
+    watched = sorted(check_keys, key=lambda k: k.to_user_string()) if check_keys is not None else None
 
     @dg.sensor(
         name=CHECK_FAILURE_SENSOR,
@@ -282,7 +290,11 @@ def build_check_failure_alert_sensor(*, minimum_interval_seconds: int = 30) -> d
     )
     def blocking_check_alert_sensor(context: dg.SensorEvaluationContext, alerting: AlertingResource) -> dg.SensorResult:
         instance = context.instance
-        check_keys = sorted(context.repository_def.asset_graph.asset_check_keys, key=lambda k: k.to_user_string())
+        check_keys = (
+            watched
+            if watched is not None
+            else sorted(context.repository_def.asset_graph.asset_check_keys, key=lambda k: k.to_user_string())
+        )
         cursor = CheckCursor.parse(context.cursor)
         failures, new_cursor = new_check_failures(instance.event_log_storage, check_keys, cursor)
         jobs: dict[str, str | None] = {}

@@ -6,8 +6,11 @@ evaluation (requested or held back, and why) is visible on the asset's Automatio
 
 Runs started by automation use Dagster's implicit asset job, so they would not get the tags of the
 job the assets belong to. There is one sensor per job instead (`jobs.JOB_BY_PARTITIONING`: the daily
-assets of `build_daily`, the unpartitioned ones of `refresh_unpartitioned`), each stamping its runs
-with that job's `dagster/priority`: an automated daily build queues exactly like a `build_daily` run.
+models of `build_daily`, the unpartitioned ones of `refresh_unpartitioned`, the forecast of
+`forecast_daily`), each stamping its runs with that job's `dagster/priority`: an automated daily build
+queues exactly like a `build_daily` run. A job belongs to one code location, so each sensor targets its
+own location's assets only; the daemon still evaluates their conditions on the whole workspace graph,
+so an input in another location (Bronze for the models, Gold for the forecast) counts as usual.
 Pools are set on the assets' ops, so they hold in any job. The sensors request runs, not backfills
 (`emit_backfills=False`): a backfill would count against the run queue's backfill limit meant for
 people's backfills, and its runs' tags are not the sensor's to set.
@@ -19,7 +22,8 @@ from collections.abc import Sequence
 
 import dagster as dg
 
-from jobs import JOB_BY_PARTITIONING, partitioning_of
+from jobs import job_of
+from jobs.locations import location_by_key
 from jobs.policies import priority_tags
 
 AUTOMATION_SENSOR_PREFIX = "quality_gated_automation"
@@ -32,11 +36,11 @@ def automation_sensor_name(job_name: str) -> str:
 def build_automation_sensors(assets: Sequence[dg.AssetsDefinition]) -> list[dg.AutomationConditionSensorDefinition]:
     """One running automation sensor per job that holds assets with an automation condition."""
     keys_by_job: dict[str, list[dg.AssetKey]] = {}
+    owner = location_by_key(assets)
     for asset in assets:
         automated = [spec.key for spec in asset.specs if spec.automation_condition is not None]
         if automated:
-            job_name = JOB_BY_PARTITIONING[partitioning_of(asset)][0]
-            keys_by_job.setdefault(job_name, []).extend(automated)
+            keys_by_job.setdefault(job_of(asset, owner), []).extend(automated)
     return [
         dg.AutomationConditionSensorDefinition(
             automation_sensor_name(job_name),

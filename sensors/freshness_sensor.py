@@ -265,13 +265,19 @@ def serialize_cursor(
     return json.dumps(data)
 
 
-def assets_with_policies(asset_graph: BaseAssetGraph, instance: dg.DagsterInstance) -> list[AssetFreshness]:
-    """Every materializable asset with a freshness policy, with its latest materialization time."""
-    policies = {
-        node.key: node.freshness_policy_or_from_metadata
-        for node in asset_graph.asset_nodes
-        if node.is_materializable and node.freshness_policy_or_from_metadata is not None
-    }
+def assets_with_policies(
+    asset_graph: BaseAssetGraph,
+    instance: dg.DagsterInstance,
+    policies: Mapping[dg.AssetKey, dg.FreshnessPolicy] | None = None,
+) -> list[AssetFreshness]:
+    """Every materializable asset with a freshness policy, with its latest materialization time. `policies`
+    replaces the graph's: a sensor in one code location judging the assets of all of them."""
+    if policies is None:
+        policies = {
+            node.key: node.freshness_policy_or_from_metadata
+            for node in asset_graph.asset_nodes
+            if node.is_materializable and node.freshness_policy_or_from_metadata is not None
+        }
     last: dict[dg.AssetKey, datetime] = {}
     for record in instance.get_asset_records(list(policies)):
         event = record.asset_entry.last_materialization
@@ -300,10 +306,14 @@ def build_freshness_alert_sensor(
     minimum_interval_seconds: int = 60,
     clock: Callable[[], datetime] = utc_now,
     partition_rules: Mapping[dg.AssetKey, PartitionRule] | None = None,
+    policies: Mapping[dg.AssetKey, dg.FreshnessPolicy] | None = None,
 ) -> dg.SensorDefinition:
     """The freshness alert sensor; `clock` is injectable so a test can freeze time. `partition_rules`
-    (asset key -> partition deadline and partitions) are judged on partitions, the rest on policies."""
+    (asset key -> partition deadline and partitions) are judged on partitions, the rest on policies:
+    `policies` when given (every code location's assets, for the one location that runs this sensor),
+    else those of the sensor's own code location."""
     partition_rules = dict(partition_rules or {})
+    policies = dict(policies) if policies is not None else None
 
     @dg.sensor(
         name=SENSOR_NAME,
@@ -317,7 +327,7 @@ def build_freshness_alert_sensor(
     def freshness_alert_sensor(context: dg.SensorEvaluationContext, alerting: AlertingResource) -> dg.SensorResult:
         now = clock()
         link = lambda key: alerting.link(f"/assets/{'/'.join(key.path)}")  # noqa: E731
-        assets = assets_with_policies(context.repository_def.asset_graph, context.instance)
+        assets = assets_with_policies(context.repository_def.asset_graph, context.instance, policies)
         previous = parse_cursor(context.cursor)
         plan = plan_freshness_alerts(assets, previous, now, link=link)
         results, materialized = judge_partitions(context.instance, partition_rules, now)

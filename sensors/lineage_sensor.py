@@ -9,7 +9,7 @@ With no OpenLineage target configured (the default), a tick reads nothing and sk
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import dagster as dg
@@ -83,7 +83,10 @@ def lineage_for_finished_runs(
     return events, advance_cursor(cursor, done), len(done)
 
 
-def build_lineage_sensor() -> dg.SensorDefinition:
+def build_lineage_sensor(repository: Callable[[], dg.RepositoryDefinition] | None = None) -> dg.SensorDefinition:
+    """`repository`: the definitions whose tables the events name, when they are not the sensor's own code
+    location's (the sensor runs in one location and reports the runs of all of them)."""
+
     @dg.sensor(
         name=SENSOR_NAME,
         minimum_interval_seconds=30,
@@ -99,7 +102,9 @@ def build_lineage_sensor() -> dg.SensorDefinition:
     ) -> dg.SensorResult | dg.SkipReason:
         if not lineage.enabled:
             return dg.SkipReason("OpenLineage is off: set STRATA_OPENLINEAGE_URL or STRATA_OPENLINEAGE_FILE")
-        graph = lineage_graph(context.repository_def, iceberg, warehouse, lineage.namespace)
+        graph = lineage_graph(
+            repository() if repository else context.repository_def, iceberg, warehouse, lineage.namespace
+        )
         events, cursor, runs = lineage_for_finished_runs(context.instance, graph, AuditCursor.parse(context.cursor))
         sent = lineage.emit(events)
         summary = f"{runs} finished run(s) -> {sent} OpenLineage event(s) sent"

@@ -8,6 +8,7 @@ With no textfile configured (the default) a tick reads nothing and skips.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import dagster as dg
 
@@ -17,7 +18,12 @@ from resources.metrics import MetricsTextfile
 SENSOR_NAME = "prometheus_metrics_sensor"
 
 
-def build_metrics_sensor(minimum_interval_seconds: int = 60) -> dg.SensorDefinition:
+def build_metrics_sensor(
+    minimum_interval_seconds: int = 60, repository: Callable[[], dg.RepositoryDefinition] | None = None
+) -> dg.SensorDefinition:
+    """`repository`: the definitions whose jobs, assets and checks are reported, when they are not the
+    sensor's own code location's (it runs in one location and reports all of them)."""
+
     @dg.sensor(
         name=SENSOR_NAME,
         minimum_interval_seconds=minimum_interval_seconds,
@@ -32,7 +38,7 @@ def build_metrics_sensor(minimum_interval_seconds: int = 60) -> dg.SensorDefinit
         if not metrics.enabled:
             return dg.SkipReason("Metrics are off: set STRATA_METRICS_TEXTFILE")
         began = time.perf_counter()
-        text = render_metrics(context.instance, scope_of(context.repository_def))
+        text = render_metrics(context.instance, scope_of(repository() if repository else context.repository_def))
         metrics.write(text)
         return dg.SkipReason(f"{text.count(chr(10))} lines written in {time.perf_counter() - began:.2f} s")
 

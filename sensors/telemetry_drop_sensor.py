@@ -282,7 +282,7 @@ def off_layout_summary(dataset: str, keys: list[OffLayoutKey]) -> str:
     return f"{len(keys)} key(s) outside the layout {dataset}/{DROP_LAYOUT}<file>, skipped: {named}{more}"
 
 
-LOAD_JOB = JOB_BY_PARTITIONING["hourly"][0]
+LOAD_JOB = JOB_BY_PARTITIONING[("ingestion", "hourly")][0]
 
 
 def checks_of_job(

@@ -19,6 +19,7 @@ from demo.world_builder import build_world
 from jobs.backfill import range_tags
 from resources.settings import load_settings
 from tests.conftest import ENVIRONMENT_OVERRIDES, TEST_START
+from tests.support import refresh_unpartitioned
 
 ML_DAYS = 28  # 7 holdout days + 21 training days (the first week with partial lags)
 ML_SCALE = 0.05  # 10 stations, 50 vehicles: ~250 bookings a day, enough signal to learn
@@ -62,7 +63,7 @@ def build_gold_for_ml(root: Path, monkeypatch: pytest.MonkeyPatch) -> dg.Dagster
         fetch_weather(defs, instance)  # before the dbt models, as `python -m jobs.backfill` does
     first_hour = f"{TEST_START:%Y-%m-%d}-00:00"  # the Silver telemetry views need bronze.telemetry to exist
     assert defs.resolve_job_def("load_hourly").execute_in_process(instance=instance, partition_key=first_hour).success
-    assert defs.resolve_job_def("refresh_unpartitioned").execute_in_process(instance=instance).success
+    assert refresh_unpartitioned(defs, instance).success
     daily = defs.resolve_job_def("build_daily").execute_in_process(
         instance=instance, tags=range_tags(f"{TEST_START}", f"{AS_OF}"), asset_selection=GOLD_FOR_ML
     )

@@ -163,7 +163,7 @@ def materialized(result: dg.ExecuteInProcessResult) -> set[str]:
 def test_an_empty_or_partial_day_fails_the_blocking_volume_check_unless_the_rebuild_is_deliberate(settings):
     from assets.transform.dbt_models import INCOMPLETE_OK_TAG
     from definitions import build_definitions
-    from tests.support import generate_demo, warehouse_tables
+    from tests.support import generate_demo, refresh_unpartitioned, warehouse_tables
 
     generate_demo(settings, START, 5)
     defs = build_definitions(settings)
@@ -177,7 +177,7 @@ def test_an_empty_or_partial_day_fails_the_blocking_volume_check_unless_the_rebu
     assert load.execute_in_process(instance=instance, tags=hour_range("2026-10-01-00:00", "2026-10-03-23:00")).success
     assert load.execute_in_process(instance=instance, tags=hour_range("2026-10-04-00:00", "2026-10-04-09:00")).success
     assert load.execute_in_process(instance=instance, tags=hour_range("2026-10-04-11:00", "2026-10-04-23:00")).success
-    assert defs.resolve_job_def("refresh_unpartitioned").execute_in_process(instance=instance).success
+    assert refresh_unpartitioned(defs, instance).success
     days = {"dagster/asset_partition_range_start": "2026-10-01", "dagster/asset_partition_range_end": "2026-10-03"}
     complete = daily.execute_in_process(instance=instance, tags=days)
     assert complete.success and not failed_checks(complete)

@@ -180,9 +180,11 @@ def test_dbt_tests_are_asset_checks_on_the_tables_they_guard(settings):
 def test_jobs_split_by_partitioning(settings):
     defs = build_definitions(settings)
     assert {j.name for j in defs.jobs} == {
+        "extract_oltp",
         "refresh_unpartitioned",
         "load_hourly",
         "build_daily",
+        "forecast_daily",
         "fetch_weather",
         "publish_weekly_report",
         "maintain_tables",
@@ -201,8 +203,17 @@ def test_jobs_split_by_partitioning(settings):
         dg.AssetKey(["bronze", "weather_forecasts"])
     }
     assert dg.AssetKey(["bronze", "weather_forecasts"]) not in (
-        defs.resolve_job_def("refresh_unpartitioned").asset_layer.selected_asset_keys
+        defs.resolve_job_def("extract_oltp").asset_layer.selected_asset_keys
     )
+    # A job runs in one code location: the hourly extraction holds Bronze only, the models are another job.
+    assert {k.path[0] for k in defs.resolve_job_def("extract_oltp").asset_layer.selected_asset_keys} == {"bronze"}
+    assert {k.path[0] for k in defs.resolve_job_def("refresh_unpartitioned").asset_layer.selected_asset_keys} == {
+        "silver",
+        "gold",
+    }
+    assert {k.to_user_string() for k in defs.resolve_job_def("forecast_daily").asset_layer.selected_asset_keys} == {
+        "ml/demand_forecast"
+    }
     # The retraining assets belong to their own job only: a backfill of the daily models trains no model.
     retraining = defs.resolve_job_def("retrain_demand_model").asset_layer.selected_asset_keys
     assert {tuple(k.path) for k in retraining} == RETRAINING

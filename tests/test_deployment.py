@@ -17,6 +17,7 @@ import dagster as dg
 import pytest
 import yaml
 
+from jobs.locations import CODE_LOCATIONS
 from tests.deployment_policy import REPO_ROOT, chart_image_reference, dockerfile_instructions, substitute
 from tests.helm_chart import (
     CHART_FULLNAME,
@@ -39,6 +40,12 @@ RUN_ID = "5f0c8a52-3d1e-4c1b-9f7a-0d6e2b9c4a11"
 
 def namespace_of(env: str) -> str:
     return f"strata-{env}"
+
+
+def deployment_of(values: dict, location: str) -> dict:
+    """The chart's user deployment that serves `location`."""
+    (deployment,) = [d for d in values["dagster-user-deployments"]["deployments"] if d["name"] == location]
+    return deployment
 
 
 # ---- values: keys, environments -------------------------------------------------------------------
@@ -93,12 +100,13 @@ def test_environments_have_the_same_settings_apart_from_digests_sizes_and_names(
     reference = normalized(documents["prod"])
     for env in ("dev", "uat"):
         assert normalized(documents[env]) == reference, env
-    # ... and they do differ where they should: each environment runs its own build.
+    # ... and they do differ where they should: each environment runs its own build of each location.
     digests = {
-        env: values["dagster-user-deployments"]["deployments"][0]["image"]["digest"]
+        (env, deployment["name"]): deployment["image"]["digest"]
         for env, values in documents.items()
+        for deployment in values["dagster-user-deployments"]["deployments"]
     }
-    assert len(set(digests.values())) == 3
+    assert len(set(digests.values())) == len(ENVIRONMENTS) * len(CODE_LOCATIONS)
     limits = {env: documents[env]["dagsterWebserver"]["resources"]["limits"]["memory"] for env in ENVIRONMENTS}
     assert limits == {"dev": "1Gi", "uat": "2Gi", "prod": "2Gi"}
 
@@ -112,14 +120,74 @@ def test_a_setting_that_drifts_between_environments_is_caught():
 @pytest.mark.parametrize("env", ENVIRONMENTS)
 def test_every_image_is_pinned_and_strata_image_names_the_running_one(env):
     values = load_values(env)
-    deployment = values["dagster-user-deployments"]["deployments"][0]
-    strata_image = {e["name"]: e["value"] for e in deployment["env"]}["STRATA_IMAGE"]
-    assert strata_image == chart_image_reference(deployment["image"])
-    assert strata_image.endswith("@" + deployment["image"]["digest"])
-    # What the chart renders for the pods: repository@digest (the tag does not decide what is pulled).
-    assert image_name(deployment["image"]) == f"registry.example.com/strata/strata@{deployment['image']['digest']}"
+    for deployment in values["dagster-user-deployments"]["deployments"]:
+        strata_image = {e["name"]: e["value"] for e in deployment["env"]}["STRATA_IMAGE"]
+        assert strata_image == chart_image_reference(deployment["image"])
+        assert strata_image.endswith("@" + deployment["image"]["digest"])
+        # What the chart renders for the pods: repository@digest (the tag does not decide what is pulled).
+        digest = deployment["image"]["digest"]
+        assert image_name(deployment["image"]) == f"registry.example.com/strata/strata-{deployment['name']}@{digest}"
     for component in ("dagsterWebserver", "dagsterDaemon", "busybox"):
         assert DIGEST.fullmatch(values[component]["image"]["digest"]), component
+
+
+# ---- code locations: jobs/locations.py, workspace.yaml and the user deployments name the same three ---
+
+
+def served_by_values(values: dict) -> dict[str, str | None]:
+    """Location name -> the file its user deployment's code server loads."""
+    served = {}
+    for deployment in values["dagster-user-deployments"]["deployments"]:
+        args = deployment.get("dagsterApiGrpcArgs", [])
+        served[deployment["name"]] = args[args.index("--python-file") + 1] if "--python-file" in args else None
+    return served
+
+
+def served_by_workspace(workspace: dict) -> dict[str, str | None]:
+    """Location name -> the file workspace.yaml loads for it (relative to the repository)."""
+    return {
+        entry["python_file"]["location_name"]: entry["python_file"]["relative_path"] for entry in workspace["load_from"]
+    }
+
+
+def mismatches(expected: dict[str, str], served: dict[str, str | None]) -> list[str]:
+    return [
+        f"{name}: expected {expected.get(name)}, served {served.get(name)}"
+        for name in sorted(expected.keys() | served.keys())
+        if expected.get(name) != served.get(name)
+    ]
+
+
+IN_IMAGE = {location.name: f"/app/{location.module_path}" for location in CODE_LOCATIONS}
+IN_REPOSITORY = {location.name: location.module_path for location in CODE_LOCATIONS}
+
+
+@pytest.mark.parametrize("env", ENVIRONMENTS)
+def test_the_values_deploy_every_code_location_and_nothing_else(env):
+    assert mismatches(IN_IMAGE, served_by_values(load_values(env))) == []
+    assert all((REPO_ROOT / path).is_file() for path in IN_REPOSITORY.values())
+
+
+def test_workspace_yaml_loads_every_code_location_and_nothing_else():
+    workspace = yaml.safe_load((REPO_ROOT / "workspace.yaml").read_text())
+    assert mismatches(IN_REPOSITORY, served_by_workspace(workspace)) == []
+    assert all(entry["python_file"]["working_directory"] == "." for entry in workspace["load_from"])
+
+
+def test_a_code_location_missing_or_misplaced_is_reported():
+    values = load_values("prod")
+    deployments = values["dagster-user-deployments"]["deployments"]
+    values["dagster-user-deployments"]["deployments"] = [d for d in deployments if d["name"] != "analytics"]
+    assert mismatches(IN_IMAGE, served_by_values(values)) == [
+        "analytics: expected /app/locations/analytics.py, served None"
+    ]
+    workspace = yaml.safe_load((REPO_ROOT / "workspace.yaml").read_text())
+    workspace["load_from"] = [e for e in workspace["load_from"] if e["python_file"]["location_name"] != "transforms"]
+    workspace["load_from"][0]["python_file"]["relative_path"] = "definitions.py"
+    assert mismatches(IN_REPOSITORY, served_by_workspace(workspace)) == [
+        "ingestion: expected locations/ingestion.py, served definitions.py",
+        "transforms: expected locations/transforms.py, served None",
+    ]
 
 
 # ---- the instance the chart renders, against Dagster's schema -------------------------------------
@@ -196,18 +264,18 @@ def launcher_for(env: str, kubeconfig: Path):
     return K8sRunLauncher(**{**processed.value, "load_incluster_config": False, "kubeconfig_file": str(kubeconfig)})
 
 
-def run_from_code_location(env: str, job_name: str):
-    """A run as the code server started by the chart creates it: its origin carries the deployment's
-    image (repository@digest) and container context."""
+def run_from_code_location(env: str, job_name: str, location: str):
+    """A run as the code server of `location` started by the chart creates it: its origin carries the
+    deployment's image (repository@digest) and container context."""
     from dagster._core.code_pointer import FileCodePointer
     from dagster._core.origin import JobPythonOrigin, RepositoryPythonOrigin
     from dagster._core.storage.dagster_run import DagsterRun
 
     values = load_values(env)
-    deployment = values["dagster-user-deployments"]["deployments"][0]
+    deployment = deployment_of(values, location)
     origin = RepositoryPythonOrigin(
         executable_path="/opt/venv/bin/python",
-        code_pointer=FileCodePointer("/app/definitions.py", "defs", "/app"),
+        code_pointer=FileCodePointer(f"/app/locations/{location}.py", "defs", "/app"),
         container_image=image_name(deployment["image"]),
         entry_point=["dagster"],
         container_context=user_deployment_container_context(values, deployment),
@@ -234,7 +302,7 @@ def test_run_worker_job_validates_against_the_kubernetes_schema(env, chart_envir
     from dagster_k8s.job import construct_dagster_k8s_job, get_job_name_from_run_id
 
     launcher = launcher_for(env, chart_environment)
-    run = run_from_code_location(env, "build_daily")
+    run = run_from_code_location(env, "build_daily", "transforms")
     # The steps K8sRunLauncher.launch_run takes, without the API call at the end.
     context = K8sContainerContext.create_for_run(run, launcher, include_run_tags=True)
     job = construct_dagster_k8s_job(
@@ -249,10 +317,10 @@ def test_run_worker_job_validates_against_the_kubernetes_schema(env, chart_envir
     manifest = validated_manifest(job)
 
     values = load_values(env)
-    deployment = values["dagster-user-deployments"]["deployments"][0]
+    deployment = deployment_of(values, "transforms")
     pod = manifest["spec"]["template"]
     container = pod["spec"]["containers"][0]
-    assert container["image"] == f"registry.example.com/strata/strata@{deployment['image']['digest']}"
+    assert container["image"] == f"registry.example.com/strata/strata-transforms@{deployment['image']['digest']}"
     assert pod_env(container)["STRATA_IMAGE"] == chart_image_reference(deployment["image"])
     assert pod_env(container)["STRATA_ENV"] == "prod"
     assert container["resources"] == values["runLauncher"]["config"]["k8sRunLauncher"]["resources"]
@@ -271,7 +339,7 @@ def step_manifest(env: str, launcher, op_name: str, executor_config: dict) -> di
     from dagster_k8s.container_context import K8sContainerContext
     from dagster_k8s.job import UserDefinedDagsterK8sConfig, construct_dagster_k8s_job, get_k8s_job_name
 
-    run = run_from_code_location(env, "refresh_unpartitioned")
+    run = run_from_code_location(env, "refresh_unpartitioned", "transforms")
     executor_context = K8sContainerContext(
         run_k8s_config=UserDefinedDagsterK8sConfig.from_dict(executor_config.get("step_k8s_config", {}))
     )
@@ -459,6 +527,7 @@ def test_code_image_copies_code_only_on_the_base_by_digest():
     sources = {word for words in copies for word in words if not word.startswith("--")}
     assert sources == {
         "definitions.py",
+        "locations/",
         "workspace.yaml",
         "dagster.yaml",
         "pyproject.toml",
@@ -474,6 +543,10 @@ def test_code_image_copies_code_only_on_the_base_by_digest():
     }
     runs = [args for keyword, args in stage if keyword == "RUN"]
     assert runs == ["cd /app/dbt && dbt parse --quiet --profiles-dir . --target prod"]  # nothing installed
+    # One file for the three location images: the build argument picks the entry file the image serves.
+    assert ("ARG", "LOCATION=ingestion") in stage
+    assert "STRATA_LOCATION=${LOCATION}" in dict(stage)["ENV"]
+    assert "--python-file /app/locations/${STRATA_LOCATION}.py" in dict(stage)["CMD"]
     assert [args for keyword, args in stage if keyword == "USER"] == ["10001:10001"]
     # The build context is an allow-list: everything is ignored first, and secrets stay ignored.
     ignored = [line for line in (REPO_ROOT / ".dockerignore").read_text().splitlines() if not line.startswith("#")]

@@ -111,8 +111,8 @@ def test_values_image_without_digest_or_with_latest_is_refused():
     assert messages(check_values(values, "v.yaml")) == [
         "v.yaml: dagsterWebserver.image: image 'registry.example.com/strata/strata-base' uses tag latest; "
         "pin it by digest",
-        "v.yaml: dagster-user-deployments.deployments[0].image: image registry.example.com/strata/strata:2026.11.0 "
-        "has no digest; set image.digest: sha256:<digest>",
+        "v.yaml: dagster-user-deployments.deployments[0].image: image "
+        "registry.example.com/strata/strata-ingestion:2026.11.0 has no digest; set image.digest: sha256:<digest>",
     ]
 
 
@@ -132,8 +132,8 @@ def test_strata_image_must_name_the_image_the_code_location_runs():
     deployment["image"]["digest"] = DIGEST  # promoted the image but forgot STRATA_IMAGE
     assert messages(check_values(values, "v.yaml")) == [
         "v.yaml: dagster-user-deployments.deployments[0].env.STRATA_IMAGE: STRATA_IMAGE is "
-        f"'registry.example.com/strata/strata:2026.11.0@sha256:{'2c' * 32}' but the deployment runs "
-        f"'registry.example.com/strata/strata:2026.11.0@{DIGEST}'"
+        f"'registry.example.com/strata/strata-ingestion:2026.11.0@sha256:{'2c' * 32}' but the deployment runs "
+        f"'registry.example.com/strata/strata-ingestion:2026.11.0@{DIGEST}'"
     ]
 
 
@@ -147,7 +147,7 @@ def test_missing_limits_are_refused_everywhere():
     del values["runLauncher"]["config"]["k8sRunLauncher"]["resources"]["limits"]
     assert messages(check_values(values, "v.yaml")) == [
         "v.yaml: dagsterDaemon.resources: no resource limit for memory",
-        "v.yaml: dagster-user-deployments.deployments[0](strata).resources: no resource limit for cpu and memory",
+        "v.yaml: dagster-user-deployments.deployments[0](ingestion).resources: no resource limit for cpu and memory",
         "v.yaml: runLauncher.config.k8sRunLauncher.resources: no resource limit for cpu and memory",
     ]
     deployment = proxy_deployment()

@@ -1,9 +1,10 @@
 """The folders show the architecture: imports flow one way, from `definitions.py` down to `resources/`.
 
-Layers, bottom first: resources -> audit -> assets -> demo, jobs -> sensors -> definitions. A module may
-import its own package and any package of a lower layer, never one of its own layer or above (the
-demo simulator and the jobs are siblings that must not know each other). Imports inside functions
-count too: a lazy import is still a dependency.
+Layers, bottom first: resources -> audit -> assets -> demo, jobs -> sensors -> definitions -> locations
+(the code locations' entry files, each cut from definitions.py). A module may import its own package and
+any package of a lower layer, never one of its own layer or above (the demo simulator and the jobs are
+siblings that must not know each other). Imports inside functions count too: a lazy import is still a
+dependency.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-LAYERS = {"resources": 0, "audit": 1, "assets": 2, "demo": 3, "jobs": 3, "sensors": 4, "definitions": 5}
+LAYERS = {"resources": 0, "audit": 1, "assets": 2, "demo": 3, "jobs": 3, "sensors": 4, "definitions": 5, "locations": 6}
 
 
 def strata_imports(path: Path) -> list[tuple[int, str]]:

@@ -4,7 +4,8 @@ except the SQL engine (DuckDB, because Trino cannot run here).
 - the Dagster instance on PostgreSQL (dagster-postgres run/event/schedule storage);
 - runs submitted to the run queue (QueuedRunCoordinator with dagster.yaml's limits) and launched by the
   queue daemon's own iteration, run here in-process; the runs execute in run worker processes of a
-  real code server (`dagster api grpc` for workspace.yaml's location), as under the chart;
+  real code server per code location (`dagster api grpc` for each of workspace.yaml's locations), as under
+  the chart's user deployments;
 - the Iceberg catalog in PostgreSQL (pyiceberg SqlCatalog), its warehouse on S3 (moto server);
 - the landing zone on S3, the OLTP source in PostgreSQL;
 - credentials for S3 from the standard AWS variables, as a pod gets them from its role.
@@ -32,7 +33,6 @@ from tests.support import assert_gold_matches_truth, generate_demo, warehouse_ta
 
 DAYS = 2
 IMAGE = "registry.example.com/strata/strata:2026.11.0@sha256:" + "2c" * 32
-LOCATION = "strata"
 RUN_TIMEOUT_S = 600
 pytestmark = pytest.mark.slow
 
@@ -113,6 +113,22 @@ def prod_shaped(strata_root, postgres_url, s3_bucket, s3_endpoint, monkeypatch, 
         yield settings, truth, instance
 
 
+def job_location(request_context, job_name: str):
+    """(code location, repository) of the one location that holds `job_name`."""
+    found = [
+        (location, repository)
+        for location in request_context.code_locations
+        for repository in location.get_repositories().values()
+        if repository.has_job(job_name)
+    ]
+    assert len(found) == 1, f"{job_name} is in {len(found)} code locations"
+    return found[0]
+
+
+def location_of_run(instance: dg.DagsterInstance, run_id: str) -> str:
+    return instance.get_run_by_id(run_id).remote_job_origin.repository_origin.code_location_origin.location_name
+
+
 def run_through_the_queue(instance: dg.DagsterInstance) -> list[tuple[str, str]]:
     """Submit each planned run to the queue, let the queue daemon launch it on the code server, wait.
     Returns (job name, run id) per run."""
@@ -128,8 +144,8 @@ def run_through_the_queue(instance: dg.DagsterInstance) -> list[tuple[str, str]]
         daemon = QueuedRunCoordinatorDaemon(interval_seconds=1)
         for job_name, tags in planned_runs(TEST_START, TEST_START + timedelta(days=DAYS)):
             request_context = workspace_context.create_request_context()
-            location = request_context.get_code_location(LOCATION)
-            (repository,) = location.get_repositories().values()
+            # the job's own code location: each location is a code server of its own
+            (location, repository) = job_location(request_context, job_name)
             run = _create_run(  # what `dagster job launch` does before it submits
                 instance=instance,
                 code_location=location,
@@ -166,7 +182,19 @@ def test_prod_shaped_run_through_the_queue_matches_ground_truth(prod_shaped, s3_
     assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
 
     runs = run_through_the_queue(instance)
-    assert [job for job, _ in runs] == ["load_hourly", "refresh_unpartitioned", "build_daily"]
+    assert [job for job, _ in runs] == [
+        "load_hourly",
+        "extract_oltp",
+        "refresh_unpartitioned",
+        "build_daily",
+        "forecast_daily",
+    ]
+    # ... each launched from its own code location's code server
+    assert {location_of_run(instance, run_id) for _, run_id in runs} == {
+        "ingestion",
+        "transforms",
+        "analytics",
+    }
     for _, run_id in runs:
         events = {e.dagster_event.event_type_value for e in instance.all_logs(run_id) if e.dagster_event}
         # Queued by submit_run, started only by the queue daemon's launch.

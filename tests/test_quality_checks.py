@@ -22,7 +22,7 @@ from resources.iceberg import IcebergCatalog
 from resources.source_db import connect_adbc
 from resources.warehouse import Warehouse
 from tests.conftest import TEST_START
-from tests.support import generate_demo
+from tests.support import generate_demo, refresh_unpartitioned
 
 BAD_HOUR = datetime(2026, 10, 1, 9)
 
@@ -188,7 +188,6 @@ def materialized_in(result: dg.ExecuteInProcessResult) -> set[str]:
 def test_a_failing_critical_check_blocks_downstream_and_a_warning_does_not(settings):
     generate_demo(settings, TEST_START, 1)
     defs = build_definitions(settings)
-    job = defs.resolve_job_def("refresh_unpartitioned")
     instance = dg.DagsterInstance.ephemeral()
     dbt_models = {key.to_user_string() for key in defs.resolve_assets_def(dg.AssetKey(["silver", "stg_bookings"])).keys}
     # stg_telemetry reads bronze.telemetry: load one hour so the Silver views can be built.
@@ -198,7 +197,7 @@ def test_a_failing_critical_check_blocks_downstream_and_a_warning_does_not(setti
     with connect_adbc(settings.source_database_url) as conn, conn.cursor() as cur:
         cur.execute("UPDATE bookings SET distance_km = 900 WHERE booking_id = (SELECT min(booking_id) FROM bookings)")
         conn.commit()
-    warned = job.execute_in_process(instance=instance, raise_on_error=False)
+    warned = refresh_unpartitioned(defs, instance, raise_on_error=False)
     assert warned.success
     failed = {key for key, ok in check_outcomes(warned).items() if not ok}
     assert failed == {("bronze/bookings", "distance_plausible"), ("silver/bookings", "distance_plausible")}
@@ -209,7 +208,7 @@ def test_a_failing_critical_check_blocks_downstream_and_a_warning_does_not(setti
     bookings = catalog.load().load_table("bronze.bookings")
     copy = bookings.scan(limit=1).to_arrow()
     bookings.append(copy)
-    blocked = job.execute_in_process(instance=instance, raise_on_error=False)
+    blocked = refresh_unpartitioned(defs, instance, raise_on_error=False)
     failed = {key for key, ok in check_outcomes(blocked).items() if not ok}
     assert failed == {("bronze/bookings", "booking_id_unique"), ("bronze/bookings", "distance_plausible")}
     assert "bronze/bookings" in materialized_in(blocked)

@@ -6,6 +6,7 @@ dbt tests are not blocking, so automation would go ahead)."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from functools import partial
 
 import dagster as dg
 import pytest
@@ -16,7 +17,7 @@ from jobs.policies import FOLLOW_INPUTS_LABEL
 from resources.iceberg import IcebergCatalog
 from resources.source_db import connect_adbc
 from tests.conftest import TEST_START
-from tests.support import generate_demo
+from tests.support import generate_demo, refresh_unpartitioned
 
 FORECAST = dg.AssetKey(["ml", "demand_forecast"])
 STATIONS = dg.AssetKey(["gold", "dim_stations"])
@@ -76,9 +77,10 @@ def test_every_silver_gold_and_ml_asset_is_gated_by_blocking_checks(settings):
 @pytest.mark.slow
 def test_a_failed_dbt_test_holds_back_the_python_asset_until_the_table_passes_again(settings):
     defs, instance = demo_day_with_telemetry(settings)
-    refresh, daily = defs.resolve_job_def("refresh_unpartitioned"), defs.resolve_job_def("build_daily")
-    assert refresh.execute_in_process(instance=instance).success
-    assert daily.execute_in_process(instance=instance, partition_key=DAY).success
+    refresh = partial(refresh_unpartitioned, defs)  # the OLTP extraction and the unpartitioned models
+    assert refresh(instance=instance).success
+    for daily in ("build_daily", "forecast_daily"):
+        assert defs.resolve_job_def(daily).execute_in_process(instance=instance, partition_key=DAY).success
     forecast_rows = IcebergCatalog.from_settings(settings).load().load_table("ml.demand_forecast").scan().to_arrow()
     assert forecast_rows.num_rows > 0 and forecast_rows.column("expected_utilisation").to_pylist()[0] > 0
 
@@ -96,7 +98,7 @@ def test_a_failed_dbt_test_holds_back_the_python_asset_until_the_table_passes_ag
 
     # The source sets a station's capacity to 0: dim_stations is rebuilt and its blocking test fails.
     set_capacity(settings, 1, 0, "2026-10-03 08:00:00.000000")
-    broken = refresh.execute_in_process(instance=instance, raise_on_error=False)
+    broken = refresh(instance=instance, raise_on_error=False)
     assert not broken.success
     assert failed_checks(broken) == {("gold/dim_stations", CAPACITY_CHECK)}
     assert STATIONS in {e.asset_key for e in broken.get_asset_materialization_events()}
@@ -110,7 +112,7 @@ def test_a_failed_dbt_test_holds_back_the_python_asset_until_the_table_passes_ag
 
     # The source is fixed; dim_stations is rebuilt and passes: the forecast is requested for DAY.
     set_capacity(settings, 1, 12, "2026-10-03 09:00:00.000000")
-    fixed = refresh.execute_in_process(instance=instance)
+    fixed = refresh(instance=instance)
     assert not failed_checks(fixed)
     released = evaluate(held.cursor)
     assert released.total_requested == 1
@@ -127,10 +129,16 @@ def test_a_failing_dbt_test_in_the_run_stops_the_python_asset_of_that_run(settin
             "WHERE booking_id = (SELECT min(booking_id) FROM bookings WHERE status = 'completed')"
         )
         conn.commit()
-    defs.resolve_job_def("refresh_unpartitioned").execute_in_process(instance=instance, raise_on_error=False)
+    refresh_unpartitioned(defs, instance, raise_on_error=False)
 
-    result = defs.resolve_job_def("build_daily").execute_in_process(
-        instance=instance, partition_key=DAY, raise_on_error=False
+    # The daily models and the forecast in one run, as the single-location view can run them (deployed, the
+    # forecast runs in another code location, held back by automation: the test above).
+    selection = [
+        *defs.resolve_job_def("build_daily").asset_layer.selected_asset_keys,
+        *defs.resolve_job_def("forecast_daily").asset_layer.selected_asset_keys,
+    ]
+    result = defs.resolve_implicit_global_asset_job_def().execute_in_process(
+        instance=instance, partition_key=DAY, asset_selection=selection, raise_on_error=False
     )
     assert not result.success
     assert ("gold/fct_bookings", "in_range_fct_bookings_duration_min__0") in failed_checks(result)

@@ -29,7 +29,7 @@ def test_the_schedule_table_is_what_runs(settings):
     defs = build_definitions(settings)
     schedules = {s.name: s for s in defs.schedules}
     assert {name: (s.cron_schedule, s.job_name, s.default_status) for name, s in schedules.items()} == {
-        "hourly_oltp_extraction": ("0 * * * *", "refresh_unpartitioned", dg.DefaultScheduleStatus.RUNNING),
+        "hourly_oltp_extraction": ("0 * * * *", "extract_oltp", dg.DefaultScheduleStatus.RUNNING),
         "ml_retraining": ("0 2 * * *", "retrain_demand_model", dg.DefaultScheduleStatus.RUNNING),
         "iceberg_table_maintenance": ("30 3 * * *", "maintain_tables", dg.DefaultScheduleStatus.RUNNING),
         "weather_forecasts": ("*/15 * * * *", "fetch_weather", dg.DefaultScheduleStatus.RUNNING),
@@ -133,7 +133,7 @@ def test_each_automation_sensor_carries_the_priority_of_the_job_its_assets_belon
     graph = defs.resolve_asset_graph()
     automated = {key for key in graph.get_all_asset_keys() if graph.get(key).automation_condition is not None}
     targeted: set[dg.AssetKey] = set()
-    for job_name in ("build_daily", "refresh_unpartitioned"):
+    for job_name in ("build_daily", "refresh_unpartitioned", "forecast_daily"):
         sensor = defs.resolve_sensor_def(automation_sensor_name(job_name))
         assert isinstance(sensor, dg.AutomationConditionSensorDefinition)
         assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
@@ -165,12 +165,22 @@ def test_runs_requested_by_the_schedule_and_the_drop_sensor_run_their_job_with_i
         )
         assert loaded.success and loaded.dagster_run.tags[PRIORITY_TAG] == "0"
 
-        # the hourly schedule: a real refresh_unpartitioned run, carrying its priority and scheduled time
+        # the hourly schedule: a real extract_oltp run, carrying its priority and scheduled time
+        follow = defs.resolve_sensor_def(automation_sensor_name("refresh_unpartitioned")).asset_selection
+        before = dg.evaluate_automation_conditions(defs=defs, instance=instance, asset_selection=follow)
         [request] = evaluate_schedule(defs, "hourly_oltp_extraction", TICK)
-        refreshed = defs.resolve_job_def("refresh_unpartitioned").execute_in_process(
-            instance=instance, tags=request.tags
+        extracted = defs.resolve_job_def("extract_oltp").execute_in_process(instance=instance, tags=request.tags)
+        assert extracted.success
+        assert extracted.dagster_run.tags[PRIORITY_TAG] == "5"
+        materialized = {e.asset_key.to_user_string() for e in extracted.get_asset_materialization_events()}
+        assert materialized == {f"bronze/{t}" for t in ("bookings", "customers", "payments", "stations", "vehicles")}
+
+        # ... and the unpartitioned models follow it by automation (another code location): the staging views
+        # of the tables just extracted are requested (the models above them on the ticks after, once built).
+        requested = dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, asset_selection=follow, cursor=before.cursor
         )
-        assert refreshed.success
-        assert refreshed.dagster_run.tags[PRIORITY_TAG] == "5"
-        materialized = {e.asset_key.to_user_string() for e in refreshed.get_asset_materialization_events()}
-        assert {"bronze/bookings", "bronze/customers", "gold/dim_customers", "silver/bookings"} <= materialized
+        requested_keys = {r.key.to_user_string() for r in requested.results if r.true_subset.size}
+        assert requested_keys == {
+            f"silver/stg_{t}" for t in ("bookings", "customers", "payments", "stations", "vehicles")
+        }

@@ -266,25 +266,25 @@ def test_no_planted_secret_reaches_strata_root(
     # 0. One hour of telemetry from the landing zone: dbt's staging view needs bronze.telemetry.
     hour = execute_job("load_hourly", env, "--tags", json.dumps({"dagster/partition": f"{TEST_START}-00:00"}))
     assert hour.returncode == 0, hour.stderr[-3000:]
-    # 1. A successful refresh: Bronze from PostgreSQL with the password from Vault, then dbt.
-    first = execute_job("refresh_unpartitioned", env)
+    # 1. A successful extraction: Bronze from PostgreSQL with the password from Vault, then the dbt models.
+    first = execute_job("extract_oltp", env)
     assert first.returncode == 0, first.stderr[-3000:]
     with dg.DagsterInstance.get() as instance:  # rows loaded: the password from Vault opened the source
         assert instance.get_latest_materialization_event(dg.AssetKey(["bronze", "payments"])), first.stderr[-3000:]
+    models = execute_job("refresh_unpartitioned", env)
+    assert models.returncode == 0, models.stderr[-3000:]
     # 2. The reader loses access to one table: a network-class error, retried, then the run fails.
     admin_execute(source["admin"], f"REVOKE SELECT ON payments FROM {ROLE}")
-    second = execute_job("refresh_unpartitioned", env)
+    second = execute_job("extract_oltp", env)
     assert second.returncode != 0
     # 3. The deprecated form (`?password=` in the URL), to a database that is gone: the guard finds the
     # source down and the run ends `not_run`; the reason quotes the URL, which reached the run tag before.
     separator = "&" if "?" in source["reader"] else "?"
     gone = source["reader"].replace(source["database"], source["database"] + "_gone")
     deprecated = f"{gone}{separator}password={secrets['password in STRATA_SOURCE_URL']}"
-    third = execute_job(
-        "refresh_unpartitioned", {**env, "STRATA_SOURCE_URL": deprecated, "STRATA_SOURCE_PASSWORD_SECRET": ""}
-    )
+    third = execute_job("extract_oltp", {**env, "STRATA_SOURCE_URL": deprecated, "STRATA_SOURCE_PASSWORD_SECRET": ""})
     assert third.returncode == 0, third.stderr[-3000:]
-    for process in (hour, first, second, third):  # the console of each run process
+    for process in (hour, first, models, second, third):  # the console of each run process
         console = process.stdout + process.stderr
         assert [name for name, value in secrets.items() if value in console] == []
 
@@ -293,10 +293,11 @@ def test_no_planted_secret_reaches_strata_root(
         assert [run.status for run in runs] == [
             dg.DagsterRunStatus.SUCCESS,
             dg.DagsterRunStatus.SUCCESS,
+            dg.DagsterRunStatus.SUCCESS,
             dg.DagsterRunStatus.FAILURE,
             dg.DagsterRunStatus.SUCCESS,
         ]
-        _, ok, failed, not_run = runs
+        _, ok, _models, failed, not_run = runs
         loaded = instance.get_latest_materialization_event(dg.AssetKey(["bronze", "payments"]))
         assert loaded is not None and loaded.run_id == ok.run_id
         assert f'database "{source["database"]}_gone" does not exist' in not_run.tags[NOT_RUN_TAG]

@@ -4,12 +4,15 @@ version breaks the contract keeps its last valid version while the breaking one 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import dagster as dg
 
 from definitions import build_definitions
 from resources.source_db import connect_adbc
 from tests.conftest import TEST_START
-from tests.support import generate_demo, warehouse_tables
+from tests.support import generate_demo, refresh_unpartitioned, warehouse_tables
 
 LATER = "2026-10-03 12:00:00.000000"  # after every generated change
 
@@ -18,14 +21,14 @@ def published_bookings(settings) -> dict[int, dict]:
     return {r["booking_id"]: r for r in warehouse_tables(settings)["silver.bookings"].to_pylist()}
 
 
-def published_once(settings) -> tuple[dg.JobDefinition, dg.DagsterInstance]:
+def published_once(settings) -> tuple[Callable[..., dg.ExecuteInProcessResult], dg.DagsterInstance]:
     """One day of demo data, its first hour of telemetry and one refresh: silver.bookings is published."""
     generate_demo(settings, TEST_START, 1)
     defs = build_definitions(settings)
     instance = dg.DagsterInstance.ephemeral()
     defs.resolve_job_def("load_hourly").execute_in_process(instance=instance, partition_key="2026-10-01-00:00")
-    refresh = defs.resolve_job_def("refresh_unpartitioned")
-    assert refresh.execute_in_process(instance=instance).success
+    refresh = partial(refresh_unpartitioned, defs)  # the OLTP extraction and the unpartitioned models
+    assert refresh(instance=instance).success
     return refresh, instance
 
 
@@ -41,7 +44,7 @@ def test_final_bookings_are_merged_from_valid_rows_only(settings):
         # A change that breaks the contract: an unknown status.
         cur.execute(f"UPDATE bookings SET status = 'lost', updated_at = '{LATER}' WHERE booking_id = {broken}")
         conn.commit()
-    assert refresh.execute_in_process(instance=instance).success
+    assert refresh(instance=instance).success
     after = published_bookings(settings)
 
     assert set(after) == set(before)  # merged in place: no booking added, none published twice
@@ -69,7 +72,7 @@ def test_a_row_the_contract_quarantines_does_not_block_the_promotion_that_handle
         cur.execute(f"UPDATE bookings SET status = 'cancelled', updated_at = '{LATER}' WHERE booking_id = {good}")
         cur.execute(f"UPDATE bookings SET distance_km = -1.5, updated_at = '{LATER}' WHERE booking_id = {negative}")
         conn.commit()
-    result = refresh.execute_in_process(instance=instance, raise_on_error=False)
+    result = refresh(instance=instance, raise_on_error=False)
 
     assert result.success
     after = published_bookings(settings)

@@ -26,7 +26,7 @@ import pytest
 from definitions import build_definitions
 from jobs.backfill import range_tags
 from tests.conftest import TEST_START
-from tests.support import generate_demo
+from tests.support import generate_demo, refresh_unpartitioned
 
 REPO = Path(__file__).resolve().parents[1]
 DAYS = 2
@@ -97,7 +97,7 @@ def dagster_dev(settings, tmp_path) -> Iterator[tuple[int, dg.Definitions, Path]
             instance=instance, tags=range_tags(f"{TEST_START:%Y-%m-%d}-00:00", last_hour)
         )
         assert loaded.success
-        assert defs.resolve_job_def("refresh_unpartitioned").execute_in_process(instance=instance).success
+        assert refresh_unpartitioned(defs, instance).success
     port = free_port()
     log = (tmp_path / "dagster_dev.log").open("w")
     server = subprocess.Popen(
@@ -137,11 +137,12 @@ def test_ui_backfills_of_bronze_hours_with_their_daily_models_and_of_the_daily_m
     port, defs, home = dagster_dev
     graph = defs.resolve_asset_graph()
     telemetry = dg.AssetKey(["bronze", "telemetry"])
-    # The daily data assets: those of the daily build (the model retraining is daily too, but a decision on
-    # its own 02:00 clock, not data a backfill rebuilds).
+    # The daily data assets: those of the daily build and the forecast, two code locations in one backfill
+    # (the model retraining is daily too, but a decision on its own 02:00 clock, not data a backfill rebuilds).
     daily = sorted(
         key
-        for key in defs.resolve_job_def("build_daily").asset_layer.selected_asset_keys
+        for job in ("build_daily", "forecast_daily")
+        for key in defs.resolve_job_def(job).asset_layer.selected_asset_keys
         if isinstance(graph.get(key).partitions_def, dg.DailyPartitionsDefinition)
     )
     downstream_daily = sorted(set(daily) & dg.AssetSelection.assets(telemetry).downstream().resolve(graph))

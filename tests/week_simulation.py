@@ -174,7 +174,7 @@ class SimulatedDaemons:
         )
         self.alerting = alerting
         self.cursors: dict[str, str | None] = {}
-        self.automation_cursor = None
+        self.automation_cursors: dict[str, object] = {}  # per automation sensor, as the daemon keeps them
         self.evaluations = 0
         self.run_keys: set[tuple[str, str]] = set()
         self.log = WeekLog()
@@ -235,34 +235,46 @@ class SimulatedDaemons:
         return requests
 
     def automation_requests(self, now: datetime) -> list[tuple[str, str | None, dg.RunRequest]]:
-        result = dg.evaluate_automation_conditions(
-            defs=self.defs, instance=self.instance, cursor=self.automation_cursor, evaluation_time=now
-        )
-        self.automation_cursor = result.cursor
+        """What the automation daemon requests at `now`: it evaluates each automation sensor on its own (its
+        assets, its cursor) and groups that sensor's requests by partition, so a run never spans two sensors,
+        i.e. two jobs or two code locations, and an asset of another sensor never counts as requested with it."""
         self.evaluations += 1
-        by_partition: dict[str | None, list[dg.AssetKey]] = {}
-        for evaluated in result.results:
-            subset = evaluated.true_subset
-            if subset.size == 0:
-                continue
-            if self.graph.get(evaluated.key).partitions_def is None:
-                by_partition.setdefault(None, []).append(evaluated.key)
-            else:
-                for partition in subset.expensively_compute_partition_keys():
-                    by_partition.setdefault(partition, []).append(evaluated.key)
         requests = []
-        for partition, keys in sorted(by_partition.items(), key=lambda item: item[0] or ""):
-            sensor = self._automation_sensor_for(keys[0])
+        for sensor in self.defs.sensors or []:
+            if not isinstance(sensor, dg.AutomationConditionSensorDefinition):
+                continue
+            result = dg.evaluate_automation_conditions(
+                defs=self.defs,
+                instance=self.instance,
+                asset_selection=sensor.asset_selection,
+                cursor=self.automation_cursors.get(sensor.name),
+                evaluation_time=now,
+            )
+            self.automation_cursors[sensor.name] = result.cursor
+            by_partition: dict[str | None, list[dg.AssetKey]] = {}
+            for evaluated in result.results:
+                subset = evaluated.true_subset
+                if subset.size == 0:
+                    continue
+                if self.graph.get(evaluated.key).partitions_def is None:
+                    by_partition.setdefault(None, []).append(evaluated.key)
+                else:
+                    for partition in subset.expensively_compute_partition_keys():
+                        by_partition.setdefault(partition, []).append(evaluated.key)
             tags = {
                 **sensor.run_tags,
                 SENSOR_NAME_TAG: sensor.name,
                 AUTO_MATERIALIZE_TAG: "true",
                 ASSET_EVALUATION_ID_TAG: str(self.evaluations),
             }
-            request = dg.RunRequest(
-                asset_selection=keys, asset_check_keys=self._ride_along_checks(keys), partition_key=partition, tags=tags
-            )
-            requests.append(("automation", None, request))
+            for partition, keys in sorted(by_partition.items(), key=lambda item: item[0] or ""):
+                request = dg.RunRequest(
+                    asset_selection=keys,
+                    asset_check_keys=self._ride_along_checks(keys),
+                    partition_key=partition,
+                    tags=tags,
+                )
+                requests.append(("automation", None, request))
         return requests
 
     def _ride_along_checks(self, keys: list[dg.AssetKey]) -> list[dg.AssetCheckKey]:
@@ -336,14 +348,6 @@ class SimulatedDaemons:
         defined = self.repository.get_top_level_resources()
         needed = get_transitive_required_resource_keys(sensor.required_resource_keys, defined)
         return {key: resource for key, resource in defined.items() if key in needed}
-
-    def _automation_sensor_for(self, key: dg.AssetKey) -> dg.AutomationConditionSensorDefinition:
-        for sensor in self.defs.sensors or []:
-            if isinstance(sensor, dg.AutomationConditionSensorDefinition) and key in sensor.asset_selection.resolve(
-                self.graph
-            ):
-                return sensor
-        raise LookupError(f"no automation sensor targets {key.to_user_string()}")
 
 
 class RunStoppedFromOutside(RuntimeError):

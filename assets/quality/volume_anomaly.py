@@ -172,14 +172,18 @@ def judge_latest(instance: dg.DagsterInstance, key: dg.AssetKey, policy: VolumeP
 def build_volume_anomaly_checks(
     policies: Mapping[dg.AssetKey, VolumePolicy],
     partitions_by_asset: Mapping[dg.AssetKey, dg.PartitionsDefinition | None],
+    unit_of: Mapping[dg.AssetKey, str] | None = None,
 ) -> list[dg.AssetChecksDefinition]:
-    """One multi-asset check per (partitioning, policy) group, run by every job that builds one of its assets."""
-    groups: dict[tuple[dg.PartitionsDefinition | None, VolumePolicy], list[dg.AssetKey]] = {}
+    """One multi-asset check per (partitioning, policy, unit) group, run by every job that builds one of its
+    assets. `unit_of` (asset -> code location) keeps a check definition inside one code location: a
+    multi-asset check executes in one code server."""
+    groups: dict[tuple[dg.PartitionsDefinition | None, VolumePolicy, str], list[dg.AssetKey]] = {}
     for key in sorted(policies, key=lambda k: k.to_user_string()):
-        groups.setdefault((partitions_by_asset.get(key), policies[key]), []).append(key)
+        unit = (unit_of or {}).get(key, "")
+        groups.setdefault((partitions_by_asset.get(key), policies[key], unit), []).append(key)
     return [
         _checks(keys, partitions_def, policy, f"volume_anomaly_{index}")
-        for index, ((partitions_def, policy), keys) in enumerate(groups.items())
+        for index, ((partitions_def, policy, _), keys) in enumerate(groups.items())
     ]
 
 

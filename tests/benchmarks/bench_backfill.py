@@ -37,7 +37,7 @@ import psutil
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH_START = date(2026, 1, 1)
-JOBS = ("load_hourly", "refresh_unpartitioned", "build_daily")
+JOBS = ("load_hourly", "extract_oltp", "refresh_unpartitioned", "build_daily", "forecast_daily")
 
 
 @dataclass
@@ -208,12 +208,12 @@ def floor_main(data_root: Path, work_root: Path, start: date, days: int) -> None
 def load_hourly_main(start: date, days: int) -> None:
     import dagster as dg
 
-    from jobs.backfill import load_code_location, planned_runs
+    from jobs.backfill import load_code_locations, planned_runs, resolve_job
 
     job, tags = planned_runs(start, start + timedelta(days=days))[0]
-    defs = load_code_location()
+    job_def = resolve_job(load_code_locations(), job)
     began = time.perf_counter()
-    result = defs.resolve_job_def(job).execute_in_process(instance=dg.DagsterInstance.get(), tags=tags)
+    result = job_def.execute_in_process(instance=dg.DagsterInstance.get(), tags=tags)
     print(json.dumps({"seconds": time.perf_counter() - began, "success": result.success}))
 
 
