@@ -261,13 +261,23 @@ def bronze_tables_read(manifest: Mapping[str, Any], executed: set[str], engine: 
     return read
 
 
+# dbt (and dagster-dbt when it subsets a multi-asset) read the test selection mode from here.
+INDIRECT_SELECTION_ENV = "DBT_INDIRECT_SELECTION"
+
+
 def dbt_environment(run_id: str, warehouse: Warehouse) -> dict[str, str]:
     """Values the dbt subprocess needs that only the run knows: the Dagster run id (quarantine rows
     record it); on DuckDB the warehouse's memory limit, threads and spill directory; on Trino with
     password auth, the password from the secrets backend, which dbt/profiles.yml reads as
     STRATA_TRINO_PASSWORD. A `--vars` value that changes every run would
-    force dbt to re-parse the whole project each time."""
-    values = {RUN_ID_ENV: run_id}
+    force dbt to re-parse the whole project each time.
+
+    Tests are chosen `buildable` (DBT_INDIRECT_SELECTION, which dagster-dbt reads too): a test runs when
+    each model it reads is built by this run or upstream of one that is. With dbt's default (`eager`, any
+    one parent selected), a run of some unpartitioned models (automation requests a subset) also ran the
+    relationship tests of the daily models that point at them, against daily tables that may not exist
+    yet and over every day, failing the hourly refresh."""
+    values = {RUN_ID_ENV: run_id, INDIRECT_SELECTION_ENV: "buildable"}
     if warehouse.engine == "duckdb":
         values.update(warehouse.duckdb_environment())
     if warehouse.engine == "trino" and (password := warehouse.trino_password()) is not None:
