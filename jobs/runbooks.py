@@ -411,13 +411,21 @@ def stale_runbooks(defs: dg.Definitions, directory: Path = RUNBOOK_DIR) -> list[
     return sorted(stale)
 
 
+def load_platform() -> dg.Definitions:
+    """Every code location's definitions in one view (definitions.py `build_definitions`), loaded from the
+    file as `dagster dev` loads the locations, so this CLI stays below the assembly layer."""
+    import runpy
+
+    from resources.settings import load_settings
+
+    return runpy.run_path(str(REPO / "definitions.py"))["build_definitions"](load_settings())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m jobs.runbooks", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only report stale runbooks (exit 1 if any)")
     args = parser.parse_args(argv)
-    from jobs.backfill import load_code_location
-
-    defs = load_code_location()
+    defs = load_platform()
     if args.check:
         stale = stale_runbooks(defs)
         print("stale runbooks: " + ", ".join(stale) if stale else "runbooks up to date")
