@@ -65,6 +65,13 @@ REMEDIATION: dict[str, str] = {
     "the error (disk, catalog) is fixed.",
     "assets/bronze/oltp.py": "Deterministic, not retried: a source row breaks the contract lossily. Fix the source "
     "or the contract, then re-run.",
+    "assets/quality/parity.py": "The legacy output of that day cannot be compared (a file, column or value it "
+    "names is missing or unreadable): ask the legacy batch's owner for the file as the old job wrote it, or "
+    "fix the column mapping in assets/quality/parity.yaml; then re-run the check for the day.",
+    "assets/quality/parity_checks.py": "A parity declaration names a table that is not a daily asset: fix "
+    "assets/quality/parity.yaml (the code location does not load until it is fixed).",
+    "assets/quality/parity_config.py": "assets/quality/parity.yaml is invalid (the message names the file, table "
+    "and setting): fix the declaration and redeploy.",
 }
 
 

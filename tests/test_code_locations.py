@@ -103,7 +103,7 @@ def test_workspace_files_load_the_same_locations(strata_root):
     assert names == [
         ["extract_oltp", "fetch_weather", "load_hourly", "maintain_tables"],
         ["build_daily", "refresh_unpartitioned"],
-        ["forecast_daily", "publish_weekly_report", "retrain_demand_model"],
+        ["forecast_daily", "publish_weekly_report", "report_slo", "retrain_demand_model"],
     ]
     for defs in loaded:
         assert defs.get_repository_def().has_job(sorted(job.name for job in defs.jobs)[0])
@@ -136,4 +136,4 @@ def test_a_location_entry_file_does_not_build_the_single_location_view(strata_ro
         [sys.executable, "-c", probe], capture_output=True, text=True, cwd=Path(__file__).parents[1], check=False
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip().splitlines()[-1] == "['build_daily', 'refresh_unpartitioned'] 9"
+    assert out.stdout.strip().splitlines()[-1] == "['build_daily', 'refresh_unpartitioned'] 10"

@@ -210,6 +210,7 @@ def test_jobs_split_by_partitioning(settings):
     assert {k.path[0] for k in defs.resolve_job_def("refresh_unpartitioned").asset_layer.selected_asset_keys} == {
         "silver",
         "gold",
+        "gold_restricted",
     }
     assert {k.to_user_string() for k in defs.resolve_job_def("forecast_daily").asset_layer.selected_asset_keys} == {
         "ml/demand_forecast"

@@ -76,7 +76,7 @@ def test_on_a_warm_instance_a_new_extraction_reaches_silver_and_gold_in_one_tick
 def test_on_a_cold_instance_the_first_automation_runs_of_the_models_succeed(settings):
     """Before any daily table exists, automation brings the unpartitioned models up in subset runs. With
     dbt's default test selection those runs also ran the daily models' relationship tests and failed on
-    `Table with name telemetry_clean does not exist` (DBT_INDIRECT_SELECTION=buildable, dbt_models.py)."""
+    `Table with name telemetry_clean does not exist` (DBT_INDIRECT_SELECTION=cautious for them, dbt_models.py)."""
     cfg = DemoConfig(start=TEST_START, days=1, scale=0.01, seed=7)
     generate(
         cfg,

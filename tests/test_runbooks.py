@@ -35,7 +35,7 @@ def test_every_job_has_a_runbook_and_the_ml_one_links_the_hand_written_rollback(
         in (files["job-load_hourly.md"])
     )
     assert "weather API payload refused, nothing loaded into {WEATHER_TABLE}: {error}" in files["job-fetch_weather.md"]
-    assert "- Schedule `hourly_oltp_extraction`, cron `0 * * * *` UTC" in files["job-refresh_unpartitioned.md"]
+    assert "- Schedule `hourly_oltp_extraction`, cron `0 * * * *` UTC" in files["job-extract_oltp.md"]
     assert "- Sensor `telemetry_drop_sensor` (every 30 s)" in files["job-load_hourly.md"]
 
 

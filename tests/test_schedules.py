@@ -173,7 +173,8 @@ def test_runs_requested_by_the_schedule_and_the_drop_sensor_run_their_job_with_i
         assert extracted.success
         assert extracted.dagster_run.tags[PRIORITY_TAG] == "5"
         materialized = {e.asset_key.to_user_string() for e in extracted.get_asset_materialization_events()}
-        assert materialized == {f"bronze/{t}" for t in ("bookings", "customers", "payments", "stations", "vehicles")}
+        oltp = ("bookings", "customers", "payments", "stations", "vehicles", "fields", "wells", "well_production")
+        assert materialized == {f"bronze/{t}" for t in oltp}
 
         # ... and the unpartitioned models follow it by automation (another code location): the staging views
         # of the tables just extracted are requested (the models above them on the ticks after, once built).

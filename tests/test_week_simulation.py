@@ -125,12 +125,12 @@ def test_the_daily_table_maintenance_at_0330_ticks_when_the_clock_passes_it(sett
         daemons = SimulatedDaemons(defs, instance, dict(defs.resources))
         at_four = {job: request for _, job, request in daemons.schedule_requests(datetime(2026, 10, 5, 4, tzinfo=UTC))}
         at_five = {job for _, job, _ in daemons.schedule_requests(datetime(2026, 10, 5, 5, tzinfo=UTC))}
-    assert sorted(at_four) == ["fetch_weather", "maintain_tables", "refresh_unpartitioned"]
+    assert sorted(at_four) == ["extract_oltp", "fetch_weather", "maintain_tables"]
     maintenance = at_four["maintain_tables"]
     assert maintenance.tags["dagster/schedule_name"] == "iceberg_table_maintenance"
     assert maintenance.tags["strata/scheduled_for"] == "2026-10-05T03:30Z"
-    assert at_four["refresh_unpartitioned"].tags["strata/scheduled_for"] == "2026-10-05T04:00Z"
-    assert sorted(at_five) == ["fetch_weather", "refresh_unpartitioned"]
+    assert at_four["extract_oltp"].tags["strata/scheduled_for"] == "2026-10-05T04:00Z"
+    assert sorted(at_five) == ["extract_oltp", "fetch_weather"]
 
 
 DAY = "2026-10-02"

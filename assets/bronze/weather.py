@@ -338,13 +338,16 @@ def weather_forecasts(
             inserted, updated = inserted + chunk_inserted, updated + chunk_updated
             loaded.append(incoming)
     except MalformedPayload as error:
-        refused = f"weather API payload refused, nothing loaded into {WEATHER_TABLE}"
         if loaded:  # a catch-up: the chunks before this one are committed, and the next fetch resumes after them
-            refused = (
+            raise dg.Failure(
                 f"weather API payload refused, nothing of [{chunk_start:%Y-%m-%dT%H:%M}, {chunk_end:%Y-%m-%dT%H:%M}) "
-                f"loaded into {WEATHER_TABLE} ({inserted + updated} row(s) of {len(loaded)} earlier chunk(s) kept)"
-            )
-        raise dg.Failure(f"{refused}: {error}", allow_retries=False) from None
+                f"loaded into {WEATHER_TABLE} ({inserted + updated} row(s) of {len(loaded)} earlier chunk(s) kept): "
+                f"{error}",
+                allow_retries=False,
+            ) from None
+        raise dg.Failure(
+            f"weather API payload refused, nothing loaded into {WEATHER_TABLE}: {error}", allow_retries=False
+        ) from None
     except WeatherApiRefused as error:
         raise dg.Failure(str(error), allow_retries=False) from None
     except WeatherApiUnavailable as error:

@@ -265,19 +265,26 @@ def bronze_tables_read(manifest: Mapping[str, Any], executed: set[str], engine: 
 INDIRECT_SELECTION_ENV = "DBT_INDIRECT_SELECTION"
 
 
+def test_selection(context: dg.AssetExecutionContext) -> dict[str, str]:
+    """dbt's test selection for a run of some of the unpartitioned models (automation requests a subset):
+    `cautious`, only the tests all of whose models the run builds. dagster-dbt selects such a subset by
+    model name, without the multi-asset's `--exclude tag:daily`, and dbt's default (`eager`: any one
+    model built) then also ran the daily models' relationship tests that point at them: against daily
+    tables that may not exist yet, over every day, failing the hourly refresh. A whole run keeps `eager`
+    (its `--exclude tag:daily` drops those tests), and so do the daily models, whose tests against the
+    staging views and dimensions they read must run with them."""
+    subset = set(context.selected_asset_keys) != set(context.assets_def.keys)
+    daily = context.assets_def.partitions_def is not None
+    return {INDIRECT_SELECTION_ENV: "cautious" if subset and not daily else "eager"}
+
+
 def dbt_environment(run_id: str, warehouse: Warehouse) -> dict[str, str]:
     """Values the dbt subprocess needs that only the run knows: the Dagster run id (quarantine rows
     record it); on DuckDB the warehouse's memory limit, threads and spill directory; on Trino with
     password auth, the password from the secrets backend, which dbt/profiles.yml reads as
     STRATA_TRINO_PASSWORD. A `--vars` value that changes every run would
-    force dbt to re-parse the whole project each time.
-
-    Tests are chosen `buildable` (DBT_INDIRECT_SELECTION, which dagster-dbt reads too): a test runs when
-    each model it reads is built by this run or upstream of one that is. With dbt's default (`eager`, any
-    one parent selected), a run of some unpartitioned models (automation requests a subset) also ran the
-    relationship tests of the daily models that point at them, against daily tables that may not exist
-    yet and over every day, failing the hourly refresh."""
-    values = {RUN_ID_ENV: run_id, INDIRECT_SELECTION_ENV: "buildable"}
+    force dbt to re-parse the whole project each time."""
+    values = {RUN_ID_ENV: run_id}
     if warehouse.engine == "duckdb":
         values.update(warehouse.duckdb_environment())
     if warehouse.engine == "trino" and (password := warehouse.trino_password()) is not None:
@@ -332,7 +339,7 @@ def build_dbt_assets(
         ):
             partitioned = context.has_partition_key or context.has_partition_key_range
             window = context.partition_time_window if partitioned else None
-            with subprocess_environment(incomplete_ok_environment(context)):
+            with subprocess_environment({**incomplete_ok_environment(context), **test_selection(context)}):
                 yield from run_dbt(context, dbt, warehouse, iceberg, window=window)
 
         return models
