@@ -84,7 +84,7 @@ class SourceDatabase(dg.ConfigurableResource):
     def read_arrow(self, query: str) -> pa.Table:
         with connect_adbc(self.connection_url(), read_only=True) as conn, conn.cursor() as cur:
             cur.execute(query)
-            return cur.fetch_arrow_table()
+            return without_extension_types(cur.fetch_arrow_table())
 
     def table_columns(self, table: str) -> dict[str, pa.DataType | None] | None:
         """The source table's columns and their Arrow types as the engine declares them, before any row is
@@ -102,7 +102,7 @@ class SourceDatabase(dg.ConfigurableResource):
                 if "SQLSTATE: 42P01" in str(exc):  # undefined_table
                     return None
                 raise
-            return {field.name: field.type for field in schema}
+            return {field.name: storage_type(field.type) for field in schema}
 
     @property
     def display_url(self) -> str:
@@ -119,3 +119,19 @@ class SourceDatabaseWithPassword(SourceDatabase):
 
     def connection_url(self) -> str:
         return with_url_password(super().connection_url(), self.secrets.get(self.password_secret))
+
+
+def storage_type(arrow_type: pa.DataType) -> pa.DataType:
+    """An extension type's storage: the ADBC PostgreSQL driver returns NUMERIC as an opaque extension over
+    its exact decimal text, which the contracts read losslessly as `decimal(p,s)` (never through a float)."""
+    return arrow_type.storage_type if isinstance(arrow_type, pa.BaseExtensionType) else arrow_type
+
+
+def without_extension_types(table: pa.Table) -> pa.Table:
+    """`table` with every extension-typed column replaced by its storage (see `storage_type`)."""
+    for index, field in enumerate(table.schema):
+        if isinstance(field.type, pa.BaseExtensionType):
+            column = table.column(index)
+            storage = pa.chunked_array([chunk.storage for chunk in column.chunks], type=field.type.storage_type)
+            table = table.set_column(index, pa.field(field.name, field.type.storage_type, field.nullable), storage)
+    return table

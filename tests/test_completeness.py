@@ -152,7 +152,13 @@ def test_a_day_is_built_once_complete_late_days_within_the_lookback_and_nothing_
 
 
 def failed_checks(result: dg.ExecuteInProcessResult) -> set[tuple[str, str]]:
-    return {(e.asset_key.to_user_string(), e.check_name) for e in result.get_asset_check_evaluations() if not e.passed}
+    """Failed checks, but the dual-run parity warnings: the demo's legacy outputs differ from Gold on purpose
+    (seeded differences, assets/quality/parity.yaml), which says nothing about completeness."""
+    return {
+        (e.asset_key.to_user_string(), e.check_name)
+        for e in result.get_asset_check_evaluations()
+        if not e.passed and not (e.check_name == "parity_with_legacy" and e.severity == dg.AssetCheckSeverity.WARN)
+    }
 
 
 def materialized(result: dg.ExecuteInProcessResult) -> set[str]:

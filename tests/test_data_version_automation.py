@@ -19,7 +19,7 @@ from jobs.partition_freshness import CHECK_NAME, build_partition_freshness_check
 from jobs.policies import PARTITION_FRESHNESS, apply_global_policies
 from resources.source_db import connect_adbc
 from tests.conftest import TEST_START
-from tests.support import generate_demo
+from tests.support import generate_demo, refresh_unpartitioned
 
 DAY1, DAY2 = TEST_START.isoformat(), (TEST_START + timedelta(days=1)).isoformat()
 # 03:00 on the day after DAY2: DAY2 is the newest daily partition.
@@ -56,7 +56,7 @@ def test_automation_rebuilds_a_day_only_when_an_input_changed_content(settings):
 
     generate_demo(settings, TEST_START, 2)
     defs = build_definitions(settings)
-    refresh = defs.resolve_job_def("refresh_unpartitioned")
+    extract = defs.resolve_job_def("extract_oltp")
 
     def evaluate(instance, cursor):
         return dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor, evaluation_time=MORNING)
@@ -64,7 +64,7 @@ def test_automation_rebuilds_a_day_only_when_an_input_changed_content(settings):
     with dg.instance_for_test() as instance:
         hours = {RANGE_START: f"{DAY1}-00:00", RANGE_END: f"{DAY2}-23:00"}
         assert defs.resolve_job_def("load_hourly").execute_in_process(instance=instance, tags=hours).success
-        assert refresh.execute_in_process(instance=instance).success
+        assert refresh_unpartitioned(defs, instance).success
         days = {RANGE_START: DAY1, RANGE_END: DAY2}
         assert defs.resolve_job_def("build_daily").execute_in_process(instance=instance, tags=days).success
         settled = evaluate(instance, None)
@@ -74,14 +74,14 @@ def test_automation_rebuilds_a_day_only_when_an_input_changed_content(settings):
 
         # The hourly refresh again, with nothing changed upstream: every model is rematerialized, to the
         # same content, so no day is rebuilt (rematerializations alone requested the newest day each hour).
-        assert refresh.execute_in_process(instance=instance).success
+        assert refresh_unpartitioned(defs, instance).success
         assert latest_data_version(instance, DIM_VEHICLES) == dimension
         quiet = evaluate(instance, settled.cursor)
         assert requested(quiet) == set()
 
         # A Bronze extraction that brings nothing new keeps its data version: the models reading it stay.
         before = latest_data_version(instance, STATIONS)
-        assert refresh.execute_in_process(instance=instance, asset_selection=[STATIONS]).success
+        assert extract.execute_in_process(instance=instance, asset_selection=[STATIONS]).success
         assert latest_data_version(instance, STATIONS) == before
         still = evaluate(instance, quiet.cursor)
         assert requested(still) == set()
@@ -95,7 +95,7 @@ def test_automation_rebuilds_a_day_only_when_an_input_changed_content(settings):
                 f"WHERE booked_at >= '{DAY2}' AND distance_km IS NOT NULL)"
             )
             conn.commit()
-        assert refresh.execute_in_process(instance=instance).success
+        assert refresh_unpartitioned(defs, instance).success
         assert latest_data_version(instance, DIM_VEHICLES) == dimension
         changed = evaluate(instance, still.cursor)
         assert requested(changed) == {
@@ -109,7 +109,7 @@ def test_automation_rebuilds_a_day_only_when_an_input_changed_content(settings):
         with connect_adbc(settings.source_database_url) as conn, conn.cursor() as cur:
             cur.execute("UPDATE stations SET capacity = capacity + 1, updated_at = '2026-10-03 02:40:00.000000'")
             conn.commit()
-        assert refresh.execute_in_process(instance=instance, asset_selection=[STATIONS]).success
+        assert extract.execute_in_process(instance=instance, asset_selection=[STATIONS]).success
         assert latest_data_version(instance, STATIONS) != before
         assert (STG_STATIONS.to_user_string(), None) in requested(evaluate(instance, changed.cursor))
 

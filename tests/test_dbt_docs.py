@@ -36,7 +36,7 @@ def test_every_dbt_asset_links_to_its_docs_page(strata_root: Path, monkeypatch: 
         "model.strata.kpi_daily",
         "http://docs.strata.example:8580/#!/model/model.strata.kpi_daily",
     )
-    assert {key.path[0] for key in links} == {"silver", "gold"}
+    assert {key.path[0] for key in links} == {"silver", "gold", "gold_restricted"}
     for key, (unique_id, link) in links.items():
         assert link == f"{DOCS_URL.rstrip('/')}/#!/model/{unique_id}", key
 

@@ -102,6 +102,13 @@ def test_the_policy_table_judges_gold_marts_and_bronze_telemetry_on_partitions(s
         "gold/fleet_health_daily",
         "gold/kpi_daily",
         "gold/demand_features_hourly",
+        # the second domain's daily marts and hourly drop feeds, by the same policy rows
+        "bronze/journal_lines",
+        "bronze/journal_control_totals",
+        "gold/field_production_daily",
+        "gold/field_production_variance",
+        "gold/trial_balance_daily",
+        "gold/trial_balance_reconciliation",
     }
     # the materialization-time policy is left to the unpartitioned Gold tables (the dimensions)
     with_policy = {k.to_user_string() for k in graph.get_all_asset_keys() if graph.get(k).freshness_policy}

@@ -176,7 +176,7 @@ def test_every_event_of_a_two_day_run_validates_and_names_the_runs_datasets_and_
         for (asset, partition), output in seen.items():
             meta = expected[(asset, partition)]
             layer = asset.split("/")[0]
-            namespace = warehouse_namespace if layer in ("silver", "gold") else iceberg_namespace
+            namespace = warehouse_namespace if layer in ("silver", "gold", "gold_restricted") else iceberg_namespace
             assert (output["namespace"], output["name"]) == (namespace, meta["dagster/table_name"]), asset
             # A partition's own rows, never the table's total (a daily view of both days has no per-day count).
             rows = meta.get("dagster/partition_row_count") if partition else meta.get("dagster/row_count")

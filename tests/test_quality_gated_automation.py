@@ -66,9 +66,9 @@ def test_every_silver_gold_and_ml_asset_is_gated_by_blocking_checks(settings):
     for key in graph.get_all_asset_keys():
         condition = graph.get(key).automation_condition
         labels = set() if condition is None else {c.get_label() for c in condition.operands}
-        if key.path[0] in ("bronze", "reports", "maintenance") or key in RETRAINING_ASSETS:
-            # Bronze is started by its sensor and jobs; the model retraining, the weekly report and table
-            # maintenance by their schedules
+        if key.path[0] in ("bronze", "reports", "maintenance", "platform") or key in RETRAINING_ASSETS:
+            # Bronze is started by its sensor and jobs; the model retraining, the weekly report, table
+            # maintenance and the SLO report by their schedules
             assert condition is None, key
         else:
             assert {FOLLOW_INPUTS_LABEL, "all_deps_blocking_checks_passed"} <= labels, key

@@ -94,7 +94,7 @@ def test_every_dbt_model_and_gold_table_has_the_check(settings: StrataSettings):
     defs = build_definitions(settings)
     graph = defs.resolve_asset_graph()
     checked = {k.asset_key for k in graph.asset_check_keys if k.name == CHECK_NAME}
-    dbt_and_gold = {k for k in graph.get_all_asset_keys() if k.path[0] in ("silver", "gold")}
+    dbt_and_gold = {k for k in graph.get_all_asset_keys() if k.path[0] in ("silver", "gold", "gold_restricted")}
     assert checked == dbt_and_gold and dg.AssetKey(["gold", "kpi_daily"]) in checked
     # The daily build runs the checks of the models it builds.
     build_daily = defs.resolve_job_def("build_daily").asset_layer.asset_graph.asset_check_keys
