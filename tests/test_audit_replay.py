@@ -15,7 +15,7 @@ from audit.replay import Difference, ReplayResult, recorded_run, replay_run
 from definitions import build_definitions
 from jobs.backfill import range_tags, run_backfill
 from tests.conftest import TEST_START
-from tests.support import generate_demo
+from tests.support import generate_demo, refresh_unpartitioned
 
 DAYS = 2
 KPI = "gold/kpi_daily"
@@ -70,7 +70,7 @@ def test_replay_of_a_past_daily_build_is_identical_after_its_source_changed(sett
             "WHERE payment_id = ?",
             [payment_id],
         )
-    refresh = defs.resolve_job_def("refresh_unpartitioned").execute_in_process(instance=instance)
+    refresh = refresh_unpartitioned(defs, instance)  # the OLTP extraction and the unpartitioned models
     assert refresh.success
 
     again = replay_run(instance, old_run, settings)
