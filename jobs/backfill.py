@@ -39,6 +39,8 @@ class BackfillSummary:
     # Dual-run parity differences from the legacy outputs: warnings by design while a table is in dual
     # run (`audit cutover` lists them), so they fail nothing; once cut over they are failed checks.
     parity_warnings: list[str] = field(default_factory=list)
+    # Other checks of WARN severity that did not pass (a volume anomaly, a changed column): shown, not failed.
+    check_warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
     @property
@@ -103,6 +105,10 @@ def run_backfill(
                 summary.checks_passed += 1
             elif evaluation.check_name == PARITY_CHECK and evaluation.severity == dg.AssetCheckSeverity.WARN:
                 summary.parity_warnings.append(f"{evaluation.asset_key.to_user_string()}[{evaluation.partition}]")
+            elif evaluation.severity == dg.AssetCheckSeverity.WARN:
+                summary.check_warnings.append(
+                    f"{evaluation.asset_key.to_user_string()}[{evaluation.partition}]:{evaluation.check_name}"
+                )
             else:
                 summary.checks_failed.append(f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}")
         if not result.success and job_name != WEATHER_JOB:  # without weather the rest still builds
@@ -194,6 +200,8 @@ def main() -> None:
     print(f"  checks: {summary.checks_passed} passed, {len(summary.checks_failed)} failed")
     for failed in summary.checks_failed:
         print(f"    FAILED {failed}")
+    for warned in summary.check_warnings:
+        print(f"    WARN {warned}")
     if summary.parity_warnings:
         print(
             f"  dual-run parity: {len(summary.parity_warnings)} day(s) differ from the legacy outputs (`audit cutover`)"
