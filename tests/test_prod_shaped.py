@@ -205,7 +205,9 @@ def test_prod_shaped_run_through_the_queue_matches_ground_truth(prod_shaped, s3_
         for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
     ]
     assert len(checks) >= 100  # the GX suites and every dbt test, as in the local end-to-end test
-    assert [c.check_name for c in checks if not c.passed] == []
+    # every check passed but the dual-run parity warnings: the demo's legacy outputs differ on purpose
+    parity_warning = "parity_with_legacy"
+    assert [c.check_name for c in checks if not c.passed and c.check_name != parity_warning] == []
 
     # Every asset materialized, and every materialization names the image of the pod's environment.
     defs = build_definitions(settings)
