@@ -156,8 +156,9 @@ def test_the_report_of_a_demo_week_shows_golds_figures_is_published_and_mailed(s
         # as `make demo` runs it: the weather first (caught up from the first day), then the models
         summary = run_backfill(defs, instance, TEST_START, date(2026, 10, 12), weather=True)
         assert summary.success, summary
-        assert [run[0] for run in summary.runs] == ["fetch_weather", "load_hourly", "extract_oltp",
-                                                     "refresh_unpartitioned", "build_daily", "forecast_daily"]  # fmt: skip
+        jobs = ["fetch_weather", "load_hourly", "extract_oltp", "refresh_unpartitioned", "build_daily"]
+        jobs.append("forecast_daily")
+        assert [run[0] for run in summary.runs] == jobs
         with duckdb.connect(str(settings.duckdb_path), read_only=True) as con:
             days_with_weather = con.execute(
                 "SELECT count(DISTINCT feature_date), count(*) - count(temperature_c) FROM gold.demand_features_hourly"
