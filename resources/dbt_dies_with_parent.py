@@ -15,9 +15,17 @@ print a number. The wrapper answers it from the installed package's metadata ins
 version: dbt reads it from there too), in the `Core: - installed: X.Y.Z` form dagster-dbt parses.
 Standard library only: it may run on any `python3` on PATH, and finds dbt next to that interpreter,
 else on PATH.
+
+When dbt sits next to this interpreter, the call runs in a child forked by the dbt forkserver
+(resources/dbt_forkserver.py, started on demand), which has dbt imported already: a call then costs a
+fork instead of an interpreter start and dbt's imports. This process stays dbt's stand-in for the step: it
+keeps the parent-death signal, forwards SIGINT/SIGTERM to the child, and exits as the child did; if it is
+killed outright, the closed connection makes the child stop as on Ctrl-C. `STRATA_DBT_FORKSERVER=0`, or a
+server that cannot start (one log line), gives the plain `execv` of dbt.
 """
 
 import ctypes
+import importlib.util
 import os
 import shutil
 import signal
@@ -58,6 +66,23 @@ def installed_dbt_core() -> str | None:
         return None
 
 
+def run_in_forkserver(dbt: str) -> None:
+    """Run the call in a forked child of the dbt forkserver and exit as it did; return if none can take it."""
+    if Path(dbt).parent != Path(sys.executable).parent:
+        return  # the server must run the interpreter that has this dbt installed
+    # Loaded by path: this script's folder is not a package, and may not be on sys.path (PYTHONSAFEPATH).
+    spec = importlib.util.spec_from_file_location(
+        "strata_dbt_forkserver", Path(__file__).with_name("dbt_forkserver.py")
+    )
+    forkserver = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(forkserver)
+    if not forkserver.forkserver_wanted(os.environ):
+        return
+    outcome = forkserver.run_in_server([dbt, *sys.argv[1:]], sys.executable)
+    if outcome is not None:
+        forkserver.end_like(outcome)
+
+
 def main() -> None:
     if sys.argv[1:] == ["--version"] and (core := installed_dbt_core()):
         print(f"Core:\n  - installed: {core}")
@@ -65,6 +90,7 @@ def main() -> None:
     dbt = real_dbt()
     if sys.platform.startswith("linux"):
         die_with_parent()
+        run_in_forkserver(dbt)
     os.execv(dbt, [dbt, *sys.argv[1:]])
 
 

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import signal
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -12,6 +19,7 @@ import pytest
 
 from audit.metadata import table_checksum
 from demo.simulator import DemoConfig, generate
+from resources import dbt_forkserver
 from resources.settings import StrataSettings
 
 
@@ -79,3 +87,40 @@ def assert_kpi_daily_matches_truth(kpi: list[dict], truth: dict) -> None:
     for day, row in expected.items():
         assert actual[day].pop("km_driven") == pytest.approx(row.pop("km_driven"), abs=1e-5), day
         assert actual[day] == row, day
+
+
+def dbt_forkserver_pids(directory: Path) -> list[int]:
+    """The pids of the dbt forkservers listening in `directory` (asked over their sockets)."""
+    pids = []
+    for address in sorted(directory.glob("*.sock")):
+        conn = dbt_forkserver.connect(address)
+        if conn is None:
+            continue
+        with conn:
+            conn.sendall(dbt_forkserver.encode_request({"ping": True}))
+            messages = dbt_forkserver.read_messages(conn, bytearray())
+        pids += [message["server"] for message in messages or []]
+    return pids
+
+
+@contextmanager
+def private_dbt_forkserver() -> Iterator[Path]:
+    """dbt calls made inside are served by a forkserver of their own, stopped at the end, so a test never
+    kills or reuses the server other tests share. A short directory under /tmp: a Unix socket path holds at
+    most 107 bytes."""
+    directory = Path(tempfile.mkdtemp(prefix="dbtfs-", dir="/tmp"))
+    previous = os.environ.get(dbt_forkserver.DIRECTORY_ENV)
+    os.environ[dbt_forkserver.DIRECTORY_ENV] = str(directory)
+    try:
+        yield directory
+    finally:
+        if previous is None:
+            os.environ.pop(dbt_forkserver.DIRECTORY_ENV, None)
+        else:
+            os.environ[dbt_forkserver.DIRECTORY_ENV] = previous
+        for pid in dbt_forkserver_pids(directory):
+            os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 30
+            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+        shutil.rmtree(directory, ignore_errors=True)

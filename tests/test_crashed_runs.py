@@ -24,9 +24,11 @@ import dagster as dg
 import pytest
 import yaml
 
+from resources import dbt_forkserver
 from resources.settings import REPO_ROOT
 from resources.warehouse import WAREHOUSE_POOL
 from tests.crashed_run_code import HOLD_ENV
+from tests.support import dbt_forkserver_pids, private_dbt_forkserver
 
 LOGGER = logging.getLogger("strata.tests.crashed_runs")
 LOCATION = "crashed_run_code"
@@ -312,12 +314,13 @@ def test_a_run_killed_with_its_code_server_is_failed_after_its_max_runtime(dagst
 
 # --- dbt ends with its step ---------------------------------------------------------------------------------
 
+# A query DuckDB would need hours for, which dbt cancels on Ctrl-C (a Python sleep could not be cancelled).
 SLOW_MODEL = """
 def model(dbt, session):
-    import os, time
+    import os
     with open({pid_file!r}, "w") as out:
         out.write(str(os.getpid()))
-    time.sleep(120)
+    session.execute("select count(*) from range(1000000000000)").fetchall()
     return session.sql("select 1 as x")
 """
 AFTER_MODEL = """
@@ -346,20 +349,33 @@ def slow_dbt_project(root: Path) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux-only")
-def test_dbt_stops_when_its_step_process_is_killed(tmp_path):
+@pytest.mark.parametrize("forkserver", [False, True], ids=["exec", "forkserver"])
+def test_dbt_stops_when_its_step_process_is_killed(tmp_path, forkserver):
     """SIGKILL of the process that runs dbt through DbtCliResource (as a step does) ends dbt too, which
     cancels its query like on Ctrl-C and writes nothing more. Without the wrapper dbt would live on,
-    reparented to init, and go on to build `after`."""
+    reparented to init, and go on to build `after`. With the forkserver dbt is the server's child, and
+    the wrapper (the step's child) dies with the step, which stops dbt through the closed connection."""
     import duckdb
 
     project = slow_dbt_project(tmp_path / "project")
-    step = subprocess.Popen(
-        [sys.executable, "-c", STEP.format(project=str(project))],
-        cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    with private_dbt_forkserver() as forkserver_dir:
+        step = subprocess.Popen(
+            [sys.executable, "-c", STEP.format(project=str(project))],
+            cwd=REPO_ROOT,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT), dbt_forkserver.SWITCH_ENV: str(int(forkserver))},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        dbt_stopped_with_step(project, step, forkserver_dir if forkserver else None)
+    [log] = project.glob("target/*/dbt.log")  # dagster-dbt gives each invocation its own target folder
+    assert "query cancelled on connection model.slow.slow" in log.read_text()
+    with duckdb.connect(str(project / "warehouse.duckdb"), read_only=True) as warehouse:
+        tables = {name for (name,) in warehouse.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+    assert tables == set()
+
+
+def dbt_stopped_with_step(project: Path, step: subprocess.Popen, forkserver_dir: Path | None) -> None:
+    """Wait for dbt to run the slow model, check whose child it is, SIGKILL the step, and wait for dbt to end."""
     dbt_pid = None
     try:
 
@@ -369,8 +385,13 @@ def test_dbt_stops_when_its_step_process_is_killed(tmp_path):
 
         dbt_pid = int(wait_for("dbt to run the slow model", dbt_started))
         status_lines = Path(f"/proc/{dbt_pid}/status").read_text().splitlines()
-        assert f"PPid:\t{step.pid}" in status_lines  # dbt is the step's own child
-        assert "dbt" in Path(f"/proc/{dbt_pid}/cmdline").read_text()
+        if forkserver_dir is None:
+            assert f"PPid:\t{step.pid}" in status_lines  # dbt is the step's own child
+            assert "dbt" in Path(f"/proc/{dbt_pid}/cmdline").read_text()
+        else:
+            [server] = dbt_forkserver_pids(forkserver_dir)
+            assert f"PPid:\t{server}" in status_lines  # dbt is a child of the forkserver
+            assert "Name:\tdbt" in status_lines
 
         os.kill(step.pid, signal.SIGKILL)
         step.wait()
@@ -379,9 +400,3 @@ def test_dbt_stops_when_its_step_process_is_killed(tmp_path):
     finally:
         if dbt_pid and alive(dbt_pid):
             os.kill(dbt_pid, signal.SIGKILL)
-
-    [log] = project.glob("target/*/dbt.log")  # dagster-dbt gives each invocation its own target folder
-    assert "query cancelled on connection model.slow.slow" in log.read_text()
-    with duckdb.connect(str(project / "warehouse.duckdb"), read_only=True) as warehouse:
-        tables = {name for (name,) in warehouse.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-    assert tables == set()

@@ -1,7 +1,8 @@
 """`make bench`: every benchmark prints its figure and the ratio against its floor.
 
 `python -m tests.benchmarks [scale]` runs them all; `python -m tests.benchmarks NAME [arg]` runs one
-(NAME: pipeline, drops, audit, ml, report, week; `arg` is the scale, or the days of the week benchmark).
+(NAME: pipeline, drops, audit, ml, report, week, dbtcall; `arg` is the scale, or the days of the week
+benchmark; dbtcall defaults to scale 0.01).
 `make bench-backfill` runs the 181-day backfill benchmark (tests/benchmarks/bench_backfill.py) on its own.
 """
 
@@ -10,7 +11,15 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable
 
-from tests.benchmarks import bench_audit, bench_drops, bench_ml, bench_pipeline, bench_report, bench_week
+from tests.benchmarks import (
+    bench_audit,
+    bench_dbt_call,
+    bench_drops,
+    bench_ml,
+    bench_pipeline,
+    bench_report,
+    bench_week,
+)
 
 BENCHMARKS: dict[str, Callable[[float], Iterable[str]]] = {
     "pipeline": bench_pipeline.main,
@@ -19,6 +28,7 @@ BENCHMARKS: dict[str, Callable[[float], Iterable[str]]] = {
     "ml": bench_ml.main,
     "report": bench_report.main,
     "week": lambda days: bench_week.main(int(days) if days != 1.0 else 7),
+    "dbtcall": lambda scale: bench_dbt_call.main(scale if scale != 1.0 else 0.01),
 }
 
 
