@@ -139,11 +139,29 @@ def test_a_failed_blocking_check_is_not_retried(tmp_path, assets):
 # --- pools --------------------------------------------------------------------------------------------------
 
 
-def record_step(log_path: str, seconds: float) -> None:
-    with open(log_path, "a") as out:
+def count_events(path: Path, event: str) -> int:
+    lines = path.read_text().splitlines() if path.exists() else []
+    return sum(json.loads(line)["event"] == event for line in lines)
+
+
+def record_step(log_path: str, until: str) -> None:
+    """Log the step's start and end, holding the step until `until` is true (at most 60 s), not for a fixed
+    time: on a loaded machine the second run process may take longer to start than any fixed sleep.
+    `until` is "second run started" (pooled: the first step holds the slot while the other run waits) or
+    "second step started" (unpooled: only an overlap lets it happen)."""
+    steps = Path(log_path)
+    runs = steps.with_suffix(".runs")
+    with open(steps, "a") as out:
         out.write(json.dumps({"event": "start", "t": time.time()}) + "\n")
-    time.sleep(seconds)
-    with open(log_path, "a") as out:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if until == "second run started" and count_events(runs, "run_start") >= 2:
+            break
+        if until == "second step started" and count_events(steps, "start") >= 2:
+            break
+        time.sleep(0.1)
+    time.sleep(0.5)  # the other run is under way: give a wrongly granted slot time to show as an overlap
+    with open(steps, "a") as out:
         out.write(json.dumps({"event": "end", "t": time.time()}) + "\n")
 
 
@@ -153,12 +171,12 @@ class StepLog(dg.Config):
 
 @dg.asset(key=["bronze", "customers"], group_name="bronze", pool="source_db")
 def pooled_extract(config: StepLog) -> None:
-    record_step(config.log_path, 2.0)
+    record_step(config.log_path, until="second run started")
 
 
 @dg.asset(key=["bronze", "customers"], group_name="bronze")
 def unpooled_extract(config: StepLog) -> None:
-    record_step(config.log_path, 2.0)
+    record_step(config.log_path, until="second step started")
 
 
 def run_pool_worker(asset_name: str, log_path: str, run_log_path: str) -> None:
