@@ -146,6 +146,7 @@ def pdf_text(data: bytes) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # a two-week backfill with the weather before the report: ~15 min under heavy load
 def test_the_report_of_a_demo_week_shows_golds_figures_is_published_and_mailed(settings, smtp_sink):  # noqa: F811
     generate_demo(settings, TEST_START, 11)  # 2026-10-01 .. 2026-10-11: W41 whole, W40 from Thursday
     mail = {"host": "127.0.0.1", "port": str(smtp_sink.port), "to": "board@example.org"}
