@@ -20,6 +20,10 @@ HORIZON_DAYS ?= 30
 WEATHER_PORT ?= 8765
 LAG_HOURS ?= 12
 PYTEST_ARGS ?=
+# `make test` runs the suite in this many worker processes (pytest-xdist, one test file per worker at a
+# time): most of its time is spent waiting on dbt, PostgreSQL and run subprocesses, so 2 workers on 2 cores
+# finish well before one. PYTEST_WORKERS=0 runs it in one process.
+PYTEST_WORKERS ?= 2
 # The first partition is the first day of the demo data: DAYS before the day it was generated, kept in
 # DEMO_START_FILE so that the partitions do not move under the data on the following days.
 DEMO_START_FILE := $(STRATA_ROOT)/demo/start_date
@@ -83,10 +87,10 @@ demo: env $(DAGSTER_HOME)/dagster.yaml demo-data manifest
 	@$(WITH_WEATHER_API) $(UV) run python -m jobs.backfill
 
 test: env manifest
-	$(UV) run pytest -m "not week" $(PYTEST_ARGS)
+	$(UV) run pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not week" $(PYTEST_ARGS)
 
 test-fast: env manifest
-	$(UV) run pytest -m "not slow and not week" $(PYTEST_ARGS)
+	$(UV) run pytest -n $(PYTEST_WORKERS) --dist loadfile -m "not slow and not week" $(PYTEST_ARGS)
 
 # The simulated week: every schedule, sensor and automation condition evaluated hour by hour for 7 days.
 test-week: env manifest
