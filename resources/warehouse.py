@@ -118,19 +118,21 @@ class Warehouse(dg.ConfigurableResource):
         import duckdb
 
         Path(self.duckdb_path).parent.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(self.duckdb_path, read_only=read_only)
-        self.limit_resources(con)
+        con = duckdb.connect(self.duckdb_path, read_only=read_only, config=self.duckdb_config())
         self.install_extensions(con)
         if self.s3_endpoint_url:
             self.configure_s3(con)
         return con
 
-    def limit_resources(self, con) -> None:
-        con.execute(f"SET memory_limit = '{self.duckdb_memory_limit}'")
-        con.execute(f"SET threads = {int(self.duckdb_threads)}")
+    def duckdb_config(self) -> dict[str, str]:
+        """DuckDB's limits as options of the database open, not `SET`s on each connection: connections a
+        process holds at once share one open database (DuckDB caches it per file), and DuckDB refuses any
+        `SET temp_directory`, even to the same path, once a query has spilled (issue 12)."""
+        config = {"memory_limit": self.duckdb_memory_limit, "threads": str(int(self.duckdb_threads))}
         if self.duckdb_temp_directory:
             Path(self.duckdb_temp_directory).mkdir(parents=True, exist_ok=True)
-            con.execute(f"SET temp_directory = '{self.duckdb_temp_directory}'")
+            config["temp_directory"] = self.duckdb_temp_directory
+        return config
 
     def duckdb_environment(self) -> dict[str, str]:
         """The same limits for the dbt subprocess: dbt/profiles.yml's DuckDB targets read these variables."""
