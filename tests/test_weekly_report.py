@@ -214,12 +214,12 @@ def test_the_report_of_a_demo_week_shows_golds_figures_is_published_and_mailed(s
     assert attachment.get_payload(decode=True) == published["report.pdf"]
 
 
-def test_rendering_is_deterministic_and_the_pdf_text_carries_the_kpis():
+def fixed_week_figures():
+    """A week of made-up figures, for the rendering tests that need no pipeline."""
     from assets.reports.figures import Kpi, WeekFigures, week_dates
-    from assets.reports.weekly import report_files
 
     start = date(2026, 10, 5)
-    figures = WeekFigures(
+    return WeekFigures(
         start=start,
         kpis=[
             Kpi("Bookings", "count", 12345, 11000),
@@ -241,9 +241,17 @@ def test_rendering_is_deterministic_and_the_pdf_text_carries_the_kpis():
         },
         hourly=[(h, 100 + h) for h in range(24)],
     )
-    first, _ = report_files(figures)
-    second, _ = report_files(figures)
+
+
+def test_rendering_is_deterministic_and_the_pdf_text_carries_the_kpis():
+    from assets.reports.weekly import report_files
+
+    figures = fixed_week_figures()
+    first, seconds, first_preview = report_files(figures)
+    second, _, second_preview = report_files(figures)
     assert first == second  # byte for byte: PDF, HTML, charts, kpis.json
+    assert first_preview == second_preview
+    assert list(seconds) == ["charts", "preview", "html", "pdf"]
     text = pdf_text(first["report.pdf"])
     for line in (
         "Bookings 12,345 11,000 +12.2%",
@@ -257,3 +265,34 @@ def test_rendering_is_deterministic_and_the_pdf_text_carries_the_kpis():
 
     info = PdfReader(io.BytesIO(first["report.pdf"])).metadata
     assert (info["/CreationDate"], info["/ModDate"]) == ("D:20261012000000Z", "D:20261012000000Z")
+
+
+def test_the_preview_is_the_first_chart_downscaled_and_no_chart_is_drawn_twice(monkeypatch: pytest.MonkeyPatch):
+    """The UI preview comes from the rendered first chart's PNG: drawing charts is most of the rendering
+    time, and it used to draw all four again at 45 dpi for one preview (issue 15)."""
+    import matplotlib.figure
+    from PIL import Image
+
+    from assets.reports.weekly import report_files
+
+    figures = fixed_week_figures()
+    saved: list[float] = []  # the dpi of every chart matplotlib writes
+    savefig = matplotlib.figure.Figure.savefig
+
+    def counting_savefig(self, *args, **kwargs):
+        saved.append(kwargs.get("dpi"))
+        return savefig(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", counting_savefig)
+
+    files, _, preview = report_files(figures)
+
+    assert saved == [100, 100, 100, 100]  # the four charts, once each, at full size
+    assert (preview.name, preview.title) == ("chart_1_bookings.png", "Bookings per day")
+    with Image.open(io.BytesIO(files["chart_1_bookings.png"])) as full, Image.open(io.BytesIO(preview.png)) as small:
+        assert (full.size, small.size) == ((520, 300), (234, 135))
+        # the same picture: the downscaled full chart and the preview differ by little on average
+        reference = full.convert("RGB").resize(small.size, Image.Resampling.LANCZOS)
+        pixels = list(zip(reference.getdata(), small.convert("RGB").getdata(), strict=True))
+        mean_error = sum(abs(a - b) for pair in pixels for a, b in zip(*pair, strict=True)) / (3 * len(pixels))
+        assert mean_error < 4, mean_error
