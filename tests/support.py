@@ -137,3 +137,25 @@ def private_dbt_forkserver() -> Iterator[Path]:
             while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
                 time.sleep(0.1)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def slow_dbt_python_model(pid_path: str) -> str:
+    """A dbt Python model that writes its process id to the file the expression `pid_path` names, then runs
+    a query DuckDB needs hours for: dbt cancels it on Ctrl-C (a Python `time.sleep` could not be cancelled,
+    dbt waits for its worker threads). For the tests that stop dbt mid-model."""
+    return f"""
+def model(dbt, session):
+    import os
+    with open({pid_path}, "w") as out:
+        out.write(str(os.getpid()))
+    session.execute("select count(*) from range(1000000000000)").fetchall()
+    return session.sql("select 1 as x")
+"""
+
+
+# The model after the slow one: never built when dbt is stopped.
+AFTER_SLOW_DBT_MODEL = """
+def model(dbt, session):
+    dbt.ref("slow")
+    return session.sql("select 2 as y")
+"""

@@ -28,7 +28,7 @@ from resources import dbt_forkserver
 from resources.settings import REPO_ROOT
 from resources.warehouse import WAREHOUSE_POOL
 from tests.crashed_run_code import HOLD_ENV
-from tests.support import dbt_forkserver_pids, private_dbt_forkserver
+from tests.support import AFTER_SLOW_DBT_MODEL, dbt_forkserver_pids, private_dbt_forkserver, slow_dbt_python_model
 
 LOGGER = logging.getLogger("strata.tests.crashed_runs")
 LOCATION = "crashed_run_code"
@@ -314,20 +314,6 @@ def test_a_run_killed_with_its_code_server_is_failed_after_its_max_runtime(dagst
 
 # --- dbt ends with its step ---------------------------------------------------------------------------------
 
-# A query DuckDB would need hours for, which dbt cancels on Ctrl-C (a Python sleep could not be cancelled).
-SLOW_MODEL = """
-def model(dbt, session):
-    import os
-    with open({pid_file!r}, "w") as out:
-        out.write(str(os.getpid()))
-    session.execute("select count(*) from range(1000000000000)").fetchall()
-    return session.sql("select 1 as x")
-"""
-AFTER_MODEL = """
-def model(dbt, session):
-    dbt.ref("slow")
-    return session.sql("select 2 as y")
-"""
 STEP = """
 from dagster_dbt import DbtCliResource
 from resources.environment import dbt_executable
@@ -342,8 +328,8 @@ def slow_dbt_project(root: Path) -> Path:
     (root / "dbt_project.yml").write_text("name: slow\nversion: '1.0'\nprofile: slow\n")
     profile = {"type": "duckdb", "path": str(root / "warehouse.duckdb"), "threads": 1}
     (root / "profiles.yml").write_text(yaml.safe_dump({"slow": {"target": "dev", "outputs": {"dev": profile}}}))
-    (root / "models" / "slow.py").write_text(SLOW_MODEL.format(pid_file=str(root / "dbt.pid")))
-    (root / "models" / "after.py").write_text(AFTER_MODEL)
+    (root / "models" / "slow.py").write_text(slow_dbt_python_model(repr(str(root / "dbt.pid"))))
+    (root / "models" / "after.py").write_text(AFTER_SLOW_DBT_MODEL)
     return root
 
 

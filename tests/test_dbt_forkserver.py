@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from resources import dbt_forkserver
 from resources.environment import dbt_executable
-from tests.support import dbt_forkserver_pids, private_dbt_forkserver
+from tests.support import AFTER_SLOW_DBT_MODEL, dbt_forkserver_pids, private_dbt_forkserver, slow_dbt_python_model
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the forkserver is Linux-only")
 
@@ -34,21 +34,8 @@ def model(dbt, session):
         json.dump({"pid": os.getpid(), "ppid": os.getppid(), "leak": os.environ.get("PROBE_LEAK")}, out)
     return session.sql("select 1 as x")
 """
-# A query DuckDB needs hours for; dbt cancels it on Ctrl-C (a Python `time.sleep` could not be cancelled:
-# dbt waits for its worker threads, with or without the forkserver).
-SLOW = """
-def model(dbt, session):
-    import os
-    with open(os.environ["PROBE_FILE"], "w") as out:
-        out.write(str(os.getpid()))
-    session.execute("select count(*) from range(1000000000000)").fetchall()
-    return session.sql("select 1 as x")
-"""
-AFTER_SLOW = """
-def model(dbt, session):
-    dbt.ref("slow")
-    return session.sql("select 2 as y")
-"""
+SLOW = slow_dbt_python_model('os.environ["PROBE_FILE"]')
+AFTER_SLOW = AFTER_SLOW_DBT_MODEL
 
 
 def write_project(root: Path, models: dict[str, str]) -> Path:
