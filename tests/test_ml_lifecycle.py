@@ -176,8 +176,9 @@ def explain(evaluation) -> str:
 
 @pytest.mark.slow
 def test_a_new_weather_batch_makes_automation_rerun_the_newest_forecast(gold_build, monkeypatch):
-    """The forecast reads the weather of the forecast day: once a weather fetch has updated
-    silver/weather_conditions, automation requests the newest forecast day again, and nothing before."""
+    """The forecast reads the weather of the forecast day: once a weather fetch has changed
+    silver/weather_conditions, automation requests the newest forecast day again, and nothing before.
+    A fetch that brings the same forecasts again changes no data version, so it requests nothing."""
     from definitions import build_definitions
     from jobs.policies import FOLLOW_INPUTS_LABEL
 
@@ -186,37 +187,45 @@ def test_a_new_weather_batch_makes_automation_rerun_the_newest_forecast(gold_bui
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("STRATA_ROOT", str(root))
     monkeypatch.setenv("STRATA_START_DATE", TEST_START.isoformat())
-    with serve_weather_api(seed=WEATHER_SEED, scale=0.05) as weather_api:
-        monkeypatch.setenv("STRATA_WEATHER_URL", weather_api.url)
-        defs = build_definitions(load_settings())
-        graph = defs.resolve_asset_graph()
-        weather = dg.AssetKey(["silver", "weather_conditions"])
-        assert weather in graph.get(FORECAST).parent_keys and weather in graph.get(TRAINING_FEATURES).parent_keys
-        morning_after = datetime.combine(AS_OF + timedelta(days=1), time(3))
+    morning_after = datetime.combine(AS_OF + timedelta(days=1), time(3))
+    weather = dg.AssetKey(["silver", "weather_conditions"])
+    silver_weather = [dg.AssetKey(["silver", "stg_weather_forecasts"]), weather]
 
-        def evaluate(cursor=None):
-            return dg.evaluate_automation_conditions(
-                defs=defs,
-                instance=instance,
-                asset_selection=dg.AssetSelection.assets(FORECAST),
-                evaluation_time=morning_after,
-                cursor=cursor,
+    def fetch_and_refresh(seed: int) -> dg.Definitions:
+        """Fetch from an API answering for `seed`, then rebuild the Silver weather, as automation would."""
+        with serve_weather_api(seed=seed, scale=0.05) as weather_api:
+            monkeypatch.setenv("STRATA_WEATHER_URL", weather_api.url)
+            defs = build_definitions(load_settings())
+            fetch_weather(defs, instance)
+            refreshed = defs.resolve_job_def("refresh_unpartitioned").execute_in_process(
+                instance=instance, asset_selection=silver_weather
             )
+            assert refreshed.success
+        return defs
 
-        first = evaluate()  # Dagster's first evaluation counts every partition as handled: nothing requested
-        assert first.total_requested == 0, explain(first)
-        quiet = evaluate(first.cursor)
-        assert quiet.total_requested == 0, explain(quiet)  # nothing has changed since
-
-        fetch_weather(defs, instance)
-        silver_weather = [dg.AssetKey(["silver", "stg_weather_forecasts"]), weather]
-        refreshed = defs.resolve_job_def("refresh_unpartitioned").execute_in_process(
-            instance=instance, asset_selection=silver_weather
+    def evaluate(defs: dg.Definitions, cursor=None):
+        return dg.evaluate_automation_conditions(
+            defs=defs,
+            instance=instance,
+            asset_selection=dg.AssetSelection.assets(FORECAST),
+            evaluation_time=morning_after,
+            cursor=cursor,
         )
-        assert refreshed.success
-    after_weather = evaluate(quiet.cursor)
-    assert after_weather.total_requested == 1, explain(after_weather)
-    [forecast] = [r for r in after_weather.results if r.key == FORECAST]
+
+    defs = build_definitions(load_settings())
+    graph = defs.resolve_asset_graph()
+    assert weather in graph.get(FORECAST).parent_keys and weather in graph.get(TRAINING_FEATURES).parent_keys
+    first = evaluate(defs)  # Dagster's first evaluation counts every partition as handled: nothing requested
+    assert first.total_requested == 0, explain(first)
+    quiet = evaluate(defs, first.cursor)
+    assert quiet.total_requested == 0, explain(quiet)  # nothing has changed since
+
+    same = evaluate(fetch_and_refresh(WEATHER_SEED), quiet.cursor)  # the forecasts Gold was built with
+    assert same.total_requested == 0, explain(same)
+
+    revised = evaluate(fetch_and_refresh(WEATHER_SEED + 1), same.cursor)  # the API revised its forecasts
+    assert revised.total_requested == 1, explain(revised)
+    [forecast] = [r for r in revised.results if r.key == FORECAST]
     assert set(forecast.true_subset.expensively_compute_partition_keys()) == {AS_OF.isoformat()}
     assert FOLLOW_INPUTS_LABEL in {c.condition.get_label() for c in forecast.child_results}
 
