@@ -140,14 +140,21 @@ def private_dbt_forkserver() -> Iterator[Path]:
 
 
 def slow_dbt_python_model(pid_path: str) -> str:
-    """A dbt Python model that writes its process id to the file the expression `pid_path` names, then runs
-    a query DuckDB needs hours for: dbt cancels it on Ctrl-C (a Python `time.sleep` could not be cancelled,
-    dbt waits for its worker threads). For the tests that stop dbt mid-model."""
+    """A dbt Python model that runs a query DuckDB needs hours for and, once that query is under way, writes
+    its process id to the file the expression `pid_path` names: dbt cancels the query on Ctrl-C (a Python
+    `time.sleep` could not be cancelled, dbt waits for its worker threads). The id is written from a timer
+    a second after the query began, not before it: a Ctrl-C landing between the write and the query would
+    find nothing to cancel, and the query would then run for hours. For the tests that stop dbt mid-model."""
     return f"""
 def model(dbt, session):
-    import os
-    with open({pid_path}, "w") as out:
-        out.write(str(os.getpid()))
+    import os, threading
+
+    def announce():
+        with open({pid_path}, "w") as out:
+            out.write(str(os.getpid()))
+
+    timer = threading.Timer(1.0, announce)
+    timer.start()
     session.execute("select count(*) from range(1000000000000)").fetchall()
     return session.sql("select 1 as x")
 """
@@ -159,3 +166,14 @@ def model(dbt, session):
     dbt.ref("slow")
     return session.sql("select 2 as y")
 """
+
+
+def create_database(server_url: str, name: str) -> str:
+    """A new database on the PostgreSQL server at `server_url` (the `postgres_url` fixture's); its URL."""
+    from urllib.parse import urlsplit
+
+    import psycopg
+
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return urlsplit(server_url)._replace(path=f"/{name}").geturl()

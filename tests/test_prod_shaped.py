@@ -20,7 +20,6 @@ import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import dagster as dg
 import pytest
@@ -29,21 +28,12 @@ import yaml
 from jobs.backfill import planned_runs
 from resources.settings import REPO_ROOT, load_settings
 from tests.conftest import TEST_START
-from tests.support import assert_gold_matches_truth, generate_demo, warehouse_tables
+from tests.support import assert_gold_matches_truth, create_database, generate_demo, warehouse_tables
 
 DAYS = 2
 IMAGE = "registry.example.com/strata/strata:2026.11.0@sha256:" + "2c" * 32
 RUN_TIMEOUT_S = 600
 pytestmark = pytest.mark.slow
-
-
-def create_database(server_url: str, name: str) -> str:
-    """A new database on the fixture's server; its URL."""
-    import psycopg
-
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    return urlsplit(server_url)._replace(path=f"/{name}").geturl()
 
 
 def upload_tree(local_root: Path, bucket: str, prefix: str, endpoint: str) -> int:

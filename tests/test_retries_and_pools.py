@@ -25,6 +25,7 @@ from jobs.policies import (
     with_op_policies,
 )
 from resources.settings import REPO_ROOT
+from tests.support import create_database
 
 TINY_RETRY = dg.RetryPolicy(max_retries=3, delay=0.2, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 TINY_RETRIES = [("test: tiny delays", BRONZE, TINY_RETRY)]
@@ -205,6 +206,27 @@ def dagster_home(tmp_path) -> Path:
     return home
 
 
+@pytest.fixture
+def postgres_dagster_home(tmp_path, postgres_url) -> Path:
+    """A DAGSTER_HOME with dagster.yaml's run queue and pools on PostgreSQL storage, as deployed. Pool slots
+    are claimed with `SELECT ... FOR UPDATE SKIP LOCKED`; Dagster's SQLite storage (local `dagster dev`)
+    has no row locks, so two processes claiming the last slot at the same instant can both get it."""
+    import uuid
+
+    import yaml
+
+    url = create_database(postgres_url, f"dagster_pools_{uuid.uuid4().hex[:8]}")
+    home = tmp_path / "dagster_home_pg"
+    home.mkdir()
+    local = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
+    storage = {"postgres": {"postgres_url": url.replace("postgresql://", "postgresql+psycopg2://", 1)}}
+    instance_yaml = {"storage": storage, "concurrency": local["concurrency"], "telemetry": {"enabled": False}}
+    (home / "dagster.yaml").write_text(yaml.safe_dump(instance_yaml))
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        instance.event_log_storage.initialize_concurrency_limit_to_default("source_db")
+    return home
+
+
 def run_two_workers(dagster_home: Path, tmp_path: Path, asset_name: str) -> list[tuple[float, float]]:
     """Two run processes at once, like two launched runs; returns the (start, end) of each step body."""
     steps, runs = tmp_path / f"{asset_name}.steps", tmp_path / f"{asset_name}.runs"
@@ -229,10 +251,10 @@ def run_two_workers(dagster_home: Path, tmp_path: Path, asset_name: str) -> list
     return list(zip(starts, ends, strict=True))
 
 
-def test_two_runs_needing_a_pool_of_one_never_overlap(dagster_home, tmp_path):
-    (_, first_end), (second_start, _) = run_two_workers(dagster_home, tmp_path, "pooled_extract")
+def test_two_runs_needing_a_pool_of_one_never_overlap(postgres_dagster_home, tmp_path):
+    (_, first_end), (second_start, _) = run_two_workers(postgres_dagster_home, tmp_path, "pooled_extract")
     assert second_start >= first_end, "the second step ran while the first held the only source_db slot"
-    with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
+    with dg.DagsterInstance.from_config(str(postgres_dagster_home)) as instance:
         limit = instance.event_log_storage.get_concurrency_info("source_db")
         assert limit.slot_count == 1 and limit.active_slot_count == 0
 
