@@ -9,8 +9,9 @@ backfill), recorded in an on-disk SQLite instance, the local `DAGSTER_HOME` shap
 Ticks: each sensor evaluated as the daemon does, on a freshly opened instance over that storage, with
 the definitions of every code location (`build_definitions`), lineage to a file (the OpenLineage file
 transport) and metrics to a textfile. Each tick starts from an empty cursor, so each processes every
-run of the day; the median of `TICKS` is reported. One tick of each comes first and is not counted: the first tick
-in a code server builds the whole-platform repository once (cached for the process's life).
+run of the day; the median of `TICKS` is reported. One tick of each comes first and is not counted:
+the first tick in a code server builds the whole-platform repository once (cached for the process's
+life).
 """
 
 from __future__ import annotations
