@@ -1,8 +1,8 @@
 """`make bench`: every benchmark prints its figure and the ratio against its floor.
 
 `python -m tests.benchmarks [scale]` runs them all; `python -m tests.benchmarks NAME [arg]` runs one
-(NAME: pipeline, drops, audit, ml, report, week, dbtcall; `arg` is the scale, or the days of the week
-benchmark; dbtcall defaults to scale 0.01).
+(NAME: pipeline, drops, audit, ml, report, week, dbtcall, observability; `arg` is the scale, or the days
+of the week benchmark; dbtcall defaults to scale 0.01).
 `make bench-backfill` runs the 181-day backfill benchmark (tests/benchmarks/bench_backfill.py) on its own.
 """
 
@@ -16,6 +16,7 @@ from tests.benchmarks import (
     bench_dbt_call,
     bench_drops,
     bench_ml,
+    bench_observability,
     bench_pipeline,
     bench_report,
     bench_week,
@@ -29,6 +30,7 @@ BENCHMARKS: dict[str, Callable[[float], Iterable[str]]] = {
     "report": bench_report.main,
     "week": lambda days: bench_week.main(int(days) if days != 1.0 else 7),
     "dbtcall": lambda scale: bench_dbt_call.main(scale if scale != 1.0 else 0.01),
+    "observability": bench_observability.main,
 }
 
 

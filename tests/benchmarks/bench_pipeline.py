@@ -44,7 +44,9 @@ def generate(root: Path, scale: float) -> None:
     )
 
 
-def run_platform(root: Path) -> Measurement:
+def run_platform(root: Path, instance: dg.DagsterInstance | None = None) -> Measurement:
+    """`instance`: where the runs are recorded (default: an in-memory one; an on-disk one when something
+    must read the runs' events afterwards, as the daemon's sensors do)."""
     from definitions import build_definitions
     from jobs.backfill import run_backfill
     from resources.settings import load_settings
@@ -52,7 +54,7 @@ def run_platform(root: Path) -> Measurement:
     os.environ["STRATA_ROOT"] = str(root)
     os.environ["STRATA_START_DATE"] = BENCH_START.isoformat()
     defs = build_definitions(load_settings())
-    instance = dg.DagsterInstance.ephemeral()
+    instance = instance or dg.DagsterInstance.ephemeral()
     with measured() as m:
         summary = run_backfill(defs, instance, BENCH_START, BENCH_START + timedelta(days=1))
     if not summary.success:
