@@ -177,3 +177,34 @@ def create_database(server_url: str, name: str) -> str:
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     return urlsplit(server_url)._replace(path=f"/{name}").geturl()
+
+
+@contextmanager
+def backfilled_platform(
+    tmp: Path, days: list[date]
+) -> Iterator[tuple[StrataSettings, dg.Definitions, dg.DagsterInstance, object]]:
+    """A fresh root under `tmp` with the demo data of `days`, and the whole graph backfilled over them the
+    way `python -m jobs.backfill` does, on an instance in `tmp`: (settings, definitions, instance, the
+    backfill summary). For module-scoped fixtures that read what one real backfill wrote."""
+    from datetime import timedelta
+
+    from definitions import build_definitions
+    from jobs.backfill import run_backfill
+    from resources.settings import load_settings
+    from tests.conftest import ENVIRONMENT_OVERRIDES, TEST_START
+
+    home = tmp / "dagster_home"
+    home.mkdir()
+    with pytest.MonkeyPatch.context() as env:
+        for name in ENVIRONMENT_OVERRIDES:
+            env.delenv(name, raising=False)
+        env.setenv("STRATA_ROOT", str(tmp / "strata"))
+        env.setenv("STRATA_START_DATE", TEST_START.isoformat())
+        env.setenv("DAGSTER_HOME", str(home))
+        settings = load_settings()
+        generate_demo(settings, days[0], len(days))
+        defs = build_definitions(settings)
+        with dg.instance_for_test(temp_dir=str(home)) as instance:
+            summary = run_backfill(defs, instance, days[0], days[-1] + timedelta(days=1))
+            assert summary.success, summary
+            yield settings, defs, instance, summary

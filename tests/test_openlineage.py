@@ -17,16 +17,14 @@ import dagster as dg
 import pytest
 
 from audit.lineage import child_run_id
-from definitions import build_definitions
-from jobs.backfill import run_backfill
 from resources.lineage import LineageRefused, OpenLineageSink, build_lineage_sink
 from resources.secrets import SecretsResource
 from resources.settings import StrataSettings, load_settings
 from sensors.lineage_sensor import SENSOR_NAME
-from tests.conftest import ENVIRONMENT_OVERRIDES, TEST_START
+from tests.conftest import TEST_START
 from tests.local_http import QuietHandler, serve_http
 from tests.openlineage_schema import schema_errors
-from tests.support import generate_demo
+from tests.support import backfilled_platform
 
 pytestmark = pytest.mark.slow  # one whole-graph two-day backfill for the module
 
@@ -70,22 +68,8 @@ class TwoDays:
 
 @pytest.fixture(scope="module")
 def two_days(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TwoDays]:
-    tmp = tmp_path_factory.mktemp("openlineage")
-    home = tmp / "dagster_home"
-    home.mkdir()
-    with pytest.MonkeyPatch.context() as env:
-        for name in ENVIRONMENT_OVERRIDES:
-            env.delenv(name, raising=False)
-        env.setenv("STRATA_ROOT", str(tmp / "strata"))
-        env.setenv("STRATA_START_DATE", TEST_START.isoformat())
-        env.setenv("DAGSTER_HOME", str(home))
-        settings = load_settings()
-        generate_demo(settings, TEST_START, len(DAYS))
-        defs = build_definitions(settings)
-        with dg.instance_for_test(temp_dir=str(home)) as instance:
-            summary = run_backfill(defs, instance, DAYS[0], DAYS[-1] + timedelta(days=1))
-            assert summary.success, summary
-            yield TwoDays(settings, defs, instance, {job: run_id for job, run_id, _, _ in summary.runs})
+    with backfilled_platform(tmp_path_factory.mktemp("openlineage"), DAYS) as (settings, defs, instance, summary):
+        yield TwoDays(settings, defs, instance, {job: run_id for job, run_id, _, _ in summary.runs})
 
 
 def sink(**fields) -> OpenLineageSink:

@@ -18,13 +18,12 @@ import pytest
 from assets.ml.demand_forecast import FORECAST_TABLE
 from audit.cli import main
 from audit.record import AuditRecord, build_audit_record
-from definitions import build_definitions
-from jobs.backfill import BackfillSummary, run_backfill
+from jobs.backfill import BackfillSummary
 from resources.iceberg import IcebergCatalog
-from resources.settings import StrataSettings, load_settings
+from resources.settings import StrataSettings
 from resources.warehouse import Warehouse
-from tests.conftest import ENVIRONMENT_OVERRIDES, TEST_START
-from tests.support import generate_demo
+from tests.conftest import TEST_START
+from tests.support import backfilled_platform
 
 pytestmark = pytest.mark.slow  # one whole-graph backfill for the module
 
@@ -65,22 +64,9 @@ class Backfilled:
 
 @pytest.fixture(scope="module")
 def backfilled(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Backfilled]:
-    tmp = tmp_path_factory.mktemp("partition_metadata")
-    home = tmp / "dagster_home"
-    home.mkdir()
-    with pytest.MonkeyPatch.context() as env:
-        for name in ENVIRONMENT_OVERRIDES:
-            env.delenv(name, raising=False)
-        env.setenv("STRATA_ROOT", str(tmp / "strata"))
-        env.setenv("STRATA_START_DATE", TEST_START.isoformat())
-        env.setenv("DAGSTER_HOME", str(home))
-        settings = load_settings()
-        generate_demo(settings, TEST_START, len(DAYS))
-        defs = build_definitions(settings)
-        with dg.instance_for_test(temp_dir=str(home)) as instance:
-            summary = run_backfill(defs, instance, DAYS[0], DAYS[-1] + timedelta(days=1))
-            assert summary.success, summary
-            yield Backfilled(settings, defs.resources["warehouse"], instance, summary)
+    with backfilled_platform(tmp_path_factory.mktemp("partition_metadata"), DAYS) as platform:
+        settings, defs, instance, summary = platform
+        yield Backfilled(settings, defs.resources["warehouse"], instance, summary)
 
 
 def warehouse_rows_per_day(settings: StrataSettings, table: str, column: str) -> dict[str, int]:

@@ -274,7 +274,9 @@ def compare_legacy_output(
     table: ParityTable, day: date, legacy_data: bytes | None, rows: pa.Table, legacy_file: str, top_n: int = TOP_N
 ) -> ParityResult:
     """The parity of one day, from the legacy file's bytes (None: no such file) and the governed rows."""
-    if legacy_data is None:
+
+    def not_compared(error: str) -> ParityResult:
+        """The day could not be compared at all: a parity error, with the governed row count."""
         return ParityResult(
             table=table.table,
             day=day.isoformat(),
@@ -283,22 +285,16 @@ def compare_legacy_output(
             key=list(table.key),
             rows_legacy=0,
             rows_new=rows.num_rows,
-            error=f"no legacy output {legacy_file} for {day.isoformat()}",
+            error=error,
         )
+
+    if legacy_data is None:
+        return not_compared(f"no legacy output {legacy_file} for {day.isoformat()}")
     try:
         legacy = legacy_frame(table, legacy_data, legacy_file)
         new = governed_frame(table, rows)
     except LegacyFileError as error:
-        return ParityResult(
-            table=table.table,
-            day=day.isoformat(),
-            state=table.state,
-            legacy_file=legacy_file,
-            key=list(table.key),
-            rows_legacy=0,
-            rows_new=rows.num_rows,
-            error=str(error),
-        )
+        return not_compared(str(error))
     return compare_day(table, day, legacy, new, legacy_file, top_n)
 
 
