@@ -106,8 +106,9 @@ def run_backfill(
             elif evaluation.check_name == PARITY_CHECK and evaluation.severity == dg.AssetCheckSeverity.WARN:
                 summary.parity_warnings.append(f"{evaluation.asset_key.to_user_string()}[{evaluation.partition}]")
             elif evaluation.severity == dg.AssetCheckSeverity.WARN:
+                partition = f"[{evaluation.partition}]" if evaluation.partition else ""
                 summary.check_warnings.append(
-                    f"{evaluation.asset_key.to_user_string()}[{evaluation.partition}]:{evaluation.check_name}"
+                    f"{evaluation.asset_key.to_user_string()}{partition}:{evaluation.check_name}"
                 )
             else:
                 summary.checks_failed.append(f"{evaluation.asset_key.to_user_string()}:{evaluation.check_name}")

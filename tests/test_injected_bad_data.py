@@ -5,6 +5,7 @@ blocking cases are in test_quality_checks.py and test_quality_gated_automation.p
 
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -80,9 +81,11 @@ def test_each_kind_of_bad_row_fails_its_checks_and_is_quarantined_and_the_rest_p
     instance = dg.DagsterInstance.ephemeral()
     summary = run_backfill(defs, instance, TEST_START, TEST_START + timedelta(days=1))
 
-    # Exactly these checks fail, all of them warnings; the row count still matches the manifest minus
-    # the rows quarantined at Bronze, and every asset, the ML forecast included, is published.
-    assert sorted(summary.checks_failed) == [
+    # Exactly these checks fail, all of them warnings (so the backfill lists them as warnings, not
+    # failures); the row count still matches the manifest minus the rows quarantined at Bronze, and
+    # every asset, the ML forecast included, is published.
+    assert summary.checks_failed == []
+    assert sorted({re.sub(r"\[[^\]]*\]", "", warning) for warning in summary.check_warnings}) == [
         "bronze/bookings:status_allowed",
         "bronze/telemetry:one_reading_per_vehicle_and_time",
         "bronze/telemetry:speed_in_range",
