@@ -5,8 +5,10 @@ dagster-dbt starts dbt as a plain child process and stops it only cooperatively 
 is interrupted). A step process killed outright (SIGKILL, the OOM killer) cannot do that, and dbt
 would keep running on its own, reparented to init, writing the warehouse while the run is marked
 failed and its pool slot is given to the next run. This wrapper asks the kernel for a parent-death
-signal (prctl PR_SET_PDEATHSIG) and then replaces itself with dbt: the setting survives `execve`, so
-dbt receives SIGINT the moment its parent dies and cancels its open queries as on Ctrl-C.
+signal (prctl PR_SET_PDEATHSIG) and then becomes dbt (running dbt's console script in this interpreter),
+so dbt receives SIGINT the moment its parent dies and cancels its open queries as on Ctrl-C. A dbt that
+has not stopped 20 s after a SIGINT (`STRATA_DBT_STOP_GRACE_SECONDS`; a query that missed its cancel, a
+Python model) is ended outright (resources/dbt_forkserver.py `interrupt_with_deadline`).
 
 `DbtCliResource(dbt_executable=...)` points here (resources/environment.py `dbt_executable`); every
 argument goes to dbt unchanged, except a bare `--version`. dagster-dbt asks `dbt --version` once per
@@ -21,7 +23,8 @@ When dbt sits next to this interpreter, the call runs in a child forked by the d
 fork instead of an interpreter start and dbt's imports. This process stays dbt's stand-in for the step: it
 keeps the parent-death signal, forwards SIGINT/SIGTERM to the child, and exits as the child did; if it is
 killed outright, the closed connection makes the child stop as on Ctrl-C. `STRATA_DBT_FORKSERVER=0`, or a
-server that cannot start (one log line), gives the plain `execv` of dbt.
+server that cannot start (one log line), runs dbt in this process instead. A dbt found elsewhere on PATH
+(another interpreter's) is `execv`'d, with the parent-death signal but without the stop deadline.
 """
 
 import ctypes
@@ -30,6 +33,7 @@ import os
 import shutil
 import signal
 import sys
+import types
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -66,21 +70,26 @@ def installed_dbt_core() -> str | None:
         return None
 
 
-def run_in_forkserver(dbt: str) -> None:
-    """Run the call in a forked child of the dbt forkserver and exit as it did; return if none can take it."""
-    if Path(dbt).parent != Path(sys.executable).parent:
-        return  # the server must run the interpreter that has this dbt installed
-    # Loaded by path: this script's folder is not a package, and may not be on sys.path (PYTHONSAFEPATH).
+def load_forkserver() -> types.ModuleType:
+    """resources/dbt_forkserver.py, loaded by path: this script's folder is not a package, and may not be on
+    sys.path (PYTHONSAFEPATH)."""
     spec = importlib.util.spec_from_file_location(
         "strata_dbt_forkserver", Path(__file__).with_name("dbt_forkserver.py")
     )
     forkserver = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(forkserver)
-    if not forkserver.forkserver_wanted(os.environ):
-        return
-    outcome = forkserver.run_in_server([dbt, *sys.argv[1:]], sys.executable)
-    if outcome is not None:
-        forkserver.end_like(outcome)
+    return forkserver
+
+
+def run_beside(dbt: str) -> None:
+    """Run the call in a forked child of the dbt forkserver and exit as it did, or else become dbt in this
+    process; never returns."""
+    forkserver = load_forkserver()
+    if forkserver.forkserver_wanted(os.environ):
+        outcome = forkserver.run_in_server([dbt, *sys.argv[1:]], sys.executable)
+        if outcome is not None:
+            forkserver.end_like(outcome)
+    forkserver.run_here(dbt, sys.argv[1:], str(Path(__file__).resolve().parent))
 
 
 def main() -> None:
@@ -90,7 +99,8 @@ def main() -> None:
     dbt = real_dbt()
     if sys.platform.startswith("linux"):
         die_with_parent()
-        run_in_forkserver(dbt)
+        if Path(dbt).parent == Path(sys.executable).parent:  # dbt runs in this interpreter: the server's too
+            run_beside(dbt)
     os.execv(dbt, [dbt, *sys.argv[1:]])
 
 

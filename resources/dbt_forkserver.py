@@ -49,6 +49,13 @@ START_TIMEOUT_SECONDS = 120.0  # importing dbt on a loaded 2-core machine has ta
 REQUEST_TIMEOUT_SECONDS = 10.0
 REFUSAL_RETRY_SECONDS = 600.0  # a server that could not start is not tried again for this long
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
+# How long dbt has, after a SIGINT, to stop on its own before it is ended outright. dbt cancels its open
+# queries on Ctrl-C, but DuckDB drops a cancel that arrives before its query has begun, and a Python model
+# cannot be cancelled at all; dbt then waits for that query while it closes its connections, for hours,
+# holding the warehouse's file lock. Below dagster-dbt's 25 s wait for dbt after its own SIGINT, so a
+# cancelled step sees dbt end.
+STOP_GRACE_ENV = "STRATA_DBT_STOP_GRACE_SECONDS"
+STOP_GRACE_SECONDS = 20.0
 HEADER = struct.Struct("!I")
 # Read by dbt at import time (dbt/clients/registry.py), so a forked child could not honour a per-call value.
 IMPORT_TIME_ENV = ("DBT_PACKAGE_HUB_URL",)
@@ -332,6 +339,44 @@ def valid_fd(fd: int) -> bool:
     return True
 
 
+def stop_grace_seconds(environ: dict[str, str] | os._Environ[str]) -> float:
+    try:
+        return max(0.0, float(environ.get(STOP_GRACE_ENV, STOP_GRACE_SECONDS)))
+    except ValueError:
+        return STOP_GRACE_SECONDS
+
+
+def interrupt_with_deadline(grace: float) -> None:
+    """SIGINT stays Ctrl-C for dbt (KeyboardInterrupt in the main thread, which cancels the queries), and
+    also starts a deadline: a process still running `grace` seconds later is ended by the kernel (SIGALRM's
+    default action). A timer signal and not a thread: a dbt stuck in DuckDB's close may hold the GIL, and
+    no Python code would run again. The process must be dbt's alone (a forked call, or the wrapper that
+    became dbt)."""
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        if signal.getitimer(signal.ITIMER_REAL)[0] == 0.0:  # the first Ctrl-C starts the deadline
+            signal.signal(signal.SIGALRM, signal.SIG_DFL)
+            signal.setitimer(signal.ITIMER_REAL, max(grace, 0.001))
+        signal.default_int_handler(signum, frame)
+
+    signal.signal(signal.SIGINT, on_interrupt)
+
+
+def run_here(dbt: str, args: list[str], wrapper_dir: str) -> None:
+    """Become the dbt process of this call in this interpreter, without a server (the forkserver switched
+    off or unavailable): dbt's console script run as `dbt` would run it, with the stop deadline; never
+    returns (dbt's `sys.exit`, or its uncaught Ctrl-C, ends the process)."""
+    import runpy
+
+    interrupt_with_deadline(stop_grace_seconds(os.environ))
+    name_process(b"dbt")
+    own_path = [entry for entry in sys.path if entry and os.path.realpath(entry) != os.path.realpath(wrapper_dir)]
+    sys.path[:] = call_sys_path(dbt, dict(os.environ), own_path)
+    sys.argv = [dbt, *args]
+    runpy.run_path(dbt, run_name="__main__")
+    sys.exit(0)
+
+
 def end_like(outcome: tuple[str, int]) -> None:
     """Exit as the child did: with its exit status, or killed by the same signal."""
     kind, value = outcome
@@ -529,6 +574,7 @@ def run_child(
         fds.clear()
         conn.settimeout(None)
         reset_signals()
+        interrupt_with_deadline(stop_grace_seconds(request["env"]))
         name_process(b"dbt")
         os.umask(request["umask"])
         os.chdir(request["cwd"])
