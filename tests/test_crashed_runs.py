@@ -360,8 +360,9 @@ def slow_dbt_project(root: Path, slow_model: str | None = None) -> Path:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux-only")
 @pytest.mark.parametrize("forkserver", [False, True], ids=["exec", "forkserver"])
 def test_dbt_stops_when_its_step_process_is_killed(tmp_path, forkserver):
-    """SIGKILL of the process that runs dbt through DbtCliResource (as a step does) ends dbt too, which
-    cancels its query like on Ctrl-C and writes nothing more. Without the wrapper dbt would live on,
+    """SIGKILL of the process that runs dbt through DbtCliResource (as a step does) ends dbt too (it gets
+    Ctrl-C, and at the latest the stop grace ends it) and nothing more is written: no table, and the model
+    after the slow one never starts. Without the wrapper dbt would live on,
     reparented to init, and go on to build `after`. With the forkserver dbt is the server's child, and
     the wrapper (the step's child) dies with the step, which stops dbt through the closed connection."""
     import duckdb
@@ -377,7 +378,9 @@ def test_dbt_stops_when_its_step_process_is_killed(tmp_path, forkserver):
         )
         dbt_stopped_with_step(project, step, forkserver_dir if forkserver else None)
     [log] = project.glob("target/*/dbt.log")  # dagster-dbt gives each invocation its own target folder
-    assert "query cancelled on connection model.slow.slow" in log.read_text()
+    # Which way dbt went down depends on where Ctrl-C found its main thread (most often it cancels the query
+    # and logs so, sometimes it closes the connection straight away); either way `after` never began.
+    assert "main.after" not in log.read_text() and "main.slow" in log.read_text()
     with duckdb.connect(str(project / "warehouse.duckdb"), read_only=True) as warehouse:
         tables = {name for (name,) in warehouse.execute("SELECT table_name FROM information_schema.tables").fetchall()}
     assert tables == set()
