@@ -194,8 +194,8 @@ def run_floor_sql(con: object, source: object, models: list) -> None:
     for name, contract in oltp_contracts().items():
         rows = conform_to_contract(source.read_arrow(f"SELECT * FROM {name}"), contract, name, exact=False)  # noqa: F841
         con.execute(f"CREATE OR REPLACE TABLE bronze.{name} AS SELECT * FROM rows")
-    for schema in ("silver", "gold"):
-        con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")
+    for schema in sorted({relation.rsplit(".", 1)[0] for relation, _, _ in models} | {"silver", "gold"}):
+        con.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")  # every schema a model lands in (gold_restricted too)
     for relation, materialized, sql in models:
         kind = "VIEW" if materialized == "view" else "TABLE"
         con.execute(f"CREATE OR REPLACE {kind} {relation} AS {sql}")
