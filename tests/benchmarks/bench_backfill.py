@@ -137,14 +137,14 @@ def prepare_floor(work_root: Path) -> Path:
     bench`); the (relation, materialization, SQL) list goes to a JSON file the floor process reads."""
     import duckdb
 
-    from assets.bronze.contracts import oltp_contracts
+    from assets.bronze.contracts import file_drop_contracts, oltp_contracts
     from tests.benchmarks.bench_pipeline import compiled_models
 
     work_root.mkdir(parents=True, exist_ok=True)
     # Named like the warehouse: the compiled SQL says "warehouse"."silver"."x".
     with duckdb.connect(str(work_root / "warehouse.duckdb")) as con:
         con.execute("CREATE SCHEMA IF NOT EXISTS bronze")
-        for name in [*oltp_contracts(), "telemetry"]:
+        for name in [*oltp_contracts(), *file_drop_contracts()]:
             con.execute(f"CREATE OR REPLACE TABLE bronze.{name} AS SELECT * FROM range(0) WHERE false")
     models = work_root / "compiled_models.json"
     models.write_text(json.dumps(compiled_models(work_root)))
@@ -165,7 +165,7 @@ def floor_main(data_root: Path, work_root: Path, start: date, days: int) -> None
     from resources.iceberg import IcebergCatalog
     from resources.source_db import SourceDatabase
     from resources.warehouse import Warehouse
-    from tests.benchmarks.bench_pipeline import run_floor_sql
+    from tests.benchmarks.bench_pipeline import drop_feed_views, run_floor_sql
 
     contract = file_drop_contracts()["telemetry"]
     schema = contract.arrow_schema()
@@ -199,6 +199,7 @@ def floor_main(data_root: Path, work_root: Path, start: date, days: int) -> None
         location = table.metadata_location.replace("'", "''")
         con.execute("DROP TABLE IF EXISTS bronze.telemetry")
         con.execute(f"CREATE VIEW bronze.telemetry AS SELECT * FROM iceberg_scan('{location}')")
+        drop_feed_views(con, data_root / "landing", skip=("telemetry",))  # the small journal feeds, from Parquet
         run_floor_sql(con, source, models)
 
 

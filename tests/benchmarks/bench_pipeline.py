@@ -119,9 +119,7 @@ def run_floor(root: Path, floor_root: Path) -> Measurement:
     con.execute("CREATE SCHEMA IF NOT EXISTS bronze")
     for name in oltp_contracts():
         con.execute(f"CREATE TABLE bronze.{name} AS SELECT * FROM range(0) WHERE false")  # placeholder for compile
-    con.execute(
-        f"CREATE VIEW bronze.telemetry AS SELECT * FROM read_parquet('{root / 'landing' / 'telemetry'}/*/*/*.parquet')"
-    )
+    drop_feed_views(con, root / "landing")
     con.close()
     models = compiled_models(floor_root)  # compiling is not part of the measured work
     source = SourceDatabase(url=f"sqlite:///{root / 'source' / 'oltp.sqlite'}")
@@ -183,6 +181,21 @@ def main(scale: float = 1.0) -> list[str]:
             "  platform runs: " + ", ".join(f"{job} {seconds:.1f} s" for job, seconds in platform.parts.items()),
             *quality_lines(platform.steps),
         ]
+
+
+def drop_feed_views(con: object, landing: Path, skip: tuple[str, ...] = ()) -> None:
+    """Every file-drop feed of the contracts (telemetry, and the second domain's journal feeds) as a view
+    over its Parquet files in the landing zone, for the floors: what the platform loads into Bronze."""
+    from assets.bronze.contracts import file_drop_contracts
+
+    for name in file_drop_contracts():
+        if name in skip:
+            continue
+        files = f"{landing / name}/*/*/*.parquet".replace("'", "''")
+        con.execute(f"DROP TABLE IF EXISTS bronze.{name}")
+        con.execute(
+            f"CREATE OR REPLACE VIEW bronze.{name} AS SELECT * FROM read_parquet('{files}', union_by_name = true)"
+        )
 
 
 def run_floor_sql(con: object, source: object, models: list) -> None:
