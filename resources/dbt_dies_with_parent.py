@@ -15,8 +15,9 @@ argument goes to dbt unchanged, except a bare `--version`. dagster-dbt asks `dbt
 resource instance, that is once per run, and dbt needs 3-4 s to import itself and its adapters only to
 print a number. The wrapper answers it from the installed package's metadata instead (the same
 version: dbt reads it from there too), in the `Core: - installed: X.Y.Z` form dagster-dbt parses.
-Standard library only: it may run on any `python3` on PATH, and finds dbt next to that interpreter,
-else on PATH.
+Standard library only: it may start under any `python3` on PATH. It then re-runs itself under the
+platform's interpreter (`STRATA_DBT_PYTHON`, set by the process that configures dbt) and finds dbt next to
+that interpreter, else on PATH.
 
 When dbt sits next to this interpreter, the call runs in a child forked by the dbt forkserver
 (resources/dbt_forkserver.py, started on demand), which has dbt imported already: a call then costs a
@@ -37,6 +38,10 @@ import types
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+# The interpreter of the process that configured dbt (resources/environment.py sets it). The shebang finds
+# `python3` on PATH, which is another interpreter when the platform's venv is not activated
+# (`.venv/bin/dagster dev`); dbt and its forkserver belong to the platform's.
+PLATFORM_PYTHON_ENV = "STRATA_DBT_PYTHON"
 # SIGINT, not SIGKILL: dbt turns it into KeyboardInterrupt and cancels the adapter's open connections.
 DEATH_SIGNAL = signal.SIGINT
 
@@ -92,7 +97,16 @@ def run_beside(dbt: str) -> None:
     forkserver.run_here(dbt, sys.argv[1:], str(Path(__file__).resolve().parent))
 
 
+def use_platform_interpreter() -> None:
+    """Re-run this script under the platform's interpreter if this one is another; returns if it is this one."""
+    wanted = os.environ.get(PLATFORM_PYTHON_ENV)
+    if not wanted or Path(wanted) == Path(sys.executable) or not os.access(wanted, os.X_OK):
+        return
+    os.execv(wanted, [wanted, str(Path(__file__).resolve()), *sys.argv[1:]])
+
+
 def main() -> None:
+    use_platform_interpreter()
     if sys.argv[1:] == ["--version"] and (core := installed_dbt_core()):
         print(f"Core:\n  - installed: {core}")
         return

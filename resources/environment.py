@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -39,6 +40,9 @@ def dbt_executable() -> str:
     writing the warehouse for a failed run. Elsewhere dbt from PATH, else the one next to this interpreter
     (a venv that is not activated)."""
     if sys.platform.startswith("linux"):
+        # The wrapper's shebang finds `python3` on PATH; this tells it which interpreter has dbt (a venv that
+        # is not activated, `.venv/bin/dagster dev`, has dbt beside its python but not on PATH).
+        os.environ.setdefault("STRATA_DBT_PYTHON", sys.executable)
         return str(Path(__file__).with_name("dbt_dies_with_parent.py"))
     return shutil.which("dbt") or str(Path(sys.executable).with_name("dbt"))
 
