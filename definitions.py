@@ -55,10 +55,10 @@ from sensors.alert_sensors import (
 )
 from sensors.audit_sensor import build_audit_sensor
 from sensors.automation_sensor import build_automation_sensors
+from sensors.drop_sensor import build_drop_sensor
 from sensors.freshness_sensor import build_freshness_alert_sensor
 from sensors.lineage_sensor import build_lineage_sensor
 from sensors.metrics_sensor import build_metrics_sensor
-from sensors.telemetry_drop_sensor import build_telemetry_drop_sensor
 
 
 @dataclass(frozen=True)
@@ -152,9 +152,7 @@ def build_location(location: str, settings: StrataSettings, platform: Platform |
     jobs = build_jobs(assets, exclude_checks=check_keys(freshness))
     job_names = {job.name for job in jobs}
     sensors: list[dg.SensorDefinition] = [*build_automation_sensors(assets)]
-    sensors += [
-        build_telemetry_drop_sensor(feed.key.path[-1], feed) for feed in platform.drop_feeds if feed.key in keys
-    ]
+    sensors += [build_drop_sensor(feed.key.path[-1], feed) for feed in platform.drop_feeds if feed.key in keys]
     if location == PLATFORM_SENSORS_LOCATION:
         whole = whole_platform(settings, platform)
         sensors += [

@@ -2,7 +2,7 @@
 
 Strata replaces cron: on a normal day nothing needs a person. Three things start runs:
 - the clock, for work that has no event to follow: the table below;
-- the READY-marker sensor, for each hourly telemetry drop (sensors/telemetry_drop_sensor.py);
+- the READY-marker sensor, for each hourly telemetry drop (sensors/drop_sensor.py);
 - automation conditions (jobs/policies.py), for everything downstream. The daily build of Silver
   and Gold is one of them, not a schedule: a day is built once it is complete (all 24 hourly Bronze
   partitions loaded), which a clock cannot know.

@@ -21,7 +21,7 @@ from assets.partitions import hourly_partitions
 from demo.drop_producer import write_drop
 from jobs.policies import with_op_policies
 from resources.landing import LandingZone, RefusedObject
-from sensors.telemetry_drop_sensor import build_telemetry_drop_sensor
+from sensors.drop_sensor import build_drop_sensor
 from tests.test_bronze_telemetry import FIRST_HOUR, hour_rows, land, resources, run_hours
 
 HOUR = FIRST_HOUR + timedelta(hours=5)
@@ -159,7 +159,7 @@ def sensor_tick(root: Path, instance: dg.DagsterInstance, sensor, cursor: str | 
 
 def test_redelivering_an_older_version_after_a_newer_one_loads_it_again(tmp_path):
     asset = build_telemetry_asset(hourly_partitions(FIRST_HOUR.date()))
-    sensor = build_telemetry_drop_sensor("telemetry", asset)
+    sensor = build_drop_sensor("telemetry", asset)
     landing = tmp_path / "landing"
     catalog = resources(tmp_path)["iceberg"]
 

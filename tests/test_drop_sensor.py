@@ -16,7 +16,7 @@ from demo.drop_producer import write_drop
 from resources.iceberg import IcebergCatalog
 from resources.ingestion_guard import IngestionGuard
 from resources.landing import LandingZone
-from sensors.telemetry_drop_sensor import SensorCursor, build_telemetry_drop_sensor, list_drops
+from sensors.drop_sensor import SensorCursor, build_drop_sensor, list_drops
 from tests.test_bronze_telemetry import hour_rows
 
 START = datetime(2026, 10, 1, 0)
@@ -38,7 +38,7 @@ def platform(s3_bucket, s3_endpoint, tmp_path):
         },
     )
     asset = build_telemetry_asset(hourly_partitions(START.date()))
-    sensor = build_telemetry_drop_sensor("telemetry", asset)
+    sensor = build_drop_sensor("telemetry", asset)
     return landing, iceberg, asset, sensor
 
 

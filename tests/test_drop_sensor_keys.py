@@ -22,7 +22,7 @@ from assets.drops.protocol import MANIFEST_NAME, READY_NAME, DropKeyError, drop_
 from assets.partitions import hourly_partitions
 from resources.iceberg import IcebergCatalog
 from resources.landing import LandingZone
-from sensors.telemetry_drop_sensor import LOOKBACK, SensorCursor, build_telemetry_drop_sensor, list_drops, plan_tick
+from sensors.drop_sensor import LOOKBACK, SensorCursor, build_drop_sensor, list_drops, plan_tick
 
 DATASET = "telemetry"
 START = datetime(2026, 10, 1, 0)
@@ -87,7 +87,7 @@ def put(landing: LandingZone, prefix: str, ready: bool = True) -> None:
 def local(tmp_path: Path):
     landing = LandingZone(root=str(tmp_path / "landing"))
     iceberg = IcebergCatalog(uri=f"sqlite:///{tmp_path / 'cat.db'}", warehouse=f"file://{tmp_path / 'wh'}")
-    sensor = build_telemetry_drop_sensor(DATASET, build_telemetry_asset(hourly_partitions(START.date())))
+    sensor = build_drop_sensor(DATASET, build_telemetry_asset(hourly_partitions(START.date())))
 
     def tick(instance: dg.DagsterInstance, cursor: str | None = None) -> dg.SensorResult:
         context = dg.build_sensor_context(

@@ -273,7 +273,7 @@ def bench_sensor(tmp: Path, profile: bool, api_fill: bool) -> list[str]:
     from assets.partitions import hourly_partitions
     from resources.iceberg import IcebergCatalog
     from resources.landing import LandingZone
-    from sensors.telemetry_drop_sensor import SensorCursor, build_telemetry_drop_sensor
+    from sensors.drop_sensor import SensorCursor, build_drop_sensor
 
     tmp.mkdir(parents=True, exist_ok=True)
     bucket = f"strata-bench-{uuid.uuid4().hex[:12]}"
@@ -292,7 +292,7 @@ def bench_sensor(tmp: Path, profile: bool, api_fill: bool) -> list[str]:
         landing = LandingZone(root=f"s3://{bucket}/{ROOT.rstrip('/')}", s3_endpoint_url=endpoint)
         iceberg = IcebergCatalog(uri=f"sqlite:///{tmp / 'catalog.db'}", warehouse=f"file://{tmp / 'warehouse'}")
         asset = build_telemetry_asset(hourly_partitions(SENSOR_START.date()))
-        sensor = build_telemetry_drop_sensor(DATASET, asset)
+        sensor = build_drop_sensor(DATASET, asset)
         instance = stack.enter_context(dg.DagsterInstance.ephemeral())
         floor_client = s3_client(endpoint)
 
@@ -379,7 +379,7 @@ def tick_parts(asset: dg.AssetsDefinition, iceberg) -> str:
 
     from assets.drops.ledger import loaded_drop_versions
     from resources.landing import LandedObject
-    from sensors.telemetry_drop_sensor import SensorCursor, group_drops, plan_tick
+    from sensors.drop_sensor import SensorCursor, group_drops, plan_tick
 
     modified = datetime.now(UTC).isoformat()
     parts = tiny_parts()

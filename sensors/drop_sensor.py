@@ -1,4 +1,5 @@
-"""The READY-marker sensor: completed drops in the landing zone start `bronze/telemetry` runs.
+"""The READY-marker sensor of a file-drop feed: completed drops in the landing zone start runs of its
+Bronze asset (one sensor per feed, `<feed>_drop_sensor`; the examples below use `telemetry`).
 
 Each tick lists the landing zone incrementally: keys sort by time (`telemetry/dt=YYYY-MM-DD/hour=HH/`),
 so the listing starts `LOOKBACK` (72 h) before the newest drop of an existing partition, never at
@@ -296,9 +297,7 @@ def checks_of_job(
     return sorted((key for key in checks if key.asset_key == asset_key), key=lambda key: key.name)
 
 
-def build_telemetry_drop_sensor(
-    dataset: str, asset: dg.AssetsDefinition, job_name: str = LOAD_JOB
-) -> dg.SensorDefinition:
+def build_drop_sensor(dataset: str, asset: dg.AssetsDefinition, job_name: str = LOAD_JOB) -> dg.SensorDefinition:
     partitions = asset.partitions_def
     asset_key = asset.key
     run_tags = priority_tags(job_name)
@@ -310,7 +309,7 @@ def build_telemetry_drop_sensor(
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Starts a {asset_key.to_user_string()} run for every new READY drop under {dataset}/.",
     )
-    def telemetry_drop_sensor(
+    def drop_sensor(
         context: dg.SensorEvaluationContext, landing: LandingZone, iceberg: IcebergCatalog
     ) -> dg.SensorResult:
         cursor = SensorCursor.parse(context.cursor)
@@ -326,4 +325,4 @@ def build_telemetry_drop_sensor(
             skip_reason=None if plan.requests else dg.SkipReason(plan.summary),
         )
 
-    return telemetry_drop_sensor
+    return drop_sensor
