@@ -112,16 +112,29 @@ ANY_DEPS_CHANGED = dg.AutomationCondition.any_deps_match(
     )
     | dg.AutomationCondition.will_be_requested()
 ).with_label("any_deps_changed")
+# Missing when automation first looks (a fresh deployment, or this rule changed): Dagster's `eager` leaves
+# such a target alone until an input changes (its `since_last_handled` resets on the first evaluation). A
+# slowly changing dimension whose source never changes was then never built, and every daily model whose
+# dbt tests read it failed (the simulated week: `stg_vehicles`). Requested once: only a request or an
+# update resets it, so a failed build is not retried at every tick.
+MISSING_AT_FIRST_LOOK = (
+    (dg.AutomationCondition.missing() & dg.AutomationCondition.initial_evaluation())
+    .with_label("missing at the first evaluation")
+    .since(dg.AutomationCondition.newly_requested() | dg.AutomationCondition.newly_updated())
+)
 # Dagster's `eager`, widened from the latest day to the lookback: a partition new since the last
-# evaluation (newly missing), or the newest day when any input changed, or any day of the lookback
-# whose per-day inputs changed; never while an input partition is missing or in progress.
+# evaluation (newly missing) or missing at the first one, or the newest day when any input changed, or any
+# day of the lookback whose per-day inputs changed; never while an input partition is missing or in progress.
 FOLLOW_INPUTS_PER_DAY = (
     dg.AutomationCondition.in_latest_time_window(LATE_DAY_LOOKBACK)
     & (
-        dg.AutomationCondition.newly_missing()
-        | (dg.AutomationCondition.in_latest_time_window() & ANY_DEPS_CHANGED)
-        | ANY_DEPS_CHANGED.allow(PER_DAY_INPUTS)
-    ).since_last_handled()
+        (
+            dg.AutomationCondition.newly_missing()
+            | (dg.AutomationCondition.in_latest_time_window() & ANY_DEPS_CHANGED)
+            | ANY_DEPS_CHANGED.allow(PER_DAY_INPUTS)
+        ).since_last_handled()
+        | MISSING_AT_FIRST_LOOK
+    )
     # The production model (a dep of the forecast) exists only for days whose gate passed: the forecast
     # uses whichever model the registry names, so its absence holds nothing back.
     & ~dg.AutomationCondition.any_deps_missing().ignore(ML_RETRAINING)

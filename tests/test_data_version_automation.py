@@ -191,3 +191,46 @@ def test_an_automation_run_executes_the_assets_checks_but_not_partition_freshnes
         )
         assert run.success
         assert {e.check_name for e in run.get_asset_check_evaluations()} == {"kpi_has_rows"}
+
+
+# --- a target missing when automation first looks is built once ---------------------------------------
+
+SOURCE, DIMENSION = dg.AssetKey(["bronze", "unchanging"]), dg.AssetKey(["silver", "dimension_of_unchanging"])
+
+
+@dg.asset(key=SOURCE)
+def unchanging_source() -> dg.MaterializeResult:
+    return dg.MaterializeResult(data_version=dg.DataVersion("the same rows every hour"))
+
+
+def test_a_target_missing_at_the_first_evaluation_is_requested_once_though_its_input_never_changes():
+    """A fresh deployment: the source is extracted every hour to the same content, the dimension reading it
+    has never been built. Dagster's `eager` would wait for an input change that never comes (the simulated
+    week's `stg_vehicles`, read by the daily models' dbt tests); the rule requests it at its first evaluation,
+    and after a failed build does not request it again at every tick."""
+    from jobs.policies import FOLLOW_INPUTS_PER_DAY
+
+    @dg.asset(key=DIMENSION, deps=[SOURCE], automation_condition=FOLLOW_INPUTS_PER_DAY)
+    def dimension() -> None:
+        raise RuntimeError("the first build fails")
+
+    defs = dg.Definitions(assets=[unchanging_source, dimension])
+    clock = datetime(2026, 10, 1, 1, tzinfo=UTC)
+    with dg.instance_for_test() as instance:
+        assert dg.materialize([unchanging_source], instance=instance).success
+
+        def evaluate(cursor, hours):
+            return dg.evaluate_automation_conditions(
+                defs=defs, instance=instance, cursor=cursor, evaluation_time=clock + timedelta(hours=hours)
+            )
+
+        first = evaluate(None, 0)
+        assert requested(first) == {(DIMENSION.to_user_string(), None)}
+
+        failed = dg.materialize([unchanging_source, dimension], selection=[DIMENSION], instance=instance,
+                                raise_on_error=False)  # fmt: skip
+        assert not failed.success
+        assert dg.materialize([unchanging_source], instance=instance).success  # same content again
+        second = evaluate(first.cursor, 1)
+        assert requested(second) == set()
+        assert requested(evaluate(second.cursor, 2)) == set()
