@@ -114,27 +114,25 @@ ANY_DEPS_CHANGED = dg.AutomationCondition.any_deps_match(
 ).with_label("any_deps_changed")
 # Missing when automation first looks (a fresh deployment, or this rule changed): Dagster's `eager` leaves
 # such a target alone until an input changes (its `since_last_handled` resets on the first evaluation). A
-# slowly changing dimension whose source never changes was then never built, and every daily model whose
-# dbt tests read it failed (the simulated week: `stg_vehicles`). Requested once: only a request or an
-# update resets it, so a failed build is not retried at every tick.
+# dimension whose source never changes was then never built, and every daily model whose dbt tests read
+# it failed (the simulated week: `stg_vehicles`). Requested once: only a request or an update resets it,
+# so a failed build is not retried at every tick. Unpartitioned models only: missing days are the
+# backfill's to build (a first evaluation would otherwise race the backfill that fills a new instance).
 MISSING_AT_FIRST_LOOK = (
     (dg.AutomationCondition.missing() & dg.AutomationCondition.initial_evaluation())
     .with_label("missing at the first evaluation")
     .since(dg.AutomationCondition.newly_requested() | dg.AutomationCondition.newly_updated())
 )
 # Dagster's `eager`, widened from the latest day to the lookback: a partition new since the last
-# evaluation (newly missing) or missing at the first one, or the newest day when any input changed, or any
-# day of the lookback whose per-day inputs changed; never while an input partition is missing or in progress.
+# evaluation (newly missing), or the newest day when any input changed, or any day of the lookback
+# whose per-day inputs changed; never while an input partition is missing or in progress.
 FOLLOW_INPUTS_PER_DAY = (
     dg.AutomationCondition.in_latest_time_window(LATE_DAY_LOOKBACK)
     & (
-        (
-            dg.AutomationCondition.newly_missing()
-            | (dg.AutomationCondition.in_latest_time_window() & ANY_DEPS_CHANGED)
-            | ANY_DEPS_CHANGED.allow(PER_DAY_INPUTS)
-        ).since_last_handled()
-        | MISSING_AT_FIRST_LOOK
-    )
+        dg.AutomationCondition.newly_missing()
+        | (dg.AutomationCondition.in_latest_time_window() & ANY_DEPS_CHANGED)
+        | ANY_DEPS_CHANGED.allow(PER_DAY_INPUTS)
+    ).since_last_handled()
     # The production model (a dep of the forecast) exists only for days whose gate passed: the forecast
     # uses whichever model the registry names, so its absence holds nothing back.
     & ~dg.AutomationCondition.any_deps_missing().ignore(ML_RETRAINING)
@@ -145,9 +143,21 @@ FOLLOW_INPUTS_PER_DAY = (
 QUALITY_GATED_EAGER = (FOLLOW_INPUTS_PER_DAY & dg.AutomationCondition.all_deps_blocking_checks_passed()).with_label(
     "follow complete inputs, while all their blocking checks pass"
 )
+# The same for an unpartitioned model, which is also built when it is missing at the first evaluation.
+MISSING_AT_FIRST_LOOK_AND_READY = (
+    MISSING_AT_FIRST_LOOK
+    & ~dg.AutomationCondition.any_deps_missing()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+)
+BUILD_MISSING_THEN_QUALITY_GATED_EAGER = (
+    (FOLLOW_INPUTS_PER_DAY | MISSING_AT_FIRST_LOOK_AND_READY) & dg.AutomationCondition.all_deps_blocking_checks_passed()
+).with_label("built if missing at the first evaluation; then follow complete inputs, while their blocking checks pass")
 AUTOMATION_CONDITIONS: list[tuple[str, dg.AssetSelection, dg.AutomationCondition]] = [
-    ("Silver, Gold and ML follow their complete inputs once those pass their blocking checks",
-     DBT_MODELS | (ML - ML_RETRAINING), QUALITY_GATED_EAGER),
+    ("Daily Silver/Gold models and ML follow their complete inputs once those pass their blocking checks",
+     DAILY_MODELS | (ML - ML_RETRAINING), QUALITY_GATED_EAGER),
+    ("The unpartitioned Silver/Gold models too; one missing when automation first looks is built once",
+     DBT_MODELS - DAILY_MODELS, BUILD_MISSING_THEN_QUALITY_GATED_EAGER),
 ]  # fmt: skip
 # Iceberg table maintenance (assets/maintenance/iceberg_tables.py, daily by the schedule table): per
 # namespace, how far back time travel reaches (snapshots younger than the age, and never fewer than the

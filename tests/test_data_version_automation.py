@@ -67,11 +67,7 @@ def test_automation_rebuilds_a_day_only_when_an_input_changed_content(settings):
         assert refresh_unpartitioned(defs, instance).success
         days = {RANGE_START: DAY1, RANGE_END: DAY2}
         assert defs.resolve_job_def("build_daily").execute_in_process(instance=instance, tags=days).success
-        # The first evaluation (a fresh deployment) builds what is missing once: here only the forecasts,
-        # which build_daily leaves to forecast_daily. Everything else is built and stays.
-        first = evaluate(instance, None)
-        assert requested(first) == {("ml/demand_forecast", DAY1), ("ml/demand_forecast", DAY2)}
-        settled = evaluate(instance, first.cursor)
+        settled = evaluate(instance, None)
         assert requested(settled) == set()
         dimension = latest_data_version(instance, DIM_VEHICLES)
         assert dimension[0] == dimension[1] and dimension[1].startswith("rows=")  # the content checksum
@@ -212,9 +208,9 @@ def test_a_target_missing_at_the_first_evaluation_is_requested_once_though_its_i
     has never been built. Dagster's `eager` would wait for an input change that never comes (the simulated
     week's `stg_vehicles`, read by the daily models' dbt tests); the rule requests it at its first evaluation,
     and after a failed build does not request it again at every tick."""
-    from jobs.policies import FOLLOW_INPUTS_PER_DAY
+    from jobs.policies import BUILD_MISSING_THEN_QUALITY_GATED_EAGER
 
-    @dg.asset(key=DIMENSION, deps=[SOURCE], automation_condition=FOLLOW_INPUTS_PER_DAY)
+    @dg.asset(key=DIMENSION, deps=[SOURCE], automation_condition=BUILD_MISSING_THEN_QUALITY_GATED_EAGER)
     def dimension() -> None:
         raise RuntimeError("the first build fails")
 
