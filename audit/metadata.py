@@ -49,7 +49,14 @@ def table_checksum(table: pa.Table, sort_by: Sequence[str]) -> str:
     """
     if not is_sorted(table, sort_by):
         table = table.sort_by([(c, "ascending") for c in sort_by])
-    ordered = table.combine_chunks()
+    # Fresh contiguous buffers per column (`concat_arrays` copies, and keeps a validity bitmap only when a
+    # value is null): IPC writes the buffers as laid out, and Arrow may or may not carry an all-valid
+    # bitmap or a longer buffer behind a slice (a sort, a reader's chunk). Equal tables were then hashed
+    # differently, and a re-run that changed nothing showed a new checksum (test_end_to_end's idempotency).
+    ordered = pa.table(
+        [pa.concat_arrays(c.chunks) if c.num_chunks else pa.array([], c.type) for c in table.columns],
+        schema=table.schema,
+    )
     digest = hashlib.sha256()
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, ordered.schema) as writer:

@@ -2,6 +2,8 @@
 
 import pyarrow as pa
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from assets.bronze.conform import ContractViolation, conform_to_contract
 from assets.bronze.contracts import _parse_table, file_drop_contracts, oltp_contracts
@@ -43,3 +45,23 @@ def test_rows_are_identified_by_the_primary_key_or_the_feeds_natural_key():
     assert file_drop_contracts()["telemetry"].row_key == ("vehicle_id", "ts")
     with pytest.raises(ValueError, match=r"file_drops.feed.natural_key names unknown column\(s\) \['id'\]"):
         _parse_table("feed", {"columns": {"ts": "timestamp"}, "natural_key": ["id"]}, "file_drops")
+
+
+@given(
+    st.lists(st.tuples(st.integers(-(2**40), 2**40), st.text(max_size=8), st.booleans()), min_size=1, max_size=40),
+    st.randoms(use_true_random=False),
+)
+def test_checksum_ignores_how_arrow_lays_out_equal_values(rows, rng):
+    """Equal rows give one checksum whether a column carries an all-valid bitmap, is a slice of a longer array
+    or arrives shuffled (a sort, a reader's chunking): the re-run of a day that changed nothing keeps it."""
+    keys, texts, flags = (list(column) for column in zip(*rows, strict=True))
+    plain = pa.table({"k": keys, "t": texts, "f": flags})
+    # the same values cut from longer arrays that hold a null after them: each column has a validity bitmap
+    padded = pa.table({name: pa.array([*plain.column(name).to_pylist(), None]).slice(0, len(keys)) for name in "ktf"})
+    assert all(padded.column(name).chunk(0).buffers()[0] is not None for name in "ktf")
+    order = list(range(len(keys)))
+    rng.shuffle(order)
+    columns = ["k", "t", "f"]
+    assert (
+        table_checksum(plain, columns) == table_checksum(padded, columns) == table_checksum(padded.take(order), columns)
+    )
