@@ -10,6 +10,7 @@ from pathlib import Path
 from dagster_dbt import DbtCliResource, DbtProject
 
 from resources.alerting import build_alerting_resource
+from resources.dbt_dies_with_parent import PLATFORM_PYTHON_ENV
 from resources.iceberg import IcebergCatalog
 from resources.ingestion_guard import IngestionGuard
 from resources.landing import LandingZone
@@ -42,7 +43,7 @@ def dbt_executable() -> str:
     if sys.platform.startswith("linux"):
         # The wrapper's shebang finds `python3` on PATH; this tells it which interpreter has dbt (a venv that
         # is not activated, `.venv/bin/dagster dev`, has dbt beside its python but not on PATH).
-        os.environ.setdefault("STRATA_DBT_PYTHON", sys.executable)
+        os.environ.setdefault(PLATFORM_PYTHON_ENV, sys.executable)
         return str(Path(__file__).with_name("dbt_dies_with_parent.py"))
     return shutil.which("dbt") or str(Path(sys.executable).with_name("dbt"))
 
