@@ -180,6 +180,21 @@ def create_database(server_url: str, name: str) -> str:
 
 
 @contextmanager
+def local_instance_for_test(home: Path | str | None = None) -> Iterator[dg.DagsterInstance]:
+    """A test instance (in `home`, else a temporary directory) with the event log storage the local
+    profile's dagster.yaml configures, so runs pay what they pay under `make dev`."""
+    import yaml
+
+    repo = Path(__file__).resolve().parent.parent
+    storage = yaml.safe_load((repo / "dagster.yaml").read_text())["event_log_storage"]
+    with tempfile.TemporaryDirectory() as scratch:
+        root = str(home or scratch)
+        overrides = {"event_log_storage": {**storage, "config": {"dagster_home": root}}}
+        with dg.instance_for_test(temp_dir=root, overrides=overrides) as instance:
+            yield instance
+
+
+@contextmanager
 def backfilled_platform(
     tmp: Path, days: list[date]
 ) -> Iterator[tuple[StrataSettings, dg.Definitions, dg.DagsterInstance, object]]:
@@ -204,7 +219,7 @@ def backfilled_platform(
         settings = load_settings()
         generate_demo(settings, days[0], len(days))
         defs = build_definitions(settings)
-        with dg.instance_for_test(temp_dir=str(home)) as instance:
+        with local_instance_for_test(home) as instance:
             summary = run_backfill(defs, instance, days[0], days[-1] + timedelta(days=1))
             assert summary.success, summary
             yield settings, defs, instance, summary

@@ -13,7 +13,6 @@ import json
 import time
 from datetime import UTC, datetime, timedelta
 
-import dagster as dg
 import pytest
 
 from audit.record import build_audit_records, finished_run_records
@@ -21,7 +20,7 @@ from definitions import build_definitions
 from demo.simulator import read_truth
 from resources.settings import load_settings
 from tests.conftest import TEST_START
-from tests.support import assert_kpi_daily_matches_truth, warehouse_tables
+from tests.support import assert_kpi_daily_matches_truth, local_instance_for_test, warehouse_tables
 from tests.test_alerting import webhook_alerting, webhook_server  # noqa: F401  (fixture)
 from tests.week_simulation import WeekScenario, upstream_services
 
@@ -48,7 +47,7 @@ def test_a_simulated_week_runs_by_itself_and_publishes_only_complete_days(week_s
     defs = build_definitions(settings)
     alerting = webhook_alerting(tmp_path, webhook_server.url)
     began = time.perf_counter()
-    with dg.instance_for_test() as instance:
+    with local_instance_for_test() as instance:
         daemons = WEEK.run(settings, defs, instance, alerting=alerting)
         log = daemons.log
         figures = {"wall_seconds": round(time.perf_counter() - began, 1), **log.figures()}

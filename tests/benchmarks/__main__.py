@@ -1,7 +1,7 @@
 """`make bench`: every benchmark prints its figure and the ratio against its floor.
 
 `python -m tests.benchmarks [scale]` runs them all; `python -m tests.benchmarks NAME [arg]` runs one
-(NAME: pipeline, drops, audit, ml, report, week, dbtcall, observability; `arg` is the scale, or the days
+(NAME: pipeline, drops, audit, ml, report, week, dbtcall, observability, eventlog; `arg` is the scale, or the days
 of the week benchmark; dbtcall defaults to scale 0.01).
 `make bench-backfill` runs the 181-day backfill benchmark (tests/benchmarks/bench_backfill.py) on its own.
 """
@@ -15,6 +15,7 @@ from tests.benchmarks import (
     bench_audit,
     bench_dbt_call,
     bench_drops,
+    bench_event_log,
     bench_ml,
     bench_observability,
     bench_pipeline,
@@ -31,6 +32,7 @@ BENCHMARKS: dict[str, Callable[[float], Iterable[str]]] = {
     "week": lambda days: bench_week.main(int(days) if days != 1.0 else 7),
     "dbtcall": lambda scale: bench_dbt_call.main(scale if scale != 1.0 else 0.01),
     "observability": bench_observability.main,
+    "eventlog": lambda _scale: bench_event_log.main(),
 }
 
 

@@ -14,8 +14,6 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-import dagster as dg
-
 from tests.benchmarks.measure import Measurement, measured, report
 
 WEEK_START = datetime(2026, 10, 1, tzinfo=UTC)
@@ -24,6 +22,7 @@ WEEK_START = datetime(2026, 10, 1, tzinfo=UTC)
 def main(days: int = 7) -> list[str]:
     from definitions import build_definitions
     from resources.settings import load_settings
+    from tests.support import local_instance_for_test
     from tests.week_simulation import WeekScenario, upstream_services
 
     with tempfile.TemporaryDirectory(prefix="strata-bench-week-") as tmp, upstream_services():
@@ -31,7 +30,7 @@ def main(days: int = 7) -> list[str]:
         os.environ["STRATA_START_DATE"] = WEEK_START.date().isoformat()
         settings = load_settings()
         defs = build_definitions(settings)
-        with dg.instance_for_test() as instance, measured() as week:
+        with local_instance_for_test() as instance, measured() as week:
             daemons = WeekScenario(WEEK_START, days).run(settings, defs, instance)
         log = daemons.log
         figures = log.figures()

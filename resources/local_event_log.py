@@ -1,0 +1,163 @@
+"""The local instance's event log: Dagster's SQLite storage with pooled connections.
+
+Dagster's `SqliteEventLogStorage` opens a new engine and connection for every statement and closes it
+afterwards. Closing the last connection to a WAL database checkpoints the WAL into the database file, so
+one asset check result costs about six connections, three commits and three checkpoints: 16-22 ms on
+this machine. A range run of 4,344 hours with 11 checks per hour spent 31 of its 37 minutes there.
+
+This subclass keeps one connection per database file per process (the per-run shards and the cross-run
+index), in WAL mode with `synchronous=NORMAL`: a commit appends to the WAL without waiting for the disk,
+and a crash of the process loses nothing (a power cut can lose the last commits, acceptable for a
+developer's instance; prod keeps its event log in PostgreSQL). The result: about 4 ms per check result.
+
+What the parent got from closing every connection is kept:
+- the webserver follows a running run by watching its shard file; with the WAL left open new events land
+  in `<run>.db-wal`, so the watch covers that file too;
+- connections are never carried across `fork`: a child process opens its own;
+- a long-lived process (webserver, daemon) keeps at most `MAX_OPEN_SHARDS` run shards open, closing the
+  least recently used.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from dagster._config import StringSource
+from dagster._core.storage.event_log.base import EventHandlerFn
+from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
+    INDEX_SHARD_NAME,
+    SqliteEventLogStorage,
+    SqliteEventLogStorageWatchdog,
+)
+from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS
+from dagster._serdes import ConfigurableClassData
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import NullPool
+from watchdog.events import FileSystemEvent
+
+MAX_OPEN_SHARDS = 16  # run shards a process keeps open at once, besides the index
+
+
+def set_wal_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """Every pooled connection: WAL (already set by Dagster when it creates a shard) and commits that
+    do not wait for the disk."""
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+
+class PooledSqliteEventLogStorage(SqliteEventLogStorage):
+    """Configured in dagster.yaml as `event_log_storage` with `dagster_home`; the shards live where
+    Dagster's default storage keeps them (`<dagster_home>/history/runs`), so an existing instance
+    keeps its history."""
+
+    def __init__(self, dagster_home: str, inst_data: ConfigurableClassData | None = None):
+        self._engines: OrderedDict[str, Engine] = OrderedDict()
+        self._engines_pid = os.getpid()
+        self._tables_present: set[str] = set()
+        super().__init__(base_dir=os.path.join(dagster_home, "history", "runs"), inst_data=inst_data)
+
+    @classmethod
+    def config_type(cls) -> dict:
+        return {"dagster_home": StringSource}
+
+    @classmethod
+    def from_config_value(  # ty: ignore[invalid-method-override]
+        cls, inst_data: ConfigurableClassData | None, config_value: dict
+    ) -> PooledSqliteEventLogStorage:
+        return cls(dagster_home=config_value["dagster_home"], inst_data=inst_data)
+
+    def _engine(self, shard: str) -> Engine:
+        """The process's engine for one database file; engines inherited through fork are dropped
+        without closing the parent's connections."""
+        if self._engines_pid != os.getpid():
+            for inherited in self._engines.values():
+                inherited.dispose(close=False)
+            self._engines.clear()
+            self._engines_pid = os.getpid()
+        engine = self._engines.get(shard)
+        if engine is not None:
+            self._engines.move_to_end(shard)
+            return engine
+        engine = sa.create_engine(
+            self.conn_string_for_shard(shard),
+            pool_size=1,
+            max_overflow=0,
+            # Used by one thread at a time: every use holds the storage's lock.
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
+        )
+        sa.event.listen(engine, "connect", set_wal_pragmas)
+        self._engines[shard] = engine
+        run_shards = [name for name in self._engines if name != INDEX_SHARD_NAME]
+        for oldest in run_shards[: max(0, len(run_shards) - MAX_OPEN_SHARDS)]:
+            self._engines.pop(oldest).dispose()
+        return engine
+
+    @contextmanager
+    def _connect(self, shard: str) -> Iterator[Connection]:
+        with self._db_lock:
+            engine = self._engine(shard)
+            if shard not in self._initialized_dbs:
+                # The parent's schema set-up opens nested connections: give it a throwaway engine.
+                setup = sa.create_engine(self.conn_string_for_shard(shard), poolclass=NullPool)
+                self._initdb(setup)
+                setup.dispose()
+                self._initialized_dbs.add(shard)
+            with engine.connect() as conn, conn.begin():
+                yield conn
+
+    def has_table(self, table_name: str) -> bool:
+        """The parent opens a new engine for this on every asset check result (`supports_asset_checks`);
+        a table once present stays, so a positive answer is kept."""
+        if table_name in self._tables_present:
+            return True
+        present = super().has_table(table_name)
+        if present:
+            self._tables_present.add(table_name)
+        return present
+
+    def close_run_shards(self) -> None:
+        with self._db_lock:
+            for shard in [name for name in self._engines if name != INDEX_SHARD_NAME]:
+                self._engines.pop(shard).dispose()
+
+    def wipe(self) -> None:
+        """Close the run shards before the parent removes their files."""
+        self.close_run_shards()
+        super().wipe()
+
+    def watch(self, run_id: str, cursor: str | None, callback: EventHandlerFn) -> None:
+        if not self._obs:
+            from watchdog.observers import Observer
+
+            self._obs = Observer()
+            self._obs.start()
+        handler = ShardAndWalWatchdog(self, run_id, callback, cursor)
+        self._watchers[run_id][callback] = (handler, self._obs.schedule(handler, self._base_dir, recursive=True))
+
+    def dispose(self) -> None:
+        with self._db_lock:
+            for engine in self._engines.values():
+                engine.dispose()
+            self._engines.clear()
+        super().dispose()
+
+
+class ShardAndWalWatchdog(SqliteEventLogStorageWatchdog):
+    """Follows a run's shard and its WAL: with pooled connections a new event changes the WAL only."""
+
+    def __init__(self, storage: PooledSqliteEventLogStorage, run_id: str, callback: EventHandlerFn, cursor):
+        super().__init__(storage, run_id, callback, cursor)
+        # PatternMatchingEventHandler keeps its patterns here; the parent set the shard file alone.
+        self._patterns = [self._log_path, f"{self._log_path}-wal"]
+
+    def on_modified(self, event: FileSystemEvent) -> None:
+        self._process_log()
