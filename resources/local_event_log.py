@@ -13,6 +13,8 @@ developer's instance; prod keeps its event log in PostgreSQL). The result: about
 What the parent got from closing every connection is kept:
 - the webserver follows a running run by watching its shard file; with the WAL left open new events land
   in `<run>.db-wal`, so the watch covers that file too;
+- a finished run leaves one file: its shard is closed when the run ends, which folds the WAL back in
+  (and whatever is still open is closed when the process exits);
 - connections are never carried across `fork`: a child process opens its own;
 - a long-lived process (webserver, daemon) keeps at most `MAX_OPEN_SHARDS` run shards open, closing the
   least recently used.
@@ -20,6 +22,7 @@ What the parent got from closing every connection is kept:
 
 from __future__ import annotations
 
+import atexit
 import os
 import sqlite3
 from collections import OrderedDict
@@ -29,6 +32,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from dagster._config import StringSource
+from dagster._core.events import DagsterEventType
+from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.base import EventHandlerFn
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import (
     INDEX_SHARD_NAME,
@@ -42,6 +47,7 @@ from sqlalchemy.pool import NullPool
 from watchdog.events import FileSystemEvent
 
 MAX_OPEN_SHARDS = 16  # run shards a process keeps open at once, besides the index
+RUN_END_EVENTS = frozenset({DagsterEventType.RUN_SUCCESS, DagsterEventType.RUN_FAILURE, DagsterEventType.RUN_CANCELED})
 
 
 def set_wal_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -63,6 +69,8 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         self._engines: OrderedDict[str, Engine] = OrderedDict()
         self._engines_pid = os.getpid()
         self._tables_present: set[str] = set()
+        # A process that ends without closing leaves each shard's WAL beside it: close them at exit.
+        atexit.register(self.close_all)
         super().__init__(base_dir=os.path.join(dagster_home, "history", "runs"), inst_data=inst_data)
 
     @classmethod
@@ -124,10 +132,22 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             self._tables_present.add(table_name)
         return present
 
-    def close_run_shards(self) -> None:
+    def store_event(self, event: EventLogEntry) -> None:
+        """A run's shard is closed once the run has ended: the close checkpoints its WAL into the shard
+        file and removes the WAL, so a finished run leaves one file, as with Dagster's class."""
+        super().store_event(event)
+        if event.is_dagster_event and event.dagster_event_type in RUN_END_EVENTS:
+            self.close_shard(event.run_id)
+
+    def close_shard(self, shard: str) -> None:
         with self._db_lock:
-            for shard in [name for name in self._engines if name != INDEX_SHARD_NAME]:
-                self._engines.pop(shard).dispose()
+            engine = self._engines.pop(shard, None)
+            if engine is not None and self._engines_pid == os.getpid():
+                engine.dispose()
+
+    def close_run_shards(self) -> None:
+        for shard in [name for name in self._engines if name != INDEX_SHARD_NAME]:
+            self.close_shard(shard)
 
     def wipe(self) -> None:
         """Close the run shards before the parent removes their files."""
@@ -143,11 +163,15 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         handler = ShardAndWalWatchdog(self, run_id, callback, cursor)
         self._watchers[run_id][callback] = (handler, self._obs.schedule(handler, self._base_dir, recursive=True))
 
-    def dispose(self) -> None:
+    def close_all(self) -> None:
         with self._db_lock:
             for engine in self._engines.values():
-                engine.dispose()
+                if self._engines_pid == os.getpid():
+                    engine.dispose()
             self._engines.clear()
+
+    def dispose(self) -> None:
+        self.close_all()
         super().dispose()
 
 

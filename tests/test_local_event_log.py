@@ -156,3 +156,23 @@ def test_a_forked_child_opens_its_own_connections(tmp_path: Path, monkeypatch) -
         instance.report_dagster_event(check_result(4), run_id=RUN_ID)
         history = instance.event_log_storage.get_asset_check_execution_history(CHECK, limit=100)
         assert sorted(record.partition for record in history) == [f"2026-11-01-0{h}:00" for h in range(5)]
+
+
+def test_a_finished_run_leaves_one_file(tmp_path: Path, monkeypatch) -> None:
+    """The run's shard is closed when the run ends: its WAL is folded back and removed."""
+    home = tmp_path / "dagster_home"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+
+    @dg.asset
+    def stations() -> dg.MaterializeResult:
+        return dg.MaterializeResult(metadata={"dagster/row_count": 5})
+
+    with local_instance(home) as instance:
+        result = dg.materialize([stations], instance=instance)
+        assert result.success
+        shard = home / "history" / "runs" / f"{result.run_id}.db"
+        assert shard.exists()
+        assert not Path(f"{shard}-wal").exists()
+        assert not Path(f"{shard}-shm").exists()
+        [event] = instance.fetch_materializations(stations.key, limit=1).records
+        assert event.asset_materialization.metadata["dagster/row_count"].value == 5
