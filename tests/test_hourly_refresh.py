@@ -73,6 +73,25 @@ def test_on_a_warm_instance_a_new_extraction_reaches_silver_and_gold_in_one_tick
     assert ticks_to_follow() == [bookings | {"silver/bookings_quarantine"}]
     assert bookings <= models
 
+    # And every hour after it: the first hour's run built only some models, yet ran each one's own tests,
+    # those that read another model too (stg_bookings' relationship to stg_stations). Had one been left
+    # out, the blocking check would have no result for stg_bookings' newest materialization, and
+    # automation would hold silver/bookings back from the second hour on (the simulated week).
+    for hour in (3, 6):
+        advance(cfg, as_of=MORNING + timedelta(hours=hour), **paths)
+        assert defs.resolve_job_def("extract_oltp").execute_in_process(instance=instance).success
+        assert ticks_to_follow() == [bookings | {"silver/bookings_quarantine"}], f"hour {hour}"
+    stg_bookings = dg.AssetKey(["silver", "stg_bookings"])
+    relationships = [
+        key for key in defs.resolve_asset_graph().get(stg_bookings).check_keys if key.name.startswith("relationships")
+    ]
+    assert relationships
+    latest = instance.get_latest_materialization_event(stg_bookings)
+    for key in relationships:
+        [record] = instance.event_log_storage.get_asset_check_execution_history(key, limit=1)
+        assert record.status.value == "SUCCEEDED", (key.name, record.status)
+        assert record.run_id == latest.run_id, key.name
+
 
 @pytest.mark.slow
 def test_on_a_cold_instance_the_first_automation_runs_of_the_models_succeed(settings):

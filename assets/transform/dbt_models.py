@@ -150,10 +150,11 @@ def run_dbt(
     warehouse: Warehouse,
     iceberg: IcebergCatalog,
     window: dg.TimeWindow | None,
+    exclude: list[str] | None = None,
 ) -> Iterator[Any]:
-    """Pin Bronze snapshots for this run, run `dbt build`, then yield its events with what each model's
-    table holds (assets/transform/dbt_metadata.py): per day for a daily range, per table otherwise, and its
-    content checksum as the data version.
+    """Pin Bronze snapshots for this run, run `dbt build` (without the `exclude`d nodes), then yield its
+    events with what each model's table holds (assets/transform/dbt_metadata.py): per day for a daily
+    range, per table otherwise, and its content checksum as the data version.
 
     The events are held until dbt exits: DuckDB has a single writer, so the warehouse can be read only
     then, and a day's metadata must be registered before its model's Output is yielded (Dagster builds
@@ -174,7 +175,8 @@ def run_dbt(
         subprocess_environment(environment),
         stable_target_path(dbt, context.op_execution_context.op.name, context.log) as target_path,
     ):
-        invocation = dbt.cli(["build"], context=context, target_path=target_path)
+        args = ["build", *(["--exclude", " ".join(exclude)] if exclude else [])]
+        invocation = dbt.cli(args, context=context, target_path=target_path)
         try:
             events.extend(invocation.stream())
         except Exception as error:  # re-raised below, once the built models are reported
@@ -263,20 +265,35 @@ def bronze_tables_read(manifest: Mapping[str, Any], executed: set[str], engine: 
 
 # dbt (and dagster-dbt when it subsets a multi-asset) read the test selection mode from here.
 INDIRECT_SELECTION_ENV = "DBT_INDIRECT_SELECTION"
+EAGER_TESTS = {INDIRECT_SELECTION_ENV: "eager"}
 
 
-def test_selection(context: dg.AssetExecutionContext) -> dict[str, str]:
-    """dbt's test selection for a run of some of the unpartitioned models (automation requests a subset):
-    `cautious`, only the tests all of whose models the run builds. dagster-dbt selects such a subset by
-    model name, without the multi-asset's `--exclude tag:daily`, and dbt's default (`eager`: any one
-    model built) then also ran the daily models' relationship tests that point at them: against daily
-    tables that may not exist yet, over every day, failing the hourly refresh. A whole run keeps `eager`
-    (its `--exclude tag:daily` drops those tests), and so do the daily models, whose tests against the
-    staging views and dimensions they read must run with them."""
-    assets_def = context.assets_def  # in a subset run, the subset: compare with its whole node, as dagster-dbt does
-    subset = assets_def.keys_by_output_name != assets_def.node_keys_by_output_name
-    daily = assets_def.partitions_def is not None
-    return {INDIRECT_SELECTION_ENV: "cautious" if subset and not daily else "eager"}
+def excluded_tests(context: dg.AssetExecutionContext) -> list[str]:
+    """What `dbt build` leaves out of a run of some of the unpartitioned models (automation requests a
+    subset): the tests of the models this run does not build, and the daily models' tests.
+
+    dbt's default test selection (`eager`) runs every test that touches a model it builds. dagster-dbt
+    selects a subset by model name, without the multi-asset's `--exclude tag:daily`, so `eager` alone
+    also ran the daily models' relationship tests against daily tables that may not exist yet, and the
+    tests of other models (a dimension's test of a staging view it reads) against tables not built yet.
+    `cautious` (only tests all of whose models the run builds) avoided both, but it also dropped the
+    run's own tests that read another model, e.g. `stg_bookings`' relationship test to `stg_stations`.
+    That blocking check then had no result for the model's newest materialization, and automation held
+    everything downstream of it back for good: after its first hour a lights-out platform never updated
+    `silver/bookings` again (the simulated week). So: `eager`, minus these."""
+    assets_def = context.assets_def  # in a subset run, the subset; its node still holds every check
+    if assets_def.partitions_def is not None or assets_def.keys_by_output_name == assets_def.node_keys_by_output_name:
+        return []  # a whole run keeps its own `--exclude tag:daily`; the daily models' tests run with them
+    from dagster_dbt.asset_utils import get_manifest_and_translator_from_dbt_assets
+
+    manifest, _translator, _project = get_manifest_and_translator_from_dbt_assets([assets_def])
+    selected = set(context.selected_asset_keys)
+    names = {f"tag:{DAILY_TAG}"}
+    for spec in assets_def.node_check_specs_by_output_name.values():
+        node = manifest["nodes"].get((spec.metadata or {}).get("dagster_dbt/unique_id", ""))
+        if spec.asset_key not in selected and node is not None:
+            names.add(".".join(node["fqn"]))
+    return sorted(names)
 
 
 def dbt_environment(run_id: str, warehouse: Warehouse) -> dict[str, str]:
@@ -340,8 +357,8 @@ def build_dbt_assets(
         ):
             partitioned = context.has_partition_key or context.has_partition_key_range
             window = context.partition_time_window if partitioned else None
-            with subprocess_environment({**incomplete_ok_environment(context), **test_selection(context)}):
-                yield from run_dbt(context, dbt, warehouse, iceberg, window=window)
+            with subprocess_environment({**incomplete_ok_environment(context), **EAGER_TESTS}):
+                yield from run_dbt(context, dbt, warehouse, iceberg, window=window, exclude=excluded_tests(context))
 
         return models
 
