@@ -31,7 +31,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
-from dagster._config import StringSource
+from dagster._config import Field, StringSource
 from dagster._core.events import DagsterEventType
 from dagster._core.events.log import EventLogEntry
 from dagster._core.storage.event_log.base import EventHandlerFn
@@ -61,27 +61,40 @@ def set_wal_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 class PooledSqliteEventLogStorage(SqliteEventLogStorage):
-    """Configured in dagster.yaml as `event_log_storage` with `dagster_home`; the shards live where
-    Dagster's default storage keeps them (`<dagster_home>/history/runs`), so an existing instance
-    keeps its history."""
+    """Configured in dagster.yaml as `event_log_storage` (no config needed). The shards live where
+    Dagster's default storage keeps them, `history/runs` under the instance's own directory (the one it
+    was opened from, whatever DAGSTER_HOME says), so an existing instance keeps its history and a run
+    worker opened from the instance's reference writes where the instance reads. `dagster_home` puts
+    them under another directory."""
 
-    def __init__(self, dagster_home: str, inst_data: ConfigurableClassData | None = None):
+    def __init__(self, dagster_home: str | None = None, inst_data: ConfigurableClassData | None = None):
         self._engines: OrderedDict[str, Engine] = OrderedDict()
         self._engines_pid = os.getpid()
         self._tables_present: set[str] = set()
+        self._inst_data = inst_data
+        if dagster_home is not None:
+            self._open(dagster_home)
+
+    def _open(self, dagster_home: str) -> None:
         # A process that ends without closing leaves each shard's WAL beside it: close them at exit.
         atexit.register(self.close_all)
-        super().__init__(base_dir=os.path.join(dagster_home, "history", "runs"), inst_data=inst_data)
+        super().__init__(base_dir=os.path.join(dagster_home, "history", "runs"), inst_data=self._inst_data)
+
+    def register_instance(self, instance: Any) -> None:
+        """The instance registers its storages right after creating them: only then is its directory known."""
+        if not hasattr(self, "_base_dir"):
+            self._open(instance.root_directory)
+        super().register_instance(instance)
 
     @classmethod
     def config_type(cls) -> dict:
-        return {"dagster_home": StringSource}
+        return {"dagster_home": Field(StringSource, is_required=False)}
 
     @classmethod
     def from_config_value(  # ty: ignore[invalid-method-override]
         cls, inst_data: ConfigurableClassData | None, config_value: dict
     ) -> PooledSqliteEventLogStorage:
-        return cls(dagster_home=config_value["dagster_home"], inst_data=inst_data)
+        return cls(dagster_home=config_value.get("dagster_home"), inst_data=inst_data)
 
     def _engine(self, shard: str) -> Engine:
         """The process's engine for one database file; engines inherited through fork are dropped

@@ -63,6 +63,22 @@ def test_the_local_instance_keeps_its_event_log_where_dagster_does(tmp_path: Pat
         assert (home / "history" / "runs" / "index.db").exists()
 
 
+def test_the_event_log_follows_the_instance_directory_not_dagster_home(tmp_path: Path, monkeypatch) -> None:
+    """An instance opened from a directory (tests, `make dev`'s DAGSTER_HOME) and a run worker opened from
+    its reference write and read the same files, whatever DAGSTER_HOME says in either process."""
+    home, elsewhere = tmp_path / "instance", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(elsewhere))
+    with local_instance(home) as instance:
+        instance.add_run(DagsterRun(job_name="load_hourly", run_id=RUN_ID))
+        with dg.DagsterInstance.from_ref(instance.get_ref()) as worker:
+            worker.report_dagster_event(check_result(3), run_id=RUN_ID)
+        [record] = instance.event_log_storage.get_asset_check_execution_history(CHECK, limit=10)
+        assert record.partition == "2026-11-01-03:00"
+    assert (home / "history" / "runs" / f"{RUN_ID}.db").exists()
+    assert not list(elsewhere.rglob("*.db"))
+
+
 def test_a_run_of_many_results_opens_a_bounded_number_of_connections(tmp_path: Path, monkeypatch) -> None:
     """Dagster's default storage opens about six connections per result; pooled, a run's results share
     one connection per file, however many there are."""

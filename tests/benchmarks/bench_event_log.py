@@ -54,7 +54,7 @@ def check_events(count: int) -> Iterator[DagsterEvent]:
 
 def through_instance(pooled: bool) -> float:
     with tempfile.TemporaryDirectory() as home:
-        overrides = {"event_log_storage": {**POOLED, "config": {"dagster_home": home}}} if pooled else {}
+        overrides = {"event_log_storage": {**POOLED, "config": {}}} if pooled else {}
         with dg.instance_for_test(temp_dir=home, overrides=overrides) as instance:
             instance.add_run(DagsterRun(job_name="load_hourly", run_id=RUN_ID))
             events = list(check_events(RESULTS))
