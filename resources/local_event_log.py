@@ -77,7 +77,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
 
     def _open(self, dagster_home: str) -> None:
         # A process that ends without closing leaves each shard's WAL beside it: close them at exit.
-        atexit.register(self.close_all)
+        atexit.register(self.close_at_exit)
         super().__init__(base_dir=os.path.join(dagster_home, "history", "runs"), inst_data=self._inst_data)
 
     def register_instance(self, instance: Any) -> None:
@@ -182,6 +182,20 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
                 if self._engines_pid == os.getpid():
                     engine.dispose()
             self._engines.clear()
+
+    def close_at_exit(self) -> None:
+        """Like `close_all`, but never holds up the process's exit: a daemon thread may still hold the
+        lock (e.g. waiting out SQLite's busy timeout). Then the OS closes the files, and the next process
+        to open a shard folds its WAL back in."""
+        if not self._db_lock.acquire(timeout=1):
+            return
+        try:
+            if self._engines_pid == os.getpid():
+                for engine in self._engines.values():
+                    engine.dispose()
+            self._engines.clear()
+        finally:
+            self._db_lock.release()
 
     def dispose(self) -> None:
         self.close_all()
