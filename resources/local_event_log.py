@@ -47,6 +47,7 @@ from sqlalchemy.pool import NullPool
 from watchdog.events import FileSystemEvent
 
 MAX_OPEN_SHARDS = 16  # run shards a process keeps open at once, besides the index
+EXIT_WAIT_SECONDS = 1.0  # how long closing at exit waits for the storage's lock
 RUN_END_EVENTS = frozenset({DagsterEventType.RUN_SUCCESS, DagsterEventType.RUN_FAILURE, DagsterEventType.RUN_CANCELED})
 
 
@@ -77,7 +78,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
 
     def _open(self, dagster_home: str) -> None:
         # A process that ends without closing leaves each shard's WAL beside it: close them at exit.
-        atexit.register(self.close_at_exit)
+        atexit.register(self.close_all, EXIT_WAIT_SECONDS)
         super().__init__(base_dir=os.path.join(dagster_home, "history", "runs"), inst_data=self._inst_data)
 
     def register_instance(self, instance: Any) -> None:
@@ -152,11 +153,16 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         if event.is_dagster_event and event.dagster_event_type in RUN_END_EVENTS:
             self.close_shard(event.run_id)
 
+    def _release(self, engine: Engine) -> None:
+        """Close an engine's connections, unless they were inherited through fork (the parent's)."""
+        if self._engines_pid == os.getpid():
+            engine.dispose()
+
     def close_shard(self, shard: str) -> None:
         with self._db_lock:
             engine = self._engines.pop(shard, None)
-            if engine is not None and self._engines_pid == os.getpid():
-                engine.dispose()
+            if engine is not None:
+                self._release(engine)
 
     def close_run_shards(self) -> None:
         for shard in [name for name in self._engines if name != INDEX_SHARD_NAME]:
@@ -176,23 +182,15 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
         handler = ShardAndWalWatchdog(self, run_id, callback, cursor)
         self._watchers[run_id][callback] = (handler, self._obs.schedule(handler, self._base_dir, recursive=True))
 
-    def close_all(self) -> None:
-        with self._db_lock:
-            for engine in self._engines.values():
-                if self._engines_pid == os.getpid():
-                    engine.dispose()
-            self._engines.clear()
-
-    def close_at_exit(self) -> None:
-        """Like `close_all`, but never holds up the process's exit: a daemon thread may still hold the
-        lock (e.g. waiting out SQLite's busy timeout). Then the OS closes the files, and the next process
-        to open a shard folds its WAL back in."""
-        if not self._db_lock.acquire(timeout=1):
+    def close_all(self, wait_seconds: float = -1) -> None:
+        """Close every connection. At exit (`wait_seconds` 1) it never holds the process up: a daemon
+        thread may still hold the lock (e.g. waiting out SQLite's busy timeout). Then the OS closes the
+        files, and the next process to open a shard folds its WAL back in."""
+        if not self._db_lock.acquire(timeout=wait_seconds):
             return
         try:
-            if self._engines_pid == os.getpid():
-                for engine in self._engines.values():
-                    engine.dispose()
+            for engine in self._engines.values():
+                self._release(engine)
             self._engines.clear()
         finally:
             self._db_lock.release()

@@ -284,13 +284,13 @@ def excluded_tests(context: dg.AssetExecutionContext) -> list[str]:
     assets_def = context.assets_def  # in a subset run, the subset; its node still holds every check
     if assets_def.partitions_def is not None or assets_def.keys_by_output_name == assets_def.node_keys_by_output_name:
         return []  # a whole run keeps its own `--exclude tag:daily`; the daily models' tests run with them
-    from dagster_dbt.asset_utils import get_manifest_and_translator_from_dbt_assets
+    from dagster_dbt.asset_utils import DAGSTER_DBT_UNIQUE_ID_METADATA_KEY, get_manifest_and_translator_from_dbt_assets
 
     manifest, _translator, _project = get_manifest_and_translator_from_dbt_assets([assets_def])
     selected = set(context.selected_asset_keys)
     names = {f"tag:{DAILY_TAG}"}
     for spec in assets_def.node_check_specs_by_output_name.values():
-        node = manifest["nodes"].get((spec.metadata or {}).get("dagster_dbt/unique_id", ""))
+        node = manifest["nodes"].get((spec.metadata or {}).get(DAGSTER_DBT_UNIQUE_ID_METADATA_KEY, ""))
         if spec.asset_key not in selected and node is not None:
             names.add(".".join(node["fqn"]))
     return sorted(names)
