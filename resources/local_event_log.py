@@ -25,6 +25,7 @@ from __future__ import annotations
 import atexit
 import os
 import sqlite3
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,6 +50,18 @@ from watchdog.events import FileSystemEvent
 MAX_OPEN_SHARDS = 16  # run shards a process keeps open at once, besides the index
 EXIT_WAIT_SECONDS = 1.0  # how long closing at exit waits for the storage's lock
 RUN_END_EVENTS = frozenset({DagsterEventType.RUN_SUCCESS, DagsterEventType.RUN_FAILURE, DagsterEventType.RUN_CANCELED})
+
+
+# Storages whose connections may be open, closed when the process exits. Weak: a code server creates a
+# storage for every run it launches, and each must be collectable once its instance is disposed.
+OPEN_STORAGES: weakref.WeakSet[PooledSqliteEventLogStorage] = weakref.WeakSet()
+
+
+@atexit.register
+def close_open_storages_at_exit() -> None:
+    """A process that ends without closing leaves each shard's WAL beside it."""
+    for storage in list(OPEN_STORAGES):
+        storage.close_all(EXIT_WAIT_SECONDS)
 
 
 def set_wal_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -77,8 +90,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             self._open(dagster_home)
 
     def _open(self, dagster_home: str) -> None:
-        # A process that ends without closing leaves each shard's WAL beside it: close them at exit.
-        atexit.register(self.close_all, EXIT_WAIT_SECONDS)
+        OPEN_STORAGES.add(self)
         super().__init__(base_dir=os.path.join(dagster_home, "history", "runs"), inst_data=self._inst_data)
 
     def register_instance(self, instance: Any) -> None:
@@ -196,6 +208,7 @@ class PooledSqliteEventLogStorage(SqliteEventLogStorage):
             self._db_lock.release()
 
     def dispose(self) -> None:
+        OPEN_STORAGES.discard(self)
         self.close_all()
         super().dispose()
 

@@ -192,3 +192,51 @@ def test_a_finished_run_leaves_one_file(tmp_path: Path, monkeypatch) -> None:
         assert not Path(f"{shard}-shm").exists()
         [event] = instance.fetch_materializations(stations.key, limit=1).records
         assert event.asset_materialization.metadata["dagster/row_count"].value == 5
+
+
+def test_a_storage_is_collectable_once_its_instance_is_disposed(tmp_path: Path, monkeypatch) -> None:
+    """A code server opens an instance for every run it launches: none of them may be kept alive (by the
+    hook that closes connections at exit, for instance) after it is disposed."""
+    import gc
+    import weakref
+
+    home = tmp_path / "dagster_home"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    with local_instance(home) as instance:
+        instance.add_run(DagsterRun(job_name="load_hourly", run_id=RUN_ID))
+        storages = []
+        for hour in range(5):
+            with dg.DagsterInstance.from_ref(instance.get_ref()) as worker:
+                worker.report_dagster_event(check_result(hour), run_id=RUN_ID)
+                storages.append(weakref.ref(worker.event_log_storage))
+        del worker
+        gc.collect()
+        assert [storage() for storage in storages] == [None] * 5
+        assert len(instance.event_log_storage.get_asset_check_execution_history(CHECK, limit=10)) == 5
+
+
+EXIT_WITHOUT_CLOSING = """
+import sys
+import dagster as dg
+from dagster._core.storage.dagster_run import DagsterRun
+from tests.test_local_event_log import RUN_ID, check_result
+
+instance = dg.DagsterInstance.from_config(sys.argv[1])
+instance.add_run(DagsterRun(job_name="load_hourly", run_id=RUN_ID))
+instance.report_dagster_event(check_result(0), run_id=RUN_ID)
+"""
+
+
+def test_a_process_that_exits_without_closing_leaves_no_wal(tmp_path: Path, monkeypatch) -> None:
+    """A process that never disposes its instance (a script, a crashed-but-exiting worker) still closes its
+    connections at exit: the shard's WAL is folded back and removed."""
+    home = tmp_path / "dagster_home"
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    local_instance(home).dispose()
+    subprocess.run([sys.executable, "-c", EXIT_WITHOUT_CLOSING, str(home)], cwd=REPO, check=True, timeout=120)
+    shard = home / "history" / "runs" / f"{RUN_ID}.db"
+    assert shard.exists()
+    assert not Path(f"{shard}-wal").exists()
+    with local_instance(home) as instance:
+        [record] = instance.event_log_storage.get_asset_check_execution_history(CHECK, limit=10)
+        assert record.partition == "2026-11-01-00:00"
