@@ -39,6 +39,7 @@ from jobs.partition_freshness import (
     resolve_rules,
 )
 from jobs.policies import (
+    IN_PROCESS_JOBS,
     PARTITION_FRESHNESS,
     TABLE_RETENTION,
     apply_global_policies,
@@ -149,7 +150,9 @@ def build_location(location: str, settings: StrataSettings, platform: Platform |
     assets = assets_in(location, platform.assets)
     keys = {key for asset in assets for key in asset.keys}
     freshness = {key: rule for key, rule in platform.partition_freshness.items() if key in keys}
-    jobs = build_jobs(assets, exclude_checks=check_keys(freshness))
+    # In Kubernetes each step keeps its own pod; elsewhere the jobs whose steps take turns run in one process.
+    in_process = IN_PROCESS_JOBS if settings.executor != "k8s" else {}
+    jobs = build_jobs(assets, exclude_checks=check_keys(freshness), in_process=in_process)
     job_names = {job.name for job in jobs}
     sensors: list[dg.SensorDefinition] = [*build_automation_sensors(assets)]
     sensors += [build_drop_sensor(feed.key.path[-1], feed) for feed in platform.drop_feeds if feed.key in keys]

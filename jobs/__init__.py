@@ -17,7 +17,7 @@ partitioning's job:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import dagster as dg
 
@@ -75,10 +75,13 @@ def job_of(asset: dg.AssetsDefinition, owner: dict[dg.AssetKey, str]) -> str:
 
 
 def build_jobs(
-    assets: Sequence[dg.AssetsDefinition], exclude_checks: Sequence[dg.AssetCheckKey] = ()
+    assets: Sequence[dg.AssetsDefinition],
+    exclude_checks: Sequence[dg.AssetCheckKey] = (),
+    in_process: Collection[str] = (),
 ) -> list[dg.UnresolvedAssetJobDefinition]:
     """One job per code location and partitioning; `exclude_checks` are checks no job runs (the partition
-    freshness checks, which the freshness sensor evaluates at its own clock)."""
+    freshness checks, which the freshness sensor evaluates at its own clock). The jobs named in
+    `in_process` run their steps in the run worker's process (jobs/policies.py IN_PROCESS_JOBS)."""
     by_job: dict[str, list[dg.AssetKey]] = {}
     owner = location_by_key(assets)
     materialized = {key for asset in assets for key in asset.keys}
@@ -103,6 +106,7 @@ def build_jobs(
             selection=dg.AssetSelection.assets(*by_job[name]) - excluded,
             description=text,
             tags=priority_tags(name),
+            executor_def=dg.in_process_executor if name in in_process else None,
         )
         for name, text in JOB_BY_PARTITIONING.values()
         if name in by_job

@@ -198,6 +198,13 @@ VOLUME_ANOMALY_CHECKS: list[tuple[str, dg.AssetSelection, VolumePolicy]] = [
     ("Bronze file-drop feeds: each hour against the same hour of the last 14 days (a day has a rhythm)",
      BRONZE_DROPS, VolumePolicy(step=24)),
 ]  # fmt: skip
+# Jobs whose steps would only take turns: with the local (multiprocess) executor they run in the run
+# worker's own process, one step after another. A step in a process of its own pays a process start that
+# imports the code location again (seconds under `dagster dev`), and a step waiting for a pool slot polls
+# with a back-off that grows to 15 s. In Kubernetes every job keeps one pod per step (jobs/executor.py).
+IN_PROCESS_JOBS: dict[str, str] = {
+    "extract_oltp": "its Bronze loads all take the `source_db` pool's one slot, so they run one at a time anyway",
+}
 # Run priority (`dagster/priority`, higher starts first) for the QueuedRunCoordinator: the daily Gold
 # build before the dimension refresh, both before hourly Bronze catch-up. Jobs not listed get 0.
 JOB_PRIORITIES: dict[str, int] = {
