@@ -189,6 +189,7 @@ def local_instance_for_test(home: Path | str | None = None) -> Iterator[dg.Dagst
     storage = yaml.safe_load((repo / "dagster.yaml").read_text())["event_log_storage"]
     with tempfile.TemporaryDirectory() as scratch:
         root = str(home or scratch)
+        Path(root).mkdir(parents=True, exist_ok=True)
         with dg.instance_for_test(temp_dir=root, overrides={"event_log_storage": storage}) as instance:
             yield instance
 
