@@ -35,6 +35,10 @@ JOB_BY_PARTITIONING: dict[tuple[str, str | None], tuple[str, str]] = {
     ("analytics", "weekly"): ("publish_weekly_report", "Weekly partitions: the executive report of an ISO week."),
 }
 
+# The default executor's choice of running every step in the run worker's process, as a job's default run
+# config: a person launching the job can still pick `multiprocess` (or pass `in_process` settings).
+IN_PROCESS_RUN_CONFIG = {"execution": {"config": {"in_process": {}}}}
+
 # job name -> (the assets it owns, with their checks; description)
 DEDICATED_JOBS: dict[str, tuple[dg.AssetSelection, str]] = {
     "fetch_weather": (
@@ -81,7 +85,7 @@ def build_jobs(
 ) -> list[dg.UnresolvedAssetJobDefinition]:
     """One job per code location and partitioning; `exclude_checks` are checks no job runs (the partition
     freshness checks, which the freshness sensor evaluates at its own clock). The jobs named in
-    `in_process` run their steps in the run worker's process (jobs/policies.py IN_PROCESS_JOBS)."""
+    `in_process` run their steps in the run worker's process by default (jobs/policies.py IN_PROCESS_JOBS)."""
     by_job: dict[str, list[dg.AssetKey]] = {}
     owner = location_by_key(assets)
     materialized = {key for asset in assets for key in asset.keys}
@@ -106,7 +110,7 @@ def build_jobs(
             selection=dg.AssetSelection.assets(*by_job[name]) - excluded,
             description=text,
             tags=priority_tags(name),
-            executor_def=dg.in_process_executor if name in in_process else None,
+            config=IN_PROCESS_RUN_CONFIG if name in in_process else None,
         )
         for name, text in JOB_BY_PARTITIONING.values()
         if name in by_job

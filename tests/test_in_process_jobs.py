@@ -22,15 +22,27 @@ from resources.settings import REPO_ROOT, load_settings
 from tests.conftest import TEST_START
 
 
+def execution(job: dg.JobDefinition, run_config: dict | None = None) -> tuple[str, set[str]]:
+    """The executor a run of `job` uses with `run_config`, and the mode chosen in its config."""
+    from dagster._core.system_config.objects import ResolvedRunConfig
+
+    resolved = ResolvedRunConfig.build(job, run_config or {}).execution
+    return resolved.execution_engine_name, set(resolved.execution_engine_config or {})
+
+
 def test_the_serial_jobs_run_in_process_locally_and_step_per_pod_in_kubernetes(settings, monkeypatch):
     assert set(IN_PROCESS_JOBS) == {"extract_oltp"}
     local = build_location("ingestion", settings)
-    assert local.resolve_job_def("extract_oltp").executor_def is dg.in_process_executor
-    assert local.resolve_job_def("load_hourly").executor_def is not dg.in_process_executor
+    default = dg.multi_or_in_process_executor.name
+    assert execution(local.resolve_job_def("extract_oltp")) == (default, {"in_process"})
+    assert execution(local.resolve_job_def("load_hourly")) == (default, {"multiprocess"})
+    # A person launching the job can still choose the other mode.
+    multiprocess = {"execution": {"config": {"multiprocess": {}}}}
+    assert execution(local.resolve_job_def("extract_oltp"), multiprocess) == (default, {"multiprocess"})
 
     monkeypatch.setenv("STRATA_EXECUTOR", "k8s")
     in_cluster = build_location("ingestion", load_settings())
-    assert in_cluster.resolve_job_def("extract_oltp").executor_def.name == "k8s"
+    assert execution(in_cluster.resolve_job_def("extract_oltp"))[0] == "k8s"
 
 
 @pytest.mark.slow
