@@ -39,7 +39,12 @@ def rebuilds_with_unchanged_inputs(instance, asset: str) -> list[tuple[str, str]
 
     previous: dict[str | None, dict[str, str]] = {}
     unchanged = []
-    records = instance.fetch_materializations(dg.AssetKey(asset.split("/")), limit=100_000, ascending=True).records
+    records, cursor, more = [], None, True
+    while more:  # pages of at most 10,000, the most the event log returns at once
+        page = instance.fetch_materializations(
+            dg.AssetKey(asset.split("/")), limit=10_000, cursor=cursor, ascending=True
+        )
+        records, cursor, more = [*records, *page.records], page.cursor, page.has_more
     for record in records:
         materialization = record.event_log_entry.asset_materialization
         inputs = {
